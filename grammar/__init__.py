@@ -1,0 +1,1 @@
+"""The opdsl grammar (opdsl.lark), shipped as package data."""

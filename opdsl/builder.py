@@ -1,0 +1,199 @@
+"""Builds operator IR from values: the semantics of `@ + - * / .T` and calls.
+
+Both front ends use it — the `.op` frontend (frontend.py) and the Python
+tracer (trace.py) — so the language has one meaning and one list of
+constructors (kinds.CONSTRUCTORS).
+"""
+from __future__ import annotations
+
+import difflib
+
+import sympy as sp
+
+from .errors import NameError_, OpdslError, ShapeError, TypeError_
+from .ir import Graph
+from .kinds import CONSTRUCTORS, REGISTRY, Val
+
+
+class Builder:
+    def __init__(self, graph: Graph, known=None):
+        self.g = graph
+        self.known = known if known is not None else {}  # names in scope, for "did you mean"
+
+    def unknown(self, val: Val):
+        close = difflib.get_close_matches(str(val.v), list(self.known), n=3)
+        raise NameError_(f"unknown name {val.v!r}", val.span,
+                         hint=f"did you mean {', '.join(close)}?" if close else
+                         "declare it with `input`, `param`, `dim` or `let` before use")
+
+    # ---- nodes --------------------------------------------------------
+    def add(self, kind, operands=(), attrs=None, span=None, name=None) -> int:
+        return self.g.add(kind, operands, attrs, span, name)
+
+    def node(self, v: int, span=None) -> Val:
+        return Val("node", v, span)
+
+    def type_of(self, val: Val):
+        return self.g.type(val.v) if val.tag == "node" else None
+
+    def op(self, val: Val) -> int:
+        """The operand as an operator: a matrix-shaped tensor becomes dense(T)."""
+        if val.tag == "word":
+            self.unknown(val)
+        if val.tag != "node":
+            raise TypeError_(f"expected an operator, got {describe(val)}", val.span,
+                             hint="operators are tensors [m, n] or constructors like kron(...), diag(...)")
+        t = self.g.type(val.v)
+        if t.is_op:
+            return val.v
+        if len(t.shape) < 2:
+            raise TypeError_(f"a tensor {t} cannot be used as an operator (it needs at least 2 dims)", val.span,
+                             hint="use diag(d) for a vector of diagonal entries")
+        return self.add("dense", [val.v], span=val.span)
+
+    def tensor(self, val: Val, ranks=None, what="argument") -> int:
+        if val.tag == "word":
+            self.unknown(val)
+        if val.tag != "node" or self.g.type(val.v).is_op:
+            raise TypeError_(f"{what} must be a tensor, got {describe(val, self.g)}", val.span)
+        t = self.g.type(val.v)
+        if ranks is not None and len(t.shape) not in ranks:
+            want = " or ".join(str(r) for r in ranks)
+            raise ShapeError(f"{what} must have rank {want}, got a tensor {t}", val.span)
+        return val.v
+
+    def dim(self, val: Val):
+        if val.tag == "dim":
+            return val.v
+        if val.tag == "num" and float(val.v).is_integer() and val.v > 0:
+            return sp.Integer(int(val.v))
+        raise TypeError_(f"expected a dimension, got {describe(val, self.g)}", val.span,
+                         hint="dimensions are positive integers or names declared with `dim`")
+
+    def num(self, val: Val) -> float:
+        if val.tag == "num":
+            return val.v
+        if val.tag == "dim":
+            v = self.g.dims.value(val.v)
+            if v is not None:
+                return v
+        raise TypeError_(f"expected a number, got {describe(val, self.g)}", val.span)
+
+    def word(self, val: Val, choices, what="option") -> str:
+        if val.tag == "word" and val.v in choices:
+            return val.v
+        got = val.v if val.tag == "word" else describe(val, self.g)
+        raise TypeError_(f"unknown {what} {got!r}", val.span, hint=f"choose one of: {', '.join(choices)}")
+
+    def flag(self, val: Val) -> bool:
+        if val.tag == "bool":
+            return val.v
+        raise TypeError_(f"expected true or false, got {describe(val, self.g)}", val.span)
+
+    def arity(self, kind, args, span, lo=None, hi=-1):
+        lo = kind.arity[0] if lo is None else lo
+        hi = kind.arity[1] if hi == -1 else hi
+        n = len(args)
+        if n < lo or (hi is not None and n > hi):
+            want = f"{lo}" if lo == hi else (f"at least {lo}" if hi is None else f"{lo} to {hi}")
+            raise TypeError_(f"{kind.constructors[0]}(...) takes {want} arguments, got {n}", span)
+
+    def no_kwargs(self, kind, kwargs):
+        for k, v in kwargs.items():
+            raise TypeError_(f"{kind.constructors[0]}(...) has no option {k!r}", v.span)
+
+    # ---- the operators of the language ---------------------------------
+    def matmul(self, a: Val, b: Val, span) -> Val:
+        self._nodes(a, b, "@", span)
+        if self.g.type(b.v).is_op:
+            return self.node(self.add("compose", [self.op(a), b.v], span=span), span)
+        return self.node(self.add("apply", [self.op(a), b.v], span=span), span)
+
+    def plus(self, a: Val, b: Val, span) -> Val:
+        if a.tag in ("num", "dim") and b.tag in ("num", "dim"):
+            return arith(a, b, lambda x, y: x + y, span)
+        self._nodes(a, b, "+", span)
+        ta, tb = self.g.type(a.v), self.g.type(b.v)
+        if not ta.is_op and not tb.is_op:
+            return self.node(self.add("tadd", [a.v, b.v], span=span), span)
+        return self.node(self.add("sum", [self.op(a), self.op(b)], span=span), span)
+
+    def minus(self, a: Val, b: Val, span) -> Val:
+        if a.tag in ("num", "dim") and b.tag in ("num", "dim"):
+            return arith(a, b, lambda x, y: x - y, span)
+        return self.plus(a, self.negate(b, span), span)
+
+    def negate(self, a: Val, span) -> Val:
+        if a.tag in ("num", "dim"):
+            return Val("num", -self.num(a), span)
+        return self.times(Val("num", -1.0, span), a, span)
+
+    def times(self, a: Val, b: Val, span) -> Val:
+        if a.tag in ("num", "dim") and b.tag in ("num", "dim"):
+            return arith(a, b, lambda x, y: x * y, span)
+        if a.tag == "node" and b.tag in ("num", "dim"):
+            a, b = b, a
+        if a.tag in ("num", "dim") and b.tag == "node":
+            c = float(self.num(a))
+            kind = "scale" if self.g.type(b.v).is_op else "tscale"
+            return self.node(self.add(kind, [b.v], {"c": c}, span=span), span)
+        raise TypeError_(f"cannot multiply {describe(a, self.g)} by {describe(b, self.g)} with `*`", span,
+                         hint="`*` scales by a number; use `@` for products of operators")
+
+    def divide(self, a: Val, b: Val, span) -> Val:
+        if a.tag in ("num", "dim") and b.tag in ("num", "dim"):
+            if b.tag == "num" and b.v == 0:
+                raise TypeError_("division by zero", b.span)
+            return arith(a, b, lambda x, y: x / y, span)
+        if a.tag == "node" and b.tag in ("num", "dim"):
+            c = float(self.num(b))
+            if c == 0:
+                raise TypeError_("division by zero", b.span)
+            return self.times(Val("num", 1.0 / c, b.span), a, span)
+        raise TypeError_(f"cannot divide {describe(a, self.g)} by {describe(b, self.g)}", span,
+                         hint="only division by a number is allowed; use inv(A) for an inverse")
+
+    def attr(self, a: Val, name: str, span) -> Val:
+        if name != "T":
+            raise TypeError_(f"unknown attribute .{name}", span, hint="the only attribute is .T (transpose)")
+        if a.tag != "node":
+            raise TypeError_(f".T needs an operator or a matrix, got {describe(a)}", span)
+        if self.g.type(a.v).is_op:
+            return self.node(self.add("transpose", [a.v], span=span), span)
+        return self.node(self.add("tT", [a.v], span=span), span)
+
+    def call(self, fname: str, args: list[Val], kwargs: dict, span) -> Val:
+        kind = CONSTRUCTORS.get(fname)
+        if kind is None:
+            close = difflib.get_close_matches(fname, sorted(CONSTRUCTORS), n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else \
+                f"known operators: {', '.join(sorted(CONSTRUCTORS))}"
+            raise TypeError_(f"unknown operator {fname}(...)", span, hint=hint)
+        out = kind.construct(self, args, kwargs, span)
+        return out if isinstance(out, Val) else self.node(out, span)
+
+    def _nodes(self, a: Val, b: Val, sym: str, span):
+        for x in (a, b):
+            if x.tag == "word":
+                self.unknown(x)
+            if x.tag != "node":
+                raise TypeError_(f"`{sym}` needs operators or tensors, got {describe(x, self.g)}", x.span or span)
+
+
+def arith(a: Val, b: Val, fn, span) -> Val:
+    if a.tag == "num" and b.tag == "num":
+        return Val("num", fn(a.v, b.v), span)
+    return Val("dim", sp.nsimplify(fn(sp.sympify(a.v), sp.sympify(b.v))), span)
+
+
+def describe(val: Val, g=None) -> str:
+    if val.tag == "node":
+        t = g.type(val.v) if g is not None else None
+        if t is None:
+            return "a value"
+        return f"an operator {t}" if t.is_op else f"a tensor {t}"
+    return {"num": f"the number {val.v}", "dim": f"the dimension {val.v}", "word": f"the name {val.v!r}",
+            "bool": f"the value {str(val.v).lower()}"}.get(val.tag, val.tag)
+
+
+__all__ = ["Builder", "Val", "OpdslError", "REGISTRY"]

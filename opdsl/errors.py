@@ -1,0 +1,99 @@
+"""Errors a user can cause. Every one carries a source span and a hint.
+
+The message format follows compilers people know::
+
+    model.op:4:21: error: cannot apply kron(A, B) [64, 64] to x [32, k]
+        export y = kron(A, B) @ x
+                            ^
+    hint: x has 32 rows but the operator has 64 columns
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Span:
+    """A place in a source file: 1-based line and column, end column exclusive."""
+
+    file: str
+    line: int
+    column: int
+    end_column: int | None = None
+    text: str | None = None  # the whole source, to quote the line
+
+    def source_line(self) -> str | None:
+        if self.text is None:
+            return None
+        lines = self.text.splitlines()
+        if 1 <= self.line <= len(lines):
+            return lines[self.line - 1]
+        return None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+class OpdslError(Exception):
+    """Base class of every error opdsl reports to a user."""
+
+    kind = "error"
+
+    def __init__(self, message: str, span: Span | None = None, hint: str | None = None,
+                 notes: list[tuple[str, Span]] | None = None):
+        self.message = message
+        self.span = span
+        self.hint = hint
+        self.notes = notes or []
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        out = []
+        out.extend(_located(self.span, f"{self.kind}: {self.message}"))
+        for note, span in self.notes:
+            out.extend(_located(span, f"note: {note}"))
+        if self.hint:
+            out.append(f"hint: {self.hint}")
+        return "\n".join(out)
+
+
+def _located(span: Span | None, headline: str) -> list[str]:
+    if span is None:
+        return [headline]
+    lines = [f"{span}: {headline}"]
+    src = span.source_line()
+    if src is not None:
+        src = src.replace("\t", " ")
+        width = max(1, (span.end_column or span.column + 1) - span.column)
+        width = min(width, max(1, len(src) - span.column + 1))
+        lines.append("    " + src)
+        lines.append("    " + " " * (span.column - 1) + "^" + "~" * (width - 1))
+    return lines
+
+
+class ParseError(OpdslError):
+    """The text is not in the language (grammar/opdsl.lark)."""
+
+
+class NameError_(OpdslError):
+    """A name is unknown or defined twice."""
+
+
+class ShapeError(OpdslError):
+    """Operands whose shapes do not fit together."""
+
+
+class DimError(OpdslError):
+    """A dimension that is not a positive integer, or dims that contradict each other."""
+
+
+class TypeError_(OpdslError):
+    """A tensor used where an operator is needed, a bad argument to a constructor, ..."""
+
+
+class CallError(OpdslError):
+    """A compiled function called with missing, extra or ill-shaped arguments."""
+
+
+class BackendError(OpdslError):
+    """A backend that is not installed or cannot express a primitive."""

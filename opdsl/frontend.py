@@ -1,0 +1,334 @@
+"""`.op` text -> operator IR.
+
+Parsing is Lark's LALR parser over grammar/opdsl.lark.  The tree is walked
+without recursion (deeply nested expressions must not hit Python's recursion
+limit); statements are processed in order, expressions through the Builder,
+which holds the meaning of each operator.
+"""
+from __future__ import annotations
+
+import difflib
+from functools import lru_cache
+from importlib import resources
+
+import lark
+import sympy as sp
+from lark import Token, Tree
+
+from .builder import Builder, describe
+from .dims import DimTable, sym
+from .errors import DimError, NameError_, OpdslError, ParseError, Span, TypeError_
+from .ir import Graph
+from .kinds import REGISTRY, Val
+from .kinds.base import DTYPES
+
+PROPS = ("psd", "symmetric", "orthogonal", "lower", "upper", "diagonal", "invertible")
+INITS = ("normal", "zeros", "ones", "eye", "orthogonal", "uniform")
+KEYWORDS = ("dim", "input", "param", "let", "export")
+
+# Lark terminal names, in words, for "expected ..." messages.
+TERMINAL_WORDS = {
+    "NAME": "a name", "INT": "an integer", "NUMBER": "a number", "LSQB": "'['", "RSQB": "']'",
+    "LPAR": "'('", "RPAR": "')'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "PLUS": "'+'",
+    "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "AT": "'@'", "DOT": "'.'", "TILDE": "'~'",
+    "DIM": "'dim'", "INPUT": "'input'", "PARAM": "'param'", "LET": "'let'", "EXPORT": "'export'",
+    "$END": "the end of the file",
+}
+
+
+@lru_cache(maxsize=1)
+def parser() -> lark.Lark:
+    text = resources.files("opdsl.grammar").joinpath("opdsl.lark").read_text()
+    return lark.Lark(text, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+
+
+def _expected(names) -> str:
+    words = sorted({TERMINAL_WORDS.get(n, n.lower()) for n in names})
+    if len(words) > 8:
+        words = words[:8] + ["..."]
+    return ", ".join(words)
+
+
+def parse(text: str, filename: str = "<string>") -> Tree:
+    try:
+        return parser().parse(text)
+    except lark.exceptions.UnexpectedCharacters as e:
+        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else "?"
+        raise ParseError(f"unexpected character {ch!r}", Span(filename, e.line, e.column, e.column + 1, text),
+                         hint=f"expected {_expected(e.allowed)}" if e.allowed else None) from None
+    except lark.exceptions.UnexpectedEOF as e:
+        lines = text.splitlines() or [""]
+        span = Span(filename, len(lines), len(lines[-1]) + 1, None, text)
+        raise ParseError("the file ends in the middle of a statement", span,
+                         hint=f"expected {_expected(e.expected)}") from None
+    except lark.exceptions.UnexpectedToken as e:
+        tok = e.token
+        if tok.type == "$END":
+            lines = text.splitlines() or [""]
+            span = Span(filename, len(lines), len(lines[-1]) + 1, None, text)
+            raise ParseError("the file ends in the middle of a statement", span,
+                             hint=f"expected {_expected(e.expected)}") from None
+        span = Span(filename, tok.line, tok.column, tok.end_column, text)
+        what = f"keyword '{tok}'" if str(tok) in KEYWORDS else repr(str(tok))
+        hint = f"expected {_expected(e.expected)}"
+        if str(tok) in KEYWORDS and "NAME" in e.expected:
+            hint += f"; '{tok}' is a keyword and cannot be used as a name"
+        raise ParseError(f"unexpected {what}", span, hint=hint) from None
+    except lark.exceptions.LarkError as e:  # anything else Lark can raise
+        raise ParseError(f"cannot parse: {e}", Span(filename, 1, 1, None, text)) from None
+
+
+class Frontend:
+    def __init__(self, text: str, filename: str, dims: dict | None, dtype: str):
+        self.text, self.file = text, filename
+        self.overrides = dict(dims or {})
+        self.default_dtype = dtype
+        self.table = DimTable()
+        self.graph = Graph(REGISTRY, self.table, meta={"file": filename, "source": text})
+        self.env: dict[str, tuple[Val, Span]] = {}
+        self.b = Builder(self.graph, known=self.env)
+
+    # ---- spans ----------------------------------------------------------
+    def span(self, t) -> Span:
+        if isinstance(t, Token):
+            return Span(self.file, t.line, t.column, t.end_column if t.end_line == t.line else None, self.text)
+        m = t.meta
+        if getattr(m, "empty", True):
+            return Span(self.file, 1, 1, None, self.text)
+        end = m.end_column if m.end_line == m.line else None
+        return Span(self.file, m.line, m.column, end, self.text)
+
+    # ---- statements -------------------------------------------------------
+    def run(self) -> Graph:
+        tree = parse(self.text, self.file)
+        for st in tree.children:
+            getattr(self, st.data)(st)
+        unused = set(self.overrides) - set(self.table.symbols)
+        if unused:
+            raise DimError(f"--dim names {', '.join(sorted(unused))}, which the program does not declare",
+                           hint=f"declared dims: {', '.join(self.table.symbols) or 'none'}")
+        if not self.graph.exports:
+            raise OpdslError("the program exports nothing", Span(self.file, 1, 1, None, self.text),
+                             hint="add `export NAME = expression`")
+        return self.graph
+
+    def define(self, tok: Token, val: Val):
+        name = str(tok)
+        if name in self.env:
+            raise NameError_(f"{name!r} is already defined", self.span(tok),
+                             notes=[("first defined here", self.env[name][1])],
+                             hint="each name is defined once; pick another name")
+        self.env[name] = (val, self.span(tok))
+
+    def dim_stmt(self, st):
+        name, value, hint = st.children
+        s = sym(str(name))
+        span = self.span(name)
+        self.define(name, Val("dim", s, span))
+        self.table.symbols[str(name)] = s
+        if str(name) in self.overrides:
+            v = self.overrides[str(name)]
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise DimError(f"dim {name} = {v!r} must be a positive integer", span)
+            self.table.values[s] = v
+        elif value is not None:
+            e = self.dim_expr(value)
+            known = self.table.subs(e)
+            if not known.free_symbols:
+                if not known.is_integer or known <= 0:
+                    raise DimError(f"dim {name} = {known} is not a positive integer", self.span(value),
+                                   hint="dims are positive integers; check the division")
+                if e.free_symbols:
+                    self.table.derived[s] = e
+                self.table.values[s] = int(known)
+            else:
+                self.table.derived[s] = e
+        if hint is not None:
+            self.table.hints[s] = int(hint)
+
+    def dim_expr(self, t) -> sp.Expr:
+        stack, out = [(t, False)], []
+        while stack:
+            node, done = stack.pop()
+            if isinstance(node, Token):
+                out.append(node)
+                continue
+            if not done:
+                stack.append((node, True))
+                stack.extend((c, False) for c in reversed(node.children))
+                continue
+            n = len(node.children)
+            args = out[len(out) - n:]
+            del out[len(out) - n:]
+            out.append(self._dim_node(node, args))
+        return out[0]
+
+    def _dim_node(self, node, args):
+        op = node.data
+        if op == "dint":
+            return sp.Integer(int(args[0]))
+        if op == "dname":
+            name = str(args[0])
+            val = self.env.get(name)
+            if val is None or val[0].tag != "dim":
+                close = difflib.get_close_matches(name, list(self.table.symbols), n=3)
+                raise NameError_(f"unknown dimension {name!r}", self.span(args[0]),
+                                 hint=f"did you mean {', '.join(close)}?" if close
+                                 else f"declare it first: `dim {name}` (free) or `dim {name} = 64`")
+            return val[0].v
+        a, b = args
+        if op == "ddiv":
+            if b == 0:
+                raise DimError("division by zero in a dimension", self.span(node))
+            return a / b
+        return {"dadd": lambda: a + b, "dsub": lambda: a - b, "dmul": lambda: a * b}[op]()
+
+    def shape(self, t) -> tuple:
+        dims = []
+        for c in t.children:
+            if c is None:
+                continue
+            e = self.dim_expr(c)
+            v = self.table.subs(e)
+            if not v.free_symbols and (not v.is_integer or v <= 0):
+                raise DimError(f"dimension {e} = {v} is not a positive integer", self.span(c))
+            dims.append(e)
+        return tuple(dims)
+
+    def input_stmt(self, st):
+        self._decl(st, "input")
+
+    def param_stmt(self, st):
+        self._decl(st, "param")
+
+    def _decl(self, st, role):
+        name, shape, *words, init = st.children
+        dtype, props = self.default_dtype, []
+        for w in words:
+            word = str(w.children[0])
+            if word in DTYPES:
+                dtype = word
+            elif word in PROPS:
+                props.append(word)
+            else:
+                raise TypeError_(f"unknown dtype or property {word!r}", self.span(w.children[0]),
+                                 hint=f"dtypes: {', '.join(DTYPES)}; properties: {', '.join(PROPS)}")
+        attrs = {"name": str(name), "role": role, "shape": self.shape(shape), "dtype": dtype,
+                 "props": tuple(props)}
+        if init is not None:
+            if role == "input":
+                raise TypeError_("an input has no initializer", self.span(init),
+                                 hint="use `param` for a learnable tensor with an initializer")
+            iname = str(init.children[0])
+            if iname not in INITS:
+                raise TypeError_(f"unknown initializer {iname!r}", self.span(init.children[0]),
+                                 hint=f"choose one of: {', '.join(INITS)}")
+            args = []
+            if init.children[1] is not None:
+                for a in init.children[1].children:
+                    val = self.expr(a)
+                    args.append(float(self.b.num(val)))
+            attrs["init"] = (iname, tuple(args))
+        elif role == "param":
+            attrs["init"] = ("normal", ())
+        v = self.graph.add("input", [], attrs, self.span(name), str(name))
+        self.graph.meta.setdefault("decl_order", []).append(str(name))
+        self.define(name, Val("node", v, self.span(name)))
+
+    def let_stmt(self, st):
+        name, expr = st.children
+        val = self.expr(expr)
+        if val.tag == "node":
+            self.graph.rename(val.v, str(name))
+        self.define(name, val)
+
+    def export_stmt(self, st):
+        name, expr = st.children
+        val = self.expr(expr)
+        if str(name) in self.graph.exports:
+            raise NameError_(f"export {name!r} is defined twice", self.span(name))
+        if val.tag != "node":
+            raise TypeError_(f"an export must be a tensor, got {describe(val, self.graph)}", self.span(expr))
+        if self.graph.type(val.v).is_op:
+            raise TypeError_(f"export {name} is an operator {self.graph.type(val.v)}; exports are tensors",
+                             self.span(expr), hint=f"apply it to an input: `export {name} = (...) @ x`")
+        if not self.graph[val.v].name and self.graph.kind(val.v) != "input":
+            self.graph.rename(val.v, str(name))
+        self.graph.exports[str(name)] = val.v
+        self.graph.meta.setdefault("export_spans", {})[str(name)] = self.span(st)
+
+    # ---- expressions ------------------------------------------------------
+    def expr(self, t) -> Val:
+        stack, out = [(t, False)], []
+        while stack:
+            node, done = stack.pop()
+            if node is None or isinstance(node, Token):
+                out.append(node)
+                continue
+            if not done:
+                stack.append((node, True))
+                stack.extend((c, False) for c in reversed(node.children))
+                continue
+            n = len(node.children)
+            args = out[len(out) - n:]
+            del out[len(out) - n:]
+            out.append(self._expr_node(node, args))
+        return out[0]
+
+    def _expr_node(self, node, args):
+        span = self.span(node)
+        b = self.b
+        op = node.data
+        if op == "number":
+            x = float(args[0])
+            return Val("num", int(x) if x.is_integer() and "." not in str(args[0]) else x, span)
+        if op == "name":
+            return self.lookup(args[0])
+        if op in ("add", "sub", "matmul", "mul", "div"):
+            fn = {"add": b.plus, "sub": b.minus, "matmul": b.matmul, "mul": b.times, "div": b.divide}[op]
+            return fn(self.resolve(args[0]), self.resolve(args[1]), span)
+        if op == "neg":
+            return b.negate(self.resolve(args[0]), span)
+        if op == "attr":
+            return b.attr(self.resolve(args[0]), str(args[1]), span)
+        if op == "kwarg":
+            return ("kw", args[0], args[1])
+        if op == "arglist":
+            return [a for a in args if a is not None]
+        if op == "call":
+            fname, arglist = args
+            pos, kw = [], {}
+            for a in arglist or []:
+                if isinstance(a, tuple):
+                    key = str(a[1])
+                    if key in kw:
+                        raise TypeError_(f"option {key!r} given twice", self.span(a[1]))
+                    kw[key] = a[2]
+                else:
+                    if kw:
+                        raise TypeError_("a positional argument follows a keyword argument", a.span)
+                    pos.append(a)
+            return b.call(str(fname), pos, kw, span)
+        raise OpdslError(f"internal: unhandled syntax {op}", span)
+
+    def lookup(self, tok: Token) -> Val:
+        name = str(tok)
+        span = self.span(tok)
+        if name in self.env:
+            v = self.env[name][0]
+            return Val(v.tag, v.v, span)
+        if name in ("true", "false"):
+            return Val("bool", name == "true", span)
+        return Val("word", name, span)
+
+    def resolve(self, val: Val) -> Val:
+        """A bare word in an operand position is an unknown name."""
+        if val.tag == "word":
+            self.b.unknown(val)
+        return val
+
+
+def to_graph(text: str, filename: str = "<string>", dims: dict | None = None, dtype: str = "float32") -> Graph:
+    if dtype not in DTYPES:
+        raise TypeError_(f"unknown dtype {dtype!r}", hint=f"choose one of: {', '.join(DTYPES)}")
+    return Frontend(text, filename, dims, dtype).run()

@@ -1,0 +1,152 @@
+"""Operator algebra: products, sums, scaling and transposition."""
+from __future__ import annotations
+
+from functools import reduce
+
+import numpy as np
+
+from ..dims import fmt_shape
+from ..errors import ShapeError
+from ..primitives import broadcast
+from .base import Kind, OpType, join_dtype, op_type, register
+
+# A property survives a product / sum / transpose when every operand has it.
+PRODUCT_KEEPS = frozenset({"orthogonal", "diagonal", "permutation", "invertible"})
+SUM_KEEPS = frozenset({"symmetric", "diagonal", "psd"})
+TRANSPOSE_KEEPS = frozenset({"orthogonal", "diagonal", "symmetric", "psd", "permutation", "invertible"})
+
+
+def common(types, keep):
+    props = set(keep)
+    for t in types:
+        props &= set(t.props)
+    return frozenset(props)
+
+
+@register
+class Compose(Kind):
+    """`A @ B @ ...`: the product of operators, applied right to left."""
+
+    name = "compose"
+    arity = (2, None)
+
+    def infer(self, g, ops, attrs, span):
+        ts = [op_type(g, o, span) for o in ops]
+        for i, (a, b) in enumerate(zip(ts, ts[1:])):
+            if not g.dims.equal(a.cols, b.rows):
+                raise ShapeError(
+                    f"cannot multiply operators {a} and {b}: {a.cols} columns against {b.rows} rows",
+                    span, notes=[(f"factor {i + 1} {a}", g[ops[i]].span), (f"factor {i + 2} {b}", g[ops[i + 1]].span)]
+                    if g[ops[i]].span and g[ops[i + 1]].span else None)
+        batch = reduce(broadcast, (t.batch for t in ts), ())
+        return OpType(ts[0].rows, ts[-1].cols, batch, join_dtype(*(t.dtype for t in ts)),
+                      common(ts, PRODUCT_KEEPS))
+
+    def dense(self, g, v, vals):
+        return reduce(np.matmul, vals)
+
+    def flops(self, g, v, k):
+        return sum(g.spec(o).flops(g, o, k) for o in g[v].operands)
+
+    def lower(self, lw, v, x):
+        for o in reversed(lw.src[v].operands):
+            x = lw.apply(o, x)
+        return x
+
+    def transpose(self, g, v):
+        n = g[v]
+        return g.add("compose", [g.add("transpose", [o], span=n.span) for o in reversed(n.operands)], span=n.span)
+
+
+@register
+class Sum(Kind):
+    """`A + B + ...` of operators with one shape."""
+
+    name = "sum"
+    arity = (2, None)
+
+    def infer(self, g, ops, attrs, span):
+        ts = [op_type(g, o, span) for o in ops]
+        for t in ts[1:]:
+            if not (g.dims.equal(t.rows, ts[0].rows) and g.dims.equal(t.cols, ts[0].cols)):
+                raise ShapeError(f"cannot add operators of shapes {ts[0]} and {t}", span)
+        batch = reduce(broadcast, (t.batch for t in ts), ())
+        return OpType(ts[0].rows, ts[0].cols, batch, join_dtype(*(t.dtype for t in ts)), common(ts, SUM_KEEPS))
+
+    def dense(self, g, v, vals):
+        return reduce(np.add, vals)
+
+    def flops(self, g, v, k):
+        t = g.type(v)
+        return sum(g.spec(o).flops(g, o, k) for o in g[v].operands) + (len(g[v].operands) - 1) * t.rows * k
+
+    def lower(self, lw, v, x):
+        ys = [lw.apply(o, x) for o in lw.src[v].operands]
+        return reduce(lw.add, ys)
+
+    def transpose(self, g, v):
+        n = g[v]
+        return g.add("sum", [g.add("transpose", [o], span=n.span) for o in n.operands], span=n.span)
+
+
+@register
+class Scale(Kind):
+    """`c * A`: an operator times a number (attribute c)."""
+
+    name = "scale"
+
+    def infer(self, g, ops, attrs, span):
+        t = op_type(g, ops[0], span)
+        props = set(t.props) & {"symmetric", "diagonal"}
+        if attrs["c"] > 0 and "psd" in t.props:
+            props.add("psd")
+        if attrs["c"] != 0 and "invertible" in t.props:
+            props.add("invertible")
+        return OpType(t.rows, t.cols, t.batch, t.dtype, frozenset(props))
+
+    def dense(self, g, v, vals):
+        return g[v].attrs["c"] * vals[0]
+
+    def flops(self, g, v, k):
+        o = g[v].operands[0]
+        return g.spec(o).flops(g, o, k) + g.type(v).rows * k
+
+    def lower(self, lw, v, x):
+        n = lw.src[v]
+        return lw.scale(lw.apply(n.operands[0], x), n.attrs["c"])
+
+    def transpose(self, g, v):
+        n = g[v]
+        return g.add("scale", [g.add("transpose", [n.operands[0]], span=n.span)], n.attrs, span=n.span)
+
+
+@register
+class Transpose(Kind):
+    """`A.T`.  Lowered by asking A's kind for its transpose (kind.transpose)."""
+
+    name = "transpose"
+
+    def infer(self, g, ops, attrs, span):
+        t = op_type(g, ops[0], span)
+        return OpType(t.cols, t.rows, t.batch, t.dtype, common([t], TRANSPOSE_KEEPS))
+
+    def dense(self, g, v, vals):
+        return np.swapaxes(vals[0], -1, -2)
+
+    def flops(self, g, v, k):
+        # A transpose costs what its operand costs (every kind's transpose is its mirror).
+        o = g[v].operands[0]
+        return g.spec(o).flops(g, o, k)
+
+    def lower(self, lw, v, x):
+        a = lw.src[v].operands[0]
+        if "symmetric" in lw.src.type(a).props:
+            return lw.apply(a, x)
+        t = lw.src.spec(a).transpose(lw.src, a)
+        if t is None:
+            from ..errors import BackendError
+            raise BackendError(f"the transpose of {lw.src.kind(a)} has no lowering", lw.src[v].span)
+        return lw.apply(t, x)
+
+    def transpose(self, g, v):
+        return g[v].operands[0]

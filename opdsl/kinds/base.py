@@ -1,0 +1,127 @@
+"""The operator-kind registry.
+
+One ``Kind`` subclass per operator kind holds everything about it: how the
+language builds it (``construct``), its shape rule and properties (``infer``),
+its cost (``flops``), its dense numpy meaning (``dense``), its lowering to
+primitives (``lower``) and its transpose (``transpose``).  Passes, the
+reference evaluator, the cost model and both front ends reach a kind only
+through ``REGISTRY``; nothing else switches on kind names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sympy as sp
+
+from ..dims import fmt_shape
+from ..errors import ShapeError, TypeError_
+from ..ir import OpType, TensorType
+
+REGISTRY: dict[str, "Kind"] = {}
+CONSTRUCTORS: dict[str, "Kind"] = {}   # language / Python constructor name -> kind
+
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+_RANK = {"float16": 0, "bfloat16": 0, "float32": 1, "float64": 2}
+
+
+def register(cls):
+    """Class decorator: instantiate the kind and enter it in the registry."""
+    inst = cls()
+    REGISTRY[inst.name] = inst
+    for c in inst.constructors:
+        CONSTRUCTORS[c] = inst
+    return cls
+
+
+def join_dtype(*dtypes):
+    """The widest of the given dtypes (None = no data of its own, e.g. eye)."""
+    real = [d for d in dtypes if d is not None]
+    if not real:
+        return None
+    return max(real, key=lambda d: _RANK[d])
+
+
+@dataclass
+class Val:
+    """A value seen by a constructor: a graph node, a number, a dim or a bare word."""
+
+    tag: str            # "node" | "num" | "dim" | "word" | "bool"
+    v: Any
+    span: Any = None
+
+
+class Kind:
+    name: str = ""
+    constructors: tuple = ()      # names in the language and in opdsl.<name>
+    arity: tuple = (0, 0)         # (min, max); max None = variadic
+    produces: str = "op"          # "op" or "tensor"
+    doc: str = ""
+
+    # ---- construction -------------------------------------------------
+    def construct(self, b, args: list[Val], kwargs: dict[str, Val], span):
+        """Default: every positional argument is an operator operand."""
+        b.no_kwargs(self, kwargs)
+        b.arity(self, args, span)
+        return b.add(self.name, [b.op(a) for a in args], span=span)
+
+    # ---- typing -------------------------------------------------------
+    def infer(self, g, ops, attrs, span):
+        raise NotImplementedError(self.name)
+
+    # ---- meaning ------------------------------------------------------
+    def dense(self, g, v, vals):
+        """The numpy meaning, given the numpy values of the operands."""
+        raise NotImplementedError(self.name)
+
+    def flops(self, g, v, k):
+        """FLOPs to apply this operator to an [n, k] tensor (sympy, operands included)."""
+        raise NotImplementedError(self.name)
+
+    def lower(self, lw, v, x):
+        """Primitive id of (this operator) @ x, x of shape [*b, n, k]."""
+        raise NotImplementedError(self.name)
+
+    def transpose(self, g, v):
+        """An operator equal to the transpose of node v, or None to keep transpose(v)."""
+        return None
+
+
+# ---- shared helpers for shape rules ------------------------------------
+
+def op_type(g, v, span, what="operand"):
+    t = g.type(v)
+    if not t.is_op:
+        raise TypeError_(f"{what} is a tensor {t}, not an operator", span)
+    return t
+
+
+def require_equal(g, a, b, span, message, hint=None):
+    if not g.dims.equal(a, b):
+        raise ShapeError(message, span, hint)
+
+
+def check_square(g, t, span, what):
+    require_equal(g, t.rows, t.cols, span, f"{what} must be square, got {t}")
+
+
+def tensor_of_rank(g, v, ranks, span, what):
+    t = g.type(v)
+    if t.is_op:
+        raise TypeError_(f"{what} must be a tensor, got an operator {t}", span)
+    if len(t.shape) not in ranks:
+        want = " or ".join(str(r) for r in ranks)
+        raise ShapeError(f"{what} must have rank {want}, got {fmt_shape(t.shape)}", span)
+    return t
+
+
+def sym_prod(xs):
+    out = sp.Integer(1)
+    for x in xs:
+        out = out * x
+    return out
+
+
+__all__ = ["Kind", "REGISTRY", "CONSTRUCTORS", "register", "Val", "OpType", "TensorType",
+           "join_dtype", "op_type", "require_equal", "check_square", "tensor_of_rank", "sym_prod",
+           "DTYPES"]

@@ -1,0 +1,173 @@
+"""Leaf operators: a tensor used as a matrix, eye, zeros, diag, and the stride permutation."""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Kind, OpType, register, tensor_of_rank
+
+SQUARE_PROPS = frozenset({"symmetric", "orthogonal", "diagonal", "psd", "permutation", "invertible"})
+
+
+@register
+class Dense(Kind):
+    """A tensor [m, n] (or [..., m, n], batched) used as a matrix."""
+
+    name = "dense"
+    constructors = ()
+
+    def infer(self, g, ops, attrs, span):
+        t = tensor_of_rank(g, ops[0], range(2, 9), span, "a dense operator")
+        return OpType(t.shape[-2], t.shape[-1], t.shape[:-2], t.dtype, t.props)
+
+    def dense(self, g, v, vals):
+        return vals[0]
+
+    def flops(self, g, v, k):
+        t = g.type(v)
+        from .base import sym_prod
+        return 2 * t.rows * t.cols * k * sym_prod(t.batch)
+
+    def lower(self, lw, v, x):
+        return lw.matmul(lw.tensor(lw.src[v].operands[0]), x)
+
+    def transpose(self, g, v):
+        return g.add("dense", [g.add("tT", [g[v].operands[0]], span=g[v].span)], span=g[v].span)
+
+
+@register
+class Eye(Kind):
+    """`eye(n)`: the identity."""
+
+    name = "eye"
+    constructors = ("eye",)
+
+    def construct(self, b, args, kwargs, span):
+        b.no_kwargs(self, kwargs)
+        b.arity(self, args, span, 1, 1)
+        return b.add(self.name, [], {"n": b.dim(args[0])}, span=span)
+
+    def infer(self, g, ops, attrs, span):
+        return OpType(attrs["n"], attrs["n"], props=SQUARE_PROPS)
+
+    def dense(self, g, v, vals):
+        return np.eye(g.dims.value(g[v].attrs["n"]))
+
+    def flops(self, g, v, k):
+        return 0
+
+    def lower(self, lw, v, x):
+        return x
+
+    def transpose(self, g, v):
+        return v
+
+
+@register
+class Zeros(Kind):
+    """`zeros(m, n)`: the zero map."""
+
+    name = "zeros"
+    constructors = ("zeros",)
+
+    def construct(self, b, args, kwargs, span):
+        b.no_kwargs(self, kwargs)
+        b.arity(self, args, span, 2, 2)
+        return b.add(self.name, [], {"m": b.dim(args[0]), "n": b.dim(args[1])}, span=span)
+
+    def infer(self, g, ops, attrs, span):
+        return OpType(attrs["m"], attrs["n"], props=frozenset({"diagonal"}))
+
+    def dense(self, g, v, vals):
+        a = g[v].attrs
+        return np.zeros((g.dims.value(a["m"]), g.dims.value(a["n"])))
+
+    def flops(self, g, v, k):
+        return 0
+
+    def lower(self, lw, v, x):
+        s = lw.shape(x)
+        return lw.prim("zeros", shape=s[:-2] + (lw.src[v].attrs["m"], s[-1]), dtype=lw.dtype(x))
+
+    def transpose(self, g, v):
+        a = g[v].attrs
+        return g.add("zeros", [], {"m": a["n"], "n": a["m"]}, span=g[v].span)
+
+
+@register
+class Diag(Kind):
+    """`diag(d)`: the diagonal matrix with d on its diagonal (d : [n])."""
+
+    name = "diag"
+    constructors = ("diag",)
+
+    def construct(self, b, args, kwargs, span):
+        b.no_kwargs(self, kwargs)
+        b.arity(self, args, span, 1, 1)
+        return b.add(self.name, [b.tensor(args[0], (1,), "diag's argument")], span=span)
+
+    def infer(self, g, ops, attrs, span):
+        t = tensor_of_rank(g, ops[0], (1,), span, "diag's argument")
+        return OpType(t.shape[0], t.shape[0], (), t.dtype, frozenset({"diagonal", "symmetric"}))
+
+    def dense(self, g, v, vals):
+        return np.diag(vals[0])
+
+    def flops(self, g, v, k):
+        return g.type(v).rows * k
+
+    def lower(self, lw, v, x):
+        d = lw.tensor(lw.src[v].operands[0])
+        n = lw.shape(d)[0]
+        return lw.mul(lw.reshape(d, (n, 1)), x)
+
+    def transpose(self, g, v):
+        return v
+
+
+def stride_perm_index(m: int, n: int) -> np.ndarray:
+    """Row i*n + j of L(mn, m) selects entry j*m + i of x (SPIRAL: read at stride m)."""
+    i, j = np.meshgrid(np.arange(m), np.arange(n), indexing="ij")
+    return (j * m + i).reshape(-1)
+
+
+@register
+class Perm(Kind):
+    """`perm(m, n)`: the stride permutation L(mn, m) of the SPIRAL literature.
+
+    y = L(mn, m) x reads x at stride m: y[i*n + j] = x[j*m + i] for i < m, j < n,
+    i.e. it transposes x viewed as an n x m row-major matrix.  L(6, 2) maps
+    [x0, x1, x2, x3, x4, x5] to [x0, x2, x4, x1, x3, x5].
+    """
+
+    name = "perm"
+    constructors = ("perm",)
+
+    def construct(self, b, args, kwargs, span):
+        b.no_kwargs(self, kwargs)
+        b.arity(self, args, span, 2, 2)
+        return b.add(self.name, [], {"m": b.dim(args[0]), "n": b.dim(args[1])}, span=span)
+
+    def infer(self, g, ops, attrs, span):
+        mn = attrs["m"] * attrs["n"]
+        return OpType(mn, mn, props=frozenset({"permutation", "orthogonal", "invertible"}))
+
+    def dense(self, g, v, vals):
+        a = g[v].attrs
+        m, n = g.dims.value(a["m"]), g.dims.value(a["n"])
+        return np.eye(m * n)[stride_perm_index(m, n)]
+
+    def flops(self, g, v, k):
+        return 0
+
+    def lower(self, lw, v, x):
+        a = lw.src[v].attrs
+        s = lw.shape(x)
+        b, k = s[:-2], s[-1]
+        t = lw.reshape(x, b + (a["n"], a["m"], k))
+        nb = len(b)
+        t = lw.permute(t, tuple(range(nb)) + (nb + 1, nb, nb + 2))
+        return lw.reshape(t, b + (a["m"] * a["n"], k))
+
+    def transpose(self, g, v):
+        a = g[v].attrs
+        return g.add("perm", [], {"m": a["n"], "n": a["m"]}, span=g[v].span)

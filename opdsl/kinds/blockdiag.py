@@ -1,0 +1,96 @@
+"""Block-diagonal operators: a list of blocks, or one batched tensor of equal blocks."""
+from __future__ import annotations
+
+import numpy as np
+
+from .algebra import common
+from ..errors import TypeError_
+from .base import Kind, OpType, join_dtype, op_type, register, tensor_of_rank
+
+BLOCK_KEEPS = frozenset({"orthogonal", "symmetric", "psd", "diagonal", "permutation", "invertible"})
+
+
+def block_diag(blocks):
+    rows = sum(b.shape[-2] for b in blocks)
+    cols = sum(b.shape[-1] for b in blocks)
+    out = np.zeros((rows, cols), dtype=np.result_type(*blocks))
+    i = j = 0
+    for b in blocks:
+        out[i:i + b.shape[0], j:j + b.shape[1]] = b
+        i, j = i + b.shape[0], j + b.shape[1]
+    return out
+
+
+@register
+class BlockDiag(Kind):
+    """`blockdiag(A, B, ...)`: blocks on the diagonal; `blockdiag(W)` with W [k, p, q] is batched."""
+
+    name = "blockdiag"
+    constructors = ("blockdiag",)
+    arity = (1, None)
+
+    def construct(self, b, args, kwargs, span):
+        b.no_kwargs(self, kwargs)
+        b.arity(self, args, span, 1, None)
+        if len(args) == 1:
+            t = b.type_of(args[0])
+            if t is not None and not t.is_op and len(t.shape) == 3:
+                return b.add("blockdiag_batched", [b.tensor(args[0], (3,), "blockdiag's argument")], span=span)
+            raise TypeError_("blockdiag of one argument needs a tensor of blocks [k, p, q]", span,
+                             hint="write blockdiag(A, B, ...) for a list of blocks")
+        return b.add(self.name, [b.op(a) for a in args], span=span)
+
+    def infer(self, g, ops, attrs, span):
+        ts = [op_type(g, o, span, "block") for o in ops]
+        return OpType(sum(t.rows for t in ts), sum(t.cols for t in ts), (),
+                      join_dtype(*(t.dtype for t in ts)), common(ts, BLOCK_KEEPS))
+
+    def dense(self, g, v, vals):
+        return block_diag(vals)
+
+    def flops(self, g, v, k):
+        return sum(g.spec(o).flops(g, o, k) for o in g[v].operands)
+
+    def lower(self, lw, v, x):
+        start = 0
+        ys = []
+        for o in lw.src[v].operands:
+            c = lw.src.type(o).cols
+            ys.append(lw.apply(o, lw.prim("slice", x, axis=-2, start=start, stop=start + c)))
+            start = start + c
+        return lw.prim("concat", *ys, axis=-2)
+
+    def transpose(self, g, v):
+        n = g[v]
+        return g.add("blockdiag", [g.add("transpose", [o], span=n.span) for o in n.operands], span=n.span)
+
+
+@register
+class BlockDiagBatched(Kind):
+    """`blockdiag(W)`, W [k, p, q]: k equal blocks, applied as one batched matmul."""
+
+    name = "blockdiag_batched"
+
+    def infer(self, g, ops, attrs, span):
+        t = tensor_of_rank(g, ops[0], (3,), span, "blockdiag's argument")
+        k, p, q = t.shape
+        return OpType(k * p, k * q, (), t.dtype, frozenset())
+
+    def dense(self, g, v, vals):
+        return block_diag(list(vals[0]))
+
+    def flops(self, g, v, k):
+        kb, p, q = g.type(g[v].operands[0]).shape
+        return 2 * kb * p * q * k
+
+    def lower(self, lw, v, x):
+        w = lw.tensor(lw.src[v].operands[0])
+        kb, p, q = lw.shape(w)
+        s = lw.shape(x)
+        b, c = s[:-2], s[-1]
+        y = lw.matmul(w, lw.reshape(x, b + (kb, q, c)))
+        return lw.reshape(y, b + (kb * p, c))
+
+    def transpose(self, g, v):
+        n = g[v]
+        return g.add("blockdiag_batched", [g.add("tT", [n.operands[0]], span=n.span)], span=n.span)

@@ -1,0 +1,41 @@
+"""Low-rank operators U Vᵀ, applied as U (Vᵀ x)."""
+from __future__ import annotations
+
+from ..errors import ShapeError
+from .base import Kind, OpType, join_dtype, register, tensor_of_rank
+
+
+@register
+class LowRank(Kind):
+    """`lowrank(U, V)` = U Vᵀ with U [m, r], V [n, r]."""
+
+    name = "lowrank"
+    constructors = ("lowrank",)
+
+    def construct(self, b, args, kwargs, span):
+        b.no_kwargs(self, kwargs)
+        b.arity(self, args, span, 2, 2)
+        return b.add(self.name, [b.tensor(a, (2,), f"lowrank's {w}") for a, w in zip(args, ("U", "V"))], span=span)
+
+    def infer(self, g, ops, attrs, span):
+        u = tensor_of_rank(g, ops[0], (2,), span, "lowrank's U")
+        v = tensor_of_rank(g, ops[1], (2,), span, "lowrank's V")
+        if not g.dims.equal(u.shape[1], v.shape[1]):
+            raise ShapeError(f"lowrank(U, V) needs U and V with the same rank (columns), got {u} and {v}", span)
+        return OpType(u.shape[0], v.shape[0], (), join_dtype(u.dtype, v.dtype))
+
+    def dense(self, g, v, vals):
+        return vals[0] @ vals[1].T
+
+    def flops(self, g, v, k):
+        u = g.type(g[v].operands[0]).shape
+        w = g.type(g[v].operands[1]).shape
+        return 2 * u[1] * (u[0] + w[0]) * k
+
+    def lower(self, lw, v, x):
+        u, w = (lw.tensor(o) for o in lw.src[v].operands)
+        return lw.matmul(u, lw.matmul(lw.swap(w), x))
+
+    def transpose(self, g, v):
+        u, w = g[v].operands
+        return g.add("lowrank", [w, u], span=g[v].span)

@@ -1,0 +1,156 @@
+"""Tensor-valued nodes: inputs and params, applying an operator, tensor arithmetic."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..dims import fmt_shape
+from ..errors import ShapeError, TypeError_
+from ..primitives import broadcast
+from .base import Kind, TensorType, register, sym_prod
+
+
+@register
+class Input(Kind):
+    """`input x : [n, k]` or `param W : [n, n] = normal` — a function argument."""
+
+    name = "input"
+    produces = "tensor"
+
+    def infer(self, g, ops, attrs, span):
+        return TensorType(tuple(attrs["shape"]), attrs["dtype"], frozenset(attrs.get("props", ())))
+
+    def lower(self, lw, v, x=None):
+        n = lw.src[v]
+        return lw.prim("arg", name=n.attrs["name"], shape=n.type.shape, dtype=n.type.dtype,
+                       role=n.attrs["role"])
+
+    def flops(self, g, v, k=None):
+        return 0
+
+
+def apply_shape(g, op_t, x_t, span, ops=None):
+    """Matmul conventions: x is [n], [n, k] or [..., n, k]; the result has m in place of n."""
+    s = x_t.shape
+    if len(s) == 0:
+        raise ShapeError("cannot apply an operator to a scalar", span)
+    rows = s[0] if len(s) == 1 else s[-2]
+    if not g.dims.equal(rows, op_t.cols):
+        notes = []
+        if ops is not None:
+            for what, o in zip(("the operator", "the operand"), ops):
+                if g[o].span is not None and g[o].span != span:
+                    notes.append((f"{what} {g.type(o)} comes from here", g[o].span))
+        where = "rows" if len(s) > 1 else "entries"
+        raise ShapeError(
+            f"cannot apply an operator {op_t} to a tensor {fmt_shape(s)}: the operator has "
+            f"{op_t.cols} columns but the tensor has {rows} {where}",
+            span, hint=f"the tensor's {'second-to-last' if len(s) > 1 else 'only'} dimension must equal "
+            f"{op_t.cols}; check the declared shapes", notes=notes)
+    if len(s) == 1:
+        return op_t.batch + (op_t.rows,)
+    try:
+        batch = broadcast(op_t.batch, s[:-2])
+    except ShapeError:
+        raise ShapeError(f"batch dims {fmt_shape(op_t.batch)} and {fmt_shape(s[:-2])} do not broadcast", span)
+    return batch + (op_t.rows, s[-1])
+
+
+@register
+class Apply(Kind):
+    """`A @ x`: an operator applied to a tensor."""
+
+    name = "apply"
+    produces = "tensor"
+
+    def infer(self, g, ops, attrs, span):
+        op_t, x_t = g.type(ops[0]), g.type(ops[1])
+        from .base import join_dtype
+        return TensorType(apply_shape(g, op_t, x_t, span, ops), join_dtype(op_t.dtype, x_t.dtype))
+
+    def dense(self, g, v, vals):
+        return np.matmul(vals[0], vals[1])
+
+    def flops(self, g, v, k=None):
+        op, x = g[v].operands
+        s = g.type(x).shape
+        cols = sym_prod(s[:-2]) * s[-1] if len(s) > 1 else 1
+        return g.spec(op).flops(g, op, cols)
+
+    def lower(self, lw, v, x=None):
+        op, xv = lw.src[v].operands
+        px = lw.tensor(xv)
+        shape = lw.shape(px)
+        if len(shape) == 1:
+            y = lw.apply(op, lw.reshape(px, shape + (1,)))
+            return lw.reshape(y, lw.shape(y)[:-1])
+        return lw.apply(op, px)
+
+
+@register
+class TAdd(Kind):
+    """Elementwise sum of tensors of the same shape (`A @ x + B @ x`)."""
+
+    name = "tadd"
+    produces = "tensor"
+    arity = (2, 2)
+
+    def infer(self, g, ops, attrs, span):
+        a, b = g.type(ops[0]), g.type(ops[1])
+        if len(a.shape) != len(b.shape) or not all(g.dims.equal(x, y) for x, y in zip(a.shape, b.shape)):
+            raise ShapeError(f"cannot add tensors of shapes {a} and {b}", span)
+        from .base import join_dtype
+        return TensorType(a.shape, join_dtype(a.dtype, b.dtype))
+
+    def dense(self, g, v, vals):
+        return vals[0] + vals[1]
+
+    def flops(self, g, v, k=None):
+        return sym_prod(g.type(v).shape)
+
+    def lower(self, lw, v, x=None):
+        a, b = lw.src[v].operands
+        return lw.add(lw.tensor(a), lw.tensor(b))
+
+
+@register
+class TScale(Kind):
+    """`c * x` for a tensor x and a number c."""
+
+    name = "tscale"
+    produces = "tensor"
+
+    def infer(self, g, ops, attrs, span):
+        return g.type(ops[0])
+
+    def dense(self, g, v, vals):
+        return g[v].attrs["c"] * vals[0]
+
+    def flops(self, g, v, k=None):
+        return sym_prod(g.type(v).shape)
+
+    def lower(self, lw, v, x=None):
+        return lw.scale(lw.tensor(lw.src[v].operands[0]), lw.src[v].attrs["c"])
+
+
+@register
+class TTranspose(Kind):
+    """`W.T` for a tensor: swaps the last two axes (a view, no copy)."""
+
+    name = "tT"
+    produces = "tensor"
+
+    def infer(self, g, ops, attrs, span):
+        t = g.type(ops[0])
+        if len(t.shape) < 2:
+            raise TypeError_(f".T needs a matrix, got a tensor {t}", span,
+                             hint="a vector has no transpose; use it as diag(d) or reshape it")
+        return TensorType(t.shape[:-2] + (t.shape[-1], t.shape[-2]), t.dtype)
+
+    def dense(self, g, v, vals):
+        return np.swapaxes(vals[0], -1, -2)
+
+    def flops(self, g, v, k=None):
+        return 0
+
+    def lower(self, lw, v, x=None):
+        return lw.swap(lw.tensor(lw.src[v].operands[0]))

@@ -1,0 +1,114 @@
+"""Lowering: operator IR -> primitive IR.
+
+Each kind lowers itself (Kind.lower); this module holds the Lowerer those
+methods call, which builds primitive nodes and keeps a few local
+simplifications (reshape of a reshape, reshape to the same shape, swap of a
+swap) so the generated code stays short.
+"""
+from __future__ import annotations
+
+import sympy as sp
+
+from opdsl.ir import Graph
+from opdsl.primitives import PRIM_REGISTRY
+
+
+class Lowerer:
+    def __init__(self, src: Graph):
+        self.src = src
+        self.dims = src.dims
+        self.out = Graph(PRIM_REGISTRY, dims=src.dims, meta=dict(src.meta))
+        self._tensors: dict[int, int] = {}
+        self._applied: dict[tuple[int, int], int] = {}
+        self._span = None
+
+    # ---- what kinds call ---------------------------------------------------
+    def tensor(self, v: int) -> int:
+        """The primitive value of tensor node v."""
+        hit = self._tensors.get(v)
+        if hit is not None:
+            return hit
+        outer, self._span = self._span, self.src[v].span or self._span
+        p = self.src.spec(v).lower(self, v)
+        self._span = outer
+        name = self.src[v].name
+        if name and not self.out[p].name and self.out.kind(p) != "arg":
+            self.out.rename(p, name)
+        self._tensors[v] = p
+        return p
+
+    def apply(self, v: int, x: int) -> int:
+        """The primitive value of (operator v) @ x, x of shape [*b, n, k]."""
+        key = (v, x)
+        hit = self._applied.get(key)
+        if hit is None:
+            outer, self._span = self._span, self.src[v].span or self._span
+            hit = self.src.spec(v).lower(self, v, x)
+            self._span = outer
+            self._applied[key] = hit
+        return hit
+
+    def shape(self, p: int) -> tuple:
+        return self.out.type(p).shape
+
+    def dtype(self, p: int) -> str:
+        return self.out.type(p).dtype
+
+    def prim(self, _prim: str, *ops, **attrs) -> int:
+        return self.out.add(_prim, ops, attrs, self._span)
+
+    # ---- primitives with local clean-ups -------------------------------------
+    def reshape(self, x: int, shape) -> int:
+        shape = tuple(sp.sympify(s) for s in shape)
+        cur = self.shape(x)
+        if len(cur) == len(shape) and all(self.dims.equal(a, b) for a, b in zip(cur, shape)):
+            return x
+        n = self.out[x]
+        if n.kind == "reshape":       # reshape(reshape(y)) = reshape(y)
+            return self.reshape(n.operands[0], shape)
+        return self.prim("reshape", x, shape=shape)
+
+    def swap(self, x: int) -> int:
+        n = self.out[x]
+        if n.kind == "swap":
+            return n.operands[0]
+        return self.prim("swap", x)
+
+    def permute(self, x: int, perm) -> int:
+        perm = tuple(perm)
+        if perm == tuple(range(len(perm))):
+            return x
+        return self.prim("permute", x, perm=perm)
+
+    def matmul(self, a: int, b: int) -> int:
+        return self.prim("matmul", a, b)
+
+    def mul(self, a: int, b: int) -> int:
+        return self.prim("mul", a, b)
+
+    def add(self, a: int, b: int) -> int:
+        return self.prim("add", a, b)
+
+    def sub(self, a: int, b: int) -> int:
+        return self.prim("sub", a, b)
+
+    def scale(self, x: int, c: float) -> int:
+        if c == 1.0:
+            return x
+        return self.prim("scale", x, c=float(c))
+
+    def einsum(self, spec: str, *xs) -> int:
+        return self.prim("einsum", *xs, spec=spec)
+
+
+def lower(g: Graph) -> Graph:
+    # Kinds' transposes add operator nodes while lowering; work on a copy so the
+    # input graph stays as it was (passes are pure).
+    src = g.empty_like()
+    mapping: dict = {}
+    for name, root in g.exports.items():
+        src.exports[name] = src.copy_from(g, root, mapping)
+    lw = Lowerer(src)
+    for name, root in src.exports.items():
+        lw.out.exports[name] = lw.tensor(root)
+    return lw.out
