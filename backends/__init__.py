@@ -8,6 +8,8 @@ from opdsl.errors import BackendError
 _BACKENDS = {
     "numpy": ("opdsl.backends.numpy_backend", "NumpyBackend", "numpy"),
     "torch": ("opdsl.backends.torch_backend", "TorchBackend", "torch"),
+    "jax": ("opdsl.backends.jax_backend", "JaxBackend", "jax"),
+    "tvm": ("opdsl.backends.tvm_backend", "TvmBackend", "tvm"),
 }
 
 
@@ -20,17 +22,20 @@ def names() -> list[str]:
 
 
 def available() -> list[str]:
+    """Backends whose framework is installed and whose module exists."""
     out = []
-    for name, (_, _, req) in _BACKENDS.items():
+    for name, (mod, _, req) in _BACKENDS.items():
         try:
             import_module(req)
+            import_module(mod)
             out.append(name)
         except ImportError:
             pass
     return out
 
 
-def get(name: str):
+def get(name: str, **options):
+    """A backend instance; options (e.g. target="cuda", tune=64) go to its constructor."""
     if name not in _BACKENDS:
         raise BackendError(f"unknown backend {name!r}", hint=f"choose one of: {', '.join(_BACKENDS)}")
     mod, cls, req = _BACKENDS[name]
@@ -39,4 +44,4 @@ def get(name: str):
     except ImportError:
         raise BackendError(f"the {name} backend needs the {req!r} package, which is not installed",
                            hint=f"pip install 'opdsl[{name}]'") from None
-    return getattr(import_module(mod), cls)()
+    return getattr(import_module(mod), cls)(**options)

@@ -83,6 +83,20 @@ class PythonBackend:
     emit: dict = {}                # primitive name -> fn(ctx, node, args: list[str]) -> str
     has_device = False
     reserved = ("np",)
+    # The catalogue test runs every `catalogue_stride`-th example on this backend
+    # (1 = all); a slow-compiling backend may raise it to keep the suite fast.
+    catalogue_stride = 1
+
+    def __init__(self, **options):
+        if options:
+            from opdsl.errors import BackendError
+            raise BackendError(f"the {self.name} backend takes no options, got {', '.join(options)}")
+
+    def save(self, program, path) -> list[str]:
+        """Write the compiled artifact(s) for `opdsl compile -o`; returns the paths written."""
+        from pathlib import Path
+        Path(path).write_text(program.source)
+        return [str(path)]
 
     def dtype(self, d: str) -> str:
         return self.dtypes[d]
@@ -97,8 +111,7 @@ class PythonBackend:
     # ---- module -------------------------------------------------------------
     def generate(self, g: Graph) -> str:
         file = g.meta.get("file", "<string>")
-        order = g.meta.get("decl_order", [])
-        sigs = {name: self._args(g, root, order) for name, root in g.exports.items()}
+        sigs = {name: self._args(g, name) for name in g.exports}
         lines = []
         ex = "\n".join(f"    {name}(*, {', '.join(a for a, _ in sigs[name])}) -> {shape_str(g.type(root).shape)}"
                        for name, root in g.exports.items())
@@ -129,14 +142,13 @@ class PythonBackend:
                     out.append(f"{name} = {t.values[s]}")
         return out
 
-    def _args(self, g: Graph, root: int, order: list[str]):
-        args = {g[v].attrs["name"]: g[v] for v in g.live([root]) if g[v].kind == "arg"}
-        names = sorted(args, key=lambda a: (order.index(a) if a in order else len(order), a))
-        return [(a, args[a]) for a in names]
+    def _args(self, g: Graph, name: str):
+        """[(arg name, {"shape", "dtype", "role"})] from the source's signature of an export."""
+        return [(a, {"shape": s, "dtype": d, "role": r}) for a, s, d, r in g.meta["signatures"][name]]
 
     def _function(self, g: Graph, name: str, root: int, args) -> list[str]:
         t = g.dims
-        out = [f"def {name}(*, {', '.join(a for a, _ in args)}):"]
+        out = [f"def {name}(*, {', '.join(a for a, _ in args)}):" if args else f"def {name}():"]
         spans = g.meta.get("export_spans", {})
         doc = spans.get(name)
         src = doc.source_line().strip() if doc is not None and doc.source_line() else name
@@ -145,7 +157,7 @@ class PythonBackend:
         bound = {s for s in t.symbols.values() if s in t.values}
         ctx = Ctx(self)
         for a, node in args:
-            shape = node.attrs["shape"]
+            shape = node["shape"]
             decl = shape_str(shape)
             out.append(f"    if getattr({a}, 'ndim', None) != {len(shape)}:")
             out.append(f"        _shape_error({name!r}, {a!r}, {a}, {decl!r}, {{}})")
@@ -162,8 +174,8 @@ class PythonBackend:
                     {x for d in shape for x in sp.sympify(d).free_symbols}, key=str))
                 out.append(f"    if {' or '.join(checks)}:")
                 out.append(f"        _shape_error({name!r}, {a!r}, {a}, {decl!r}, {{{known}}})")
-            out.append(f"    if {a}.dtype != {self.dtype(node.attrs['dtype'])}:")
-            out.append(f"        _dtype_error({name!r}, {a!r}, {a}, {node.attrs['dtype']!r})")
+            out.append(f"    if {a}.dtype != {self.dtype(node['dtype'])}:")
+            out.append(f"        _dtype_error({name!r}, {a!r}, {a}, {node['dtype']!r})")
         for s, e in t.derived.items():   # derived dims over free dims
             if s not in t.values and s.free_symbols <= bound | set(t.values):
                 out.append(f"    {s.name} = {pyexpr(e)}")

@@ -14,11 +14,15 @@ class Program:
     """A compiled .op program: one callable per export, keyword arguments named as in the source."""
 
     def __init__(self, text: str, filename: str = "<string>", backend: str = "torch",
-                 dims: dict | None = None, dtype: str = "float32", verify: bool | None = None):
+                 dims: dict | None = None, dtype: str = "float32", verify: bool | None = None,
+                 **options):
         self.filename = filename
         self.backend_name = backend
+        self.text = text
+        self.dims = dict(dims or {})
+        self.dtype = dtype
         self.graph = to_graph(text, filename, dims, dtype)      # operator IR as written
-        self._backend = _backends.get(backend)
+        self._backend = _backends.get(backend, **options)
         self.primitive, self.optimized, self.records = _passes.run(self.graph, verify_each=verify)
         self.source = self._backend.generate(self.primitive)
         self.module = self._backend.load(self.source, self.primitive)
@@ -28,8 +32,7 @@ class Program:
     def _wrap(self, name):
         fn = self._backend.wrap(getattr(self.module, name), self.primitive, name)
         arg_error = self.module.ArgumentError
-        params = [a for a, _ in self._backend._args(self.primitive, self.primitive.exports[name],
-                                                     self.primitive.meta.get("decl_order", []))]
+        params = [a for a, _ in self._backend._args(self.primitive, name)]
         expected = set(params)
 
         def call(**kwargs):
@@ -65,6 +68,10 @@ class Program:
         if name in self._callables:
             return self._callables[name]
         raise AttributeError(f"program has no export {name!r}; exports: {', '.join(self.functions)}")
+
+    def save(self, path) -> list[str]:
+        """Write the generated artifact (source file, or library + manifest for TVM)."""
+        return self._backend.save(self, path)
 
     def explain(self) -> str:
         from .explain import explain

@@ -107,6 +107,7 @@ class Frontend:
         if unused:
             raise DimError(f"--dim names {', '.join(sorted(unused))}, which the program does not declare",
                            hint=f"declared dims: {', '.join(self.table.symbols) or 'none'}")
+        self.graph.meta["signatures"] = signatures(self.graph)
         if not self.graph.exports:
             raise OpdslError("the program exports nothing", Span(self.file, 1, 1, None, self.text),
                              hint="add `export NAME = expression`")
@@ -326,6 +327,16 @@ class Frontend:
         if val.tag == "word":
             self.b.unknown(val)
         return val
+
+
+def signatures(g: Graph) -> dict:
+    """Each export's arguments: the inputs and params it uses, in declaration order."""
+    order = g.meta.get("decl_order", [])
+    out = {}
+    for name, root in g.exports.items():
+        used = {g[v].attrs["name"]: g[v].attrs for v in g.live([root]) if g.kind(v) == "input"}
+        out[name] = [(a, used[a]["shape"], used[a]["dtype"], used[a]["role"]) for a in order if a in used]
+    return out
 
 
 def to_graph(text: str, filename: str = "<string>", dims: dict | None = None, dtype: str = "float32") -> Graph:

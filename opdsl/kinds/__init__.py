@@ -1,5 +1,15 @@
-"""Operator kinds. Importing this package registers every kind (see base.REGISTRY)."""
-from . import algebra, basic, blockdiag, kron, lowrank, tensors  # noqa: F401  (registration)
+"""Operator kinds, one module per family.
+
+Importing this package imports every module in it, which registers its kinds
+(base.register): adding a family is adding a file here, nothing else.
+"""
+import importlib
+import pkgutil
+
 from .base import CONSTRUCTORS, REGISTRY, Kind, Val
+
+for _m in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if _m != "base":
+        importlib.import_module(f"{__name__}.{_m}")
 
 __all__ = ["REGISTRY", "CONSTRUCTORS", "Kind", "Val"]

@@ -28,6 +28,7 @@ class Compose(Kind):
     """`A @ B @ ...`: the product of operators, applied right to left."""
 
     name = "compose"
+    examples = ("input A : [4, 3]\ninput B : [3, 5]\ninput x : [5, 2]\nexport y = (A @ B) @ x",)
     arity = (2, None)
 
     def infer(self, g, ops, attrs, span):
@@ -63,6 +64,7 @@ class Sum(Kind):
     """`A + B + ...` of operators with one shape."""
 
     name = "sum"
+    examples = ("input A : [4, 3]\ninput B : [4, 3]\ninput x : [3, 2]\nexport y = (A + B - A) @ x",)
     arity = (2, None)
 
     def infer(self, g, ops, attrs, span):
@@ -94,6 +96,7 @@ class Scale(Kind):
     """`c * A`: an operator times a number (attribute c)."""
 
     name = "scale"
+    examples = ("input A : [4, 3]\ninput x : [3, 2]\nexport y = (-0.5 * kron(A, eye(1))) @ x",)
 
     def infer(self, g, ops, attrs, span):
         t = op_type(g, ops[0], span)
@@ -125,6 +128,8 @@ class Transpose(Kind):
     """`A.T`.  Lowered by asking A's kind for its transpose (kind.transpose)."""
 
     name = "transpose"
+    examples = ("input A : [4, 3]\ninput B : [2, 5]\ninput x : [8, 2]\nexport y = kron(A, B).T @ x",
+                "input U : [6, 2]\ninput V : [4, 2]\ninput x : [6]\nexport y = lowrank(U, V).T @ x")
 
     def infer(self, g, ops, attrs, span):
         t = op_type(g, ops[0], span)

@@ -57,6 +57,17 @@ class Kind:
     arity: tuple = (0, 0)         # (min, max); max None = variadic
     produces: str = "op"          # "op" or "tensor"
     doc: str = ""
+    # Catalogue entries: small complete .op programs that use this kind.  The
+    # catalogue test compiles each on every backend and compares with the dense
+    # reference; a kind with no example fails the catalogue.
+    examples: tuple = ()
+
+    def sample(self, n: int, tag: str):
+        """A square n x n instance for random compositions: (declarations, expression) or None.
+
+        `tag` makes declared names unique; declarations use only concrete sizes.
+        """
+        return None
 
     # ---- construction -------------------------------------------------
     def construct(self, b, args: list[Val], kwargs: dict[str, Val], span):

@@ -13,6 +13,10 @@ class Dense(Kind):
     """A tensor [m, n] (or [..., m, n], batched) used as a matrix."""
 
     name = "dense"
+    examples = ("input W : [5, 3]\ninput x : [3, 2]\nexport y = W @ x",)
+
+    def sample(self, n, tag):
+        return f"input W{tag} : [{n}, {n}]", f"W{tag}"
     constructors = ()
 
     def infer(self, g, ops, attrs, span):
@@ -39,6 +43,10 @@ class Eye(Kind):
     """`eye(n)`: the identity."""
 
     name = "eye"
+    examples = ("dim n = 4\ninput W : [n, n]\ninput x : [n, 2]\nexport y = (W + eye(n)) @ x",)
+
+    def sample(self, n, tag):
+        return "", f"eye({n})"
     constructors = ("eye",)
 
     def construct(self, b, args, kwargs, span):
@@ -67,6 +75,11 @@ class Zeros(Kind):
     """`zeros(m, n)`: the zero map."""
 
     name = "zeros"
+    examples = ("input W : [3, 4]\ninput x : [4, 2]\nexport y = (W + zeros(3, 4)) @ x",
+                "input x : [4, 2]\nexport y = zeros(3, 4) @ x")
+
+    def sample(self, n, tag):
+        return "", f"zeros({n}, {n})"
     constructors = ("zeros",)
 
     def construct(self, b, args, kwargs, span):
@@ -98,6 +111,10 @@ class Diag(Kind):
     """`diag(d)`: the diagonal matrix with d on its diagonal (d : [n])."""
 
     name = "diag"
+    examples = ("dim n = 5\ninput d : [n]\ninput x : [n, 2]\nexport y = diag(d) @ x",)
+
+    def sample(self, n, tag):
+        return f"input d{tag} : [{n}]", f"diag(d{tag})"
     constructors = ("diag",)
 
     def construct(self, b, args, kwargs, span):
@@ -140,6 +157,14 @@ class Perm(Kind):
     """
 
     name = "perm"
+    examples = ("input x : [6, 2]\nexport y = perm(2, 3) @ x",
+                "input x : [12]\nexport y = perm(3, 4).T @ x")
+
+    def sample(self, n, tag):
+        for m in range(2, n):
+            if n % m == 0:
+                return "", f"perm({m}, {n // m})"
+        return None
     constructors = ("perm",)
 
     def construct(self, b, args, kwargs, span):

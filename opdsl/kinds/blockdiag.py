@@ -26,6 +26,12 @@ class BlockDiag(Kind):
     """`blockdiag(A, B, ...)`: blocks on the diagonal; `blockdiag(W)` with W [k, p, q] is batched."""
 
     name = "blockdiag"
+    examples = ("input A : [2, 3]\ninput B : [4, 1]\ninput x : [4, 3]\nexport y = blockdiag(A, B) @ x",)
+
+    def sample(self, n, tag):
+        if n < 2:
+            return None
+        return f"input P{tag} : [1, 1]\ninput Q{tag} : [{n - 1}, {n - 1}]", f"blockdiag(P{tag}, Q{tag})"
     constructors = ("blockdiag",)
     arity = (1, None)
 
@@ -70,6 +76,14 @@ class BlockDiagBatched(Kind):
     """`blockdiag(W)`, W [k, p, q]: k equal blocks, applied as one batched matmul."""
 
     name = "blockdiag_batched"
+    examples = ("input W : [3, 2, 4]\ninput x : [12, 5]\nexport y = blockdiag(W) @ x",
+                "input W : [2, 3, 3]\ninput x : [6, 4]\nexport y = blockdiag(W).T @ x")
+
+    def sample(self, n, tag):
+        for k in range(2, n):
+            if n % k == 0:
+                return f"input W{tag} : [{k}, {n // k}, {n // k}]", f"blockdiag(W{tag})"
+        return None
 
     def infer(self, g, ops, attrs, span):
         t = tensor_of_rank(g, ops[0], (3,), span, "blockdiag's argument")

@@ -45,6 +45,17 @@ class Kron(Kind):
     """`kron(A, B, ...)`, numpy.kron order: (A ⊗ B)[i*p + k, j*q + l] = A[i, j] B[k, l]."""
 
     name = "kron"
+    examples = (
+        "dim a = 3\ndim b = 4\ninput A : [a, a]\ninput B : [b, b]\ninput x : [a * b, 2]\nexport y = kron(A, B) @ x",
+        "input A : [2, 3]\ninput B : [4, 2]\ninput C : [3, 3]\ninput x : [18, 5]\nexport y = kron(A, B, C) @ x",
+        "input A : [2, 2]\ninput d : [3]\ninput x : [4, 6, 2]\nexport y = kron(A, diag(d)) @ x",
+    )
+
+    def sample(self, n, tag):
+        for a in range(2, n):
+            if n % a == 0:
+                return f"input A{tag} : [{a}, {a}]\ninput B{tag} : [{n // a}, {n // a}]", f"kron(A{tag}, B{tag})"
+        return None
     constructors = ("kron",)
     arity = (2, None)
 

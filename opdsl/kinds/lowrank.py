@@ -10,6 +10,11 @@ class LowRank(Kind):
     """`lowrank(U, V)` = U Vᵀ with U [m, r], V [n, r]."""
 
     name = "lowrank"
+    examples = ("input U : [6, 2]\ninput V : [5, 2]\ninput x : [5, 3]\nexport y = lowrank(U, V) @ x",
+                "input d : [6]\ninput U : [6, 2]\ninput V : [6, 2]\ninput x : [6, 3]\nexport y = (diag(d) + lowrank(U, V)) @ x")
+
+    def sample(self, n, tag):
+        return f"input U{tag} : [{n}, 2]\ninput V{tag} : [{n}, 2]", f"lowrank(U{tag}, V{tag})"
     constructors = ("lowrank",)
 
     def construct(self, b, args, kwargs, span):

@@ -14,6 +14,7 @@ class Input(Kind):
     """`input x : [n, k]` or `param W : [n, n] = normal` — a function argument."""
 
     name = "input"
+    examples = ("dim n = 5\ninput x : [n]\nexport y = x",)
     produces = "tensor"
 
     def infer(self, g, ops, attrs, span):
@@ -60,6 +61,11 @@ class Apply(Kind):
     """`A @ x`: an operator applied to a tensor."""
 
     name = "apply"
+    examples = (
+        "dim n = 4\ninput W : [n, n]\ninput x : [n]\nexport y = W @ x",
+        "dim n = 4\ndim k = 3\ninput W : [n, n]\ninput x : [2, 5, n, k]\nexport y = W @ x",
+        "dim n = 4\ndim B\ninput W : [6, n]\ninput x : [n, B]\nexport y = W @ x",
+    )
     produces = "tensor"
 
     def infer(self, g, ops, attrs, span):
@@ -91,6 +97,7 @@ class TAdd(Kind):
     """Elementwise sum of tensors of the same shape (`A @ x + B @ x`)."""
 
     name = "tadd"
+    examples = ("dim n = 4\ninput A : [n, n]\ninput B : [n, n]\ninput x : [n, 3]\nexport y = A @ x + B @ x",)
     produces = "tensor"
     arity = (2, 2)
 
@@ -117,6 +124,7 @@ class TScale(Kind):
     """`c * x` for a tensor x and a number c."""
 
     name = "tscale"
+    examples = ("dim n = 4\ninput x : [n, 3]\nexport y = 2.5 * x - x",)
     produces = "tensor"
 
     def infer(self, g, ops, attrs, span):
@@ -137,6 +145,7 @@ class TTranspose(Kind):
     """`W.T` for a tensor: swaps the last two axes (a view, no copy)."""
 
     name = "tT"
+    examples = ("input K : [6, 4]\ninput V : [6, 3]\nexport y = K.T @ V",)
     produces = "tensor"
 
     def infer(self, g, ops, attrs, span):
