@@ -115,6 +115,9 @@ class Frontend:
 
     def define(self, tok: Token, val: Val):
         name = str(tok)
+        if name in KEYWORDS or name in ("true", "false"):
+            raise ParseError(f"unexpected keyword '{name}'", self.span(tok),
+                             hint=f"'{name}' is a keyword and cannot be used as a name")
         if name in self.env:
             raise NameError_(f"{name!r} is already defined", self.span(tok),
                              notes=[("first defined here", self.env[name][1])],

@@ -45,8 +45,8 @@ def _push_transpose(g, m):
 
 def _fold_scale(g, m):
     """a (b A) = (ab) A."""
-    inner = g[m["B"]]
-    return g.add("scale", [inner.operands[0]], {"c": g[m["_"]].attrs["c"] * inner.attrs["c"]}, g[m["_"]].span)
+    inner = g[g[m["_"]].operands[0]]
+    return g.add("scale", [m["A"]], {"c": g[m["_"]].attrs["c"] * inner.attrs["c"]}, g[m["_"]].span)
 
 
 def _scale_one(g, m):
@@ -62,7 +62,7 @@ RULES = [
     Rule("sum-flatten", "(A+B)+C = A+B+C", ("sum", "*xs"), _flatten("sum")),
     Rule("kron-flatten", "(A⊗B)⊗C = A⊗(B⊗C) = A⊗B⊗C", ("kron", "*xs"), _flatten("kron")),
     Rule("compose-identity", "A I = I A = A", ("compose", "*xs"), _drop_identity),
-    Rule("scale-fold", "a(bA) = (ab)A", ("scale", ("scale", "B")), _fold_scale),
+    Rule("scale-fold", "a(bA) = (ab)A", ("scale", ("scale", "A")), _fold_scale),
     Rule("scale-one", "1A = A", ("scale", "A"), _scale_one),
     Rule("apply-identity", "I x = x", ("apply", ("eye",), "x"), lambda g, m: m["x"]),
 ]
