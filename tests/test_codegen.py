@@ -82,7 +82,7 @@ def test_structured_lowering_never_materializes():
     lr = opdsl.compile_file("examples/diag_lowrank.op").source
     body = lr.split("def apply(")[1].split("def apply_t(")[0]
     assert "= V.mT" in body and "= d.reshape(n, 1)" in body and "U @ t" in body and " * x" in body
-    assert "diag" not in body.split('"""')[2]
+    assert "torch.diag" not in body
     sp = opdsl.compile_file("examples/stride_perm.op").source
     assert ".permute(" in sp and "eye" not in sp.split("def apply(")[1]
 
