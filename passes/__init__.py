@@ -1,8 +1,15 @@
 """Passes (pure functions Graph -> Graph) and the pass manager that runs them.
 
-The manager records, for each pass, the IR before and after, the rules that
-fired and the time taken; with verify=True (tests, or OPDSL_VERIFY=1) it
-re-runs every shape rule on the result of each pass.
+The pipeline (DESIGN.md): ``simplify`` (algebraic identities, passes/simplify.py)
+→ ``reassociate`` (cost-driven order of every chain, passes/reassociate.py)
+→ ``cleanup`` (the simplify table again, for what reassociation built)
+→ ``lower`` (primitive IR).  Common subexpressions are shared by construction
+(``Graph.add`` is hash-consed, lowering memoizes (operator, tensor) pairs) and
+dead code is never emitted (everything walks ``Graph.live()`` from the exports).
+
+The manager records, for each pass, the graph before and after (text on
+demand), the rules that fired and the time taken; with verify=True (tests, or
+OPDSL_VERIFY=1) it re-runs every shape rule on the result of each pass.
 """
 from __future__ import annotations
 
@@ -14,17 +21,33 @@ from typing import Callable
 from opdsl.ir import Graph
 
 from .lower import lower
+from .reassociate import reassociate
 from .rewrite import RewriteLog
 from .simplify import simplify
 
 
 @dataclass
 class PassRecord:
+    """What one pass did: the graphs around it, the rules that fired, the time taken."""
+
     name: str
-    before: str
-    after: str
+    graph_before: Graph | None = None
+    graph_after: Graph | None = None
     fired: dict = field(default_factory=dict)
     seconds: float = 0.0
+    level: str = "operator"
+
+    @property
+    def before(self) -> str:
+        return self.graph_before.to_text() if self.graph_before is not None else ""
+
+    @property
+    def after(self) -> str:
+        return self.graph_after.to_text() if self.graph_after is not None else ""
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.fired) or self.level != "operator" or self.before != self.after
 
 
 @dataclass
@@ -32,10 +55,15 @@ class Pass:
     name: str
     fn: Callable            # (graph, log) -> graph
     level: str = "operator"  # the level of the graph it returns
+    doc: str = ""
 
 
 def _simplify(g, log):
     return simplify(g, log)
+
+
+def _reassociate(g, log):
+    return reassociate(g, log)
 
 
 def _lower(g, log):
@@ -47,7 +75,16 @@ def operator_passes() -> list[Pass]:
     return list(_PIPELINE)
 
 
-_PIPELINE: list[Pass] = [Pass("simplify", _simplify)]
+_PIPELINE: list[Pass] = [
+    Pass("simplify", _simplify, doc="algebraic identities to a fixed point"),
+    Pass("reassociate", _reassociate, doc="the cheapest order of every chain (cost model)"),
+    Pass("cleanup", _simplify, doc="the simplify table again, on what reassociation built"),
+]
+LOWER = Pass("lower", _lower, "primitive", doc="operator IR to primitive IR")
+
+
+def pass_names() -> list[str]:
+    return [p.name for p in operator_passes()] + [LOWER.name]
 
 
 def register_pass(p: Pass, after: str | None = None):
@@ -70,21 +107,27 @@ def verify(g: Graph) -> None:
 
 
 def run(g: Graph, verify_each: bool | None = None, stop_after: str | None = None):
-    """Run the pipeline; returns (primitive graph, operator graph after the passes, records)."""
+    """Run the pipeline; returns (primitive graph, operator graph after the passes, records).
+
+    With stop_after naming an operator pass, the pipeline stops after it and the
+    primitive graph is None.
+    """
     if verify_each is None:
         verify_each = os.environ.get("OPDSL_VERIFY", "") not in ("", "0")
     records: list[PassRecord] = []
-    for p in operator_passes() + [Pass("lower", _lower, "primitive")]:
+    for p in operator_passes() + [LOWER]:
         if stop_after is not None and records and records[-1].name == stop_after:
             break
         log = RewriteLog()
-        before = g.to_text()
         t0 = time.perf_counter()
         out = p.fn(g, log)
         dt = time.perf_counter() - t0
         if verify_each:
-            verify(out)
-        records.append(PassRecord(p.name, before, out.to_text(), dict(log.fired), dt))
+            try:
+                verify(out)
+            except AssertionError as e:
+                raise AssertionError(f"after pass {p.name}: {e}") from None
+        records.append(PassRecord(p.name, g, out, dict(log.fired), dt, p.level))
         if p.level == "primitive":
             return out, g, records
         g = out

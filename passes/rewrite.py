@@ -9,6 +9,12 @@ A rule is a pattern and a replacement.  Patterns are nested tuples::
 The replacement is a function ``(g, m) -> node id | None`` over the graph
 being built and the bindings ``m`` (``m["_"]`` is the matched node); it may
 decline by returning None.  ``where`` is an optional guard on the match.
+
+The driver rebuilds the graph bottom-up (operands before users), trying the
+rules whose pattern has the node's kind at every node until none fires there;
+nodes a replacement creates are tried in the next round, and rounds repeat
+until a whole round fires nothing.  Rules are indexed by the kind at the root
+of their pattern, so a node is only matched against rules that can apply.
 """
 from __future__ import annotations
 
@@ -25,6 +31,11 @@ class Rule:
     pattern: tuple | str
     build: Callable
     where: Callable | None = None
+
+    @property
+    def root(self) -> str | None:
+        """The kind at the root of the pattern (None: the pattern is a bare variable)."""
+        return self.pattern[0] if isinstance(self.pattern, tuple) else None
 
 
 def match(g: Graph, pat, v: int, m: dict) -> bool:
@@ -55,23 +66,52 @@ def match(g: Graph, pat, v: int, m: dict) -> bool:
 class RewriteLog:
     fired: dict = field(default_factory=dict)   # rule name -> count
 
-    def add(self, name):
-        self.fired[name] = self.fired.get(name, 0) + 1
+    def add(self, name, count: int = 1):
+        self.fired[name] = self.fired.get(name, 0) + count
+
+    def total(self) -> int:
+        return sum(self.fired.values())
 
 
-def rewrite(src: Graph, rules: list[Rule], log: RewriteLog | None = None, max_rounds: int = 64) -> Graph:
+class RuleTable:
+    """Rules indexed by the kind at the root of their pattern (table order kept)."""
+
+    def __init__(self, rules):
+        self.rules = list(rules)
+        self.any = [r for r in self.rules if r.root is None]
+        self.by_kind: dict[str, list[Rule]] = {}
+        for r in self.rules:
+            if r.root is not None:
+                self.by_kind.setdefault(r.root, []).append(r)
+        for k, rs in self.by_kind.items():     # keep the table order across both lists
+            if self.any:
+                self.by_kind[k] = [r for r in self.rules if r.root in (k, None)]
+
+    def for_kind(self, kind: str) -> list[Rule]:
+        return self.by_kind.get(kind, self.any)
+
+
+def _table(rules) -> RuleTable:
+    return rules if isinstance(rules, RuleTable) else RuleTable(rules)
+
+
+def rewrite(src: Graph, rules, log: RewriteLog | None = None, max_rounds: int = 64) -> Graph:
     """Rebuild src bottom-up, trying the rules at every node until none fires anywhere."""
     log = log if log is not None else RewriteLog()
+    table = _table(rules)
     g = src
     for _ in range(max_rounds):
         out = g.empty_like()
-        fired_before = sum(log.fired.values())
+        fired_before = log.total()
         mapping: dict[int, int] = {}
 
-        def rebuild(dst: Graph, n, ops):
-            v = dst.add(n.kind, ops, n.attrs, n.span, n.name)
+        def rebuild(dst: Graph, n, ops, _src=g):
+            # The type depends only on the operands' types and the attributes:
+            # when those are unchanged, keep it rather than re-run the shape rule.
+            same = all(dst.type(a) == _src.type(b) for a, b in zip(ops, n.operands))
+            v = dst.add(n.kind, ops, n.attrs, n.span, n.name, type=n.type if same else None)
             for _ in range(16):   # rules at this node until it is stable
-                nv = apply_rules(dst, v, rules, log)
+                nv = apply_rules(dst, v, table, log)
                 if nv is None or nv == v:
                     break
                 if n.name and not dst[nv].name:
@@ -82,13 +122,14 @@ def rewrite(src: Graph, rules: list[Rule], log: RewriteLog | None = None, max_ro
         for name, root in g.exports.items():
             out.exports[name] = out.copy_from(g, root, mapping, rebuild)
         g = out
-        if sum(log.fired.values()) == fired_before:
+        if log.total() == fired_before:
             break
     return g
 
 
-def apply_rules(g: Graph, v: int, rules: list[Rule], log: RewriteLog):
-    for r in rules:
+def apply_rules(g: Graph, v: int, rules, log: RewriteLog):
+    table = _table(rules)
+    for r in table.for_kind(g.kind(v)):
         m: dict = {"_": v}
         if not match(g, r.pattern, v, m):
             continue

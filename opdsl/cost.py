@@ -1,0 +1,225 @@
+"""The cost model: FLOPs and the largest intermediate, as sympy expressions in the dims.
+
+Each kind knows the FLOPs of applying itself to an ``[n, k]`` tensor
+(``Kind.flops``); everything here is built on that:
+
+* ``apply_cost(g, op, k)`` — FLOPs and largest intermediate of applying one
+  operator (any kind) to ``[n, k]``.  The largest intermediate is read off the
+  operator's own lowering, so it needs no second per-kind rule.
+* ``graph_flops(g, roots)`` — the whole graph: every live tensor node once
+  (hash-consing shares common subexpressions, so they are counted once).
+  On the operator graph *as written* this is the **source-order** cost: chains
+  applied right to left, products of tensors formed where they are written
+  (``(Q Kᵀ) V`` forms the L×L matrix).  On the optimized graph it is the
+  **optimized** cost.
+* ``dense_flops(g, roots)`` — every operator materialized: an application of
+  an ``m × n`` operator to ``k`` columns costs ``2·m·n·k``.
+* ``largest_intermediate(prim, roots)`` — the largest tensor a lowered graph
+  computes.
+* ``Evaluator`` turns an expression into a number: concrete dims, then derived
+  dims, then size hints (``dim B ~ 256``), then a default of 256;
+  ``leading_order`` keeps only the highest-degree terms in the free dims.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from .ir import Graph
+
+DEFAULT_HINT = 256
+
+
+class Evaluator:
+    """Numbers for cost expressions: known values, derived dims, hints, then a default."""
+
+    def __init__(self, dims, default: int = DEFAULT_HINT):
+        self.dims = dims
+        self.default = default
+        env: dict = {}
+        if dims is not None:
+            for s in dims.symbols.values():
+                if s in dims.values:
+                    env[s] = sp.Integer(dims.values[s])
+                elif s not in dims.derived:
+                    env[s] = sp.Integer(dims.hints.get(s, default))
+            for _ in range(len(dims.derived) + 1):
+                for s, e in dims.derived.items():
+                    if s not in dims.values:
+                        env[s] = sp.sympify(e).xreplace(env)
+        self.env = env
+        self._cache: dict = {}
+
+    def num(self, expr) -> float:
+        if isinstance(expr, (int, float)):
+            return float(expr)
+        hit = self._cache.get(expr)
+        if hit is not None:
+            return hit
+        e = sp.sympify(expr).xreplace(self.env)
+        if e.free_symbols:
+            e = e.xreplace({s: sp.Integer(self.default) for s in e.free_symbols})
+        v = float(e)
+        self._cache[expr] = v
+        return v
+
+    def assumed(self) -> dict:
+        """The free dims and the numbers used for them (hint or default)."""
+        if self.dims is None:
+            return {}
+        out = {}
+        for name, s in self.dims.symbols.items():
+            if s not in self.dims.values and s not in self.dims.derived:
+                out[name] = (self.dims.hints.get(s, self.default), s in self.dims.hints)
+        return out
+
+
+def known(g: Graph, expr):
+    """expr with every concrete and derived dim substituted (free dims stay symbols)."""
+    t = g.dims
+    e = sp.sympify(expr)
+    if t is None:
+        return e
+    for _ in range(len(t.derived) + 1):
+        new = e.xreplace(t.derived)
+        if new == e:
+            break
+        e = new
+    return sp.expand(e.xreplace({s: sp.Integer(v) for s, v in t.values.items()}))
+
+
+def leading_order(g: Graph, expr):
+    """The highest-degree terms of expr in the free dims (expr itself when no dim is free)."""
+    e = known(g, expr)
+    free = sorted(e.free_symbols, key=str)
+    if not free:
+        return e
+    try:
+        p = sp.Poly(e, *free)
+    except sp.PolynomialError:
+        return e
+    top = max(sum(m) for m in p.monoms())
+    return sp.Add(*[c * sp.Mul(*[s ** k for s, k in zip(free, m)])
+                    for m, c in zip(p.monoms(), p.coeffs()) if sum(m) == top])
+
+
+def _cols(shape):
+    """Columns an operator sees when applied to a tensor of this shape (batch folded in)."""
+    if len(shape) <= 1:
+        return sp.Integer(1)
+    out = sp.sympify(shape[-1])
+    for d in shape[:-2]:
+        out = out * d
+    return out
+
+
+def numel(shape):
+    out = sp.Integer(1)
+    for d in shape:
+        out = out * d
+    return out
+
+
+def node_flops(g: Graph, v: int):
+    """FLOPs of computing tensor node v from its operands (0 for inputs and operators)."""
+    n = g[v]
+    spec = g.registry[n.kind]
+    if spec.produces != "tensor" or n.kind == "input":
+        return sp.Integer(0)
+    return sp.sympify(spec.flops(g, v))
+
+
+def graph_flops(g: Graph, roots=None):
+    """Total FLOPs of the live tensor nodes (each once), a sympy expression."""
+    total = sp.Integer(0)
+    for v in g.live(roots):
+        total += node_flops(g, v)
+    return total
+
+
+def dense_flops(g: Graph, roots=None):
+    """FLOPs with every operator materialized: 2·m·n per column of each application."""
+    total = sp.Integer(0)
+    for v in g.live(roots):
+        n = g[v]
+        if n.kind == "apply":
+            t = g.type(n.operands[0])
+            batch = numel(t.batch)
+            total += 2 * t.rows * t.cols * batch * _cols(g.type(n.operands[1]).shape)
+        else:
+            total += node_flops(g, v)
+    return total
+
+
+def largest_intermediate(prim: Graph, roots=None, ev: Evaluator | None = None):
+    """(size expression, number) of the largest tensor a lowered graph computes (arguments excluded)."""
+    ev = ev or Evaluator(prim.dims)
+    best, best_n = sp.Integer(0), 0.0
+    for v in prim.live(roots):
+        n = prim[v]
+        if n.kind in ("arg", "reshape", "swap"):      # arguments and views hold no new data
+            continue
+        size = numel(n.type.shape)
+        x = ev.num(size)
+        if x > best_n:
+            best, best_n = size, x
+    return best, best_n
+
+
+@dataclass
+class Cost:
+    flops: object          # sympy expression
+    peak: object           # sympy expression: elements of the largest intermediate
+
+    def __str__(self):
+        return f"{self.flops} FLOPs, largest intermediate {self.peak}"
+
+
+def apply_cost(g: Graph, op: int, k=None) -> Cost:
+    """FLOPs and largest intermediate of applying operator op (any kind) to an [n, k] tensor."""
+    from opdsl.passes.lower import lower
+    k = sp.Symbol("k", integer=True, positive=True) if k is None else sp.sympify(k)
+    scratch = g.empty_like()
+    m: dict = {}
+    o = scratch.copy_from(g, op, m)
+    t = scratch.type(o)
+    x = scratch.add("input", [], {"name": "__x", "shape": (t.cols, k), "dtype": "float32", "role": "input"})
+    y = scratch.add("apply", [o, x])
+    scratch.exports["__y"] = y
+    prim = lower(scratch)
+    ev = Evaluator(prim.dims)
+    sizes = [numel(prim[v].type.shape) for v in prim.live() if prim.kind(v) not in ("arg", "reshape", "swap")]
+    peak = max(sizes, key=lambda s: ev.num(s.subs(k, 64))) if sizes else sp.Integer(0)
+    return Cost(sp.sympify(g.spec(op).flops(g, op, k)), peak)
+
+
+@dataclass
+class Summary:
+    """The cost table of one export: sympy expressions and the evaluator that turns them into numbers."""
+
+    dense: object              # every operator materialized
+    source: object             # the program as written
+    optimized: object          # after the passes
+    peak_source: object        # elements of the largest intermediate, as written
+    peak_optimized: object     # ... after the passes
+    ev: Evaluator
+
+    def numbers(self) -> dict:
+        return {k: self.ev.num(getattr(self, k)) for k in ("dense", "source", "optimized",
+                                                           "peak_source", "peak_optimized")}
+
+
+def summarize(program, export: str) -> Summary:
+    """Dense, source-order and optimized FLOPs and the largest intermediates of one export of a Program."""
+    from opdsl.passes.lower import lower
+    src, opt = program.graph, program.optimized
+    ev = Evaluator(src.dims)
+    cache = program.__dict__.setdefault("_cost_cache", {})
+    if "source-lowered" not in cache:
+        cache["source-lowered"] = lower(src)
+    prim_src = cache["source-lowered"]
+    peak_s, _ = largest_intermediate(prim_src, [prim_src.exports[export]], ev)
+    peak_o, _ = largest_intermediate(program.primitive, [program.primitive.exports[export]], ev)
+    return Summary(dense_flops(src, [src.exports[export]]), graph_flops(src, [src.exports[export]]),
+                   graph_flops(opt, [opt.exports[export]]), peak_s, peak_o, ev)
