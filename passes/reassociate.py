@@ -42,6 +42,30 @@ MAX_DP = 64
 EPS = 1e-9
 
 
+def _kron_columns(self, n, k):
+    """Factor i of a Kronecker product is applied to k times the other factors' columns."""
+    cols = [self.ev.num(self.src.type(o).cols) for o in n.operands]
+    total = 1.0
+    for c in cols:
+        total *= c
+    return [k * total / c for c in cols]
+
+
+def _same_columns(self, n, k):
+    return [k] * len(n.operands)
+
+
+# Operators whose operands are applied to a known number of columns when the
+# operator is: products nested in them are ordered for those columns.
+CONTAINERS = {
+    "kron": _kron_columns,
+    "blockdiag": _same_columns,
+    "sum": _same_columns,
+    "scale": _same_columns,
+    "transpose": _same_columns,
+}
+
+
 @dataclass(eq=False)
 class Factor:
     """One factor of a chain, already built in the output graph."""
@@ -85,6 +109,7 @@ class Reassociator:
         self.fcache: dict[int, Factor] = {}
         self._span = None
         self._quiet = True
+        self._k: float | None = None      # columns of the chain being taken apart
         self._types: dict = {}
         self.uses: dict[int, int] = {}
         self.live = src.live()
@@ -139,15 +164,51 @@ class Reassociator:
         self.tmap[v] = out
         return out
 
-    def operator(self, v: int) -> int:
-        hit = self.omap.get(v)
+    def operator(self, v: int, k: float | None = None) -> int:
+        """Operator v rebuilt in the output graph.  With k (the columns it is applied to),
+        products nested in it (the factors of a Kronecker product, the blocks of a
+        block-diagonal, the terms of a sum) are ordered for the columns they see."""
+        n = self.src[v]
+        split = CONTAINERS.get(n.kind) if k is not None else None
+        if split is None:
+            k = None
+        hit = self.omap.get((v, k))
         if hit is not None:
             return hit
-        n = self.src[v]
-        ops = [self.operator(o) if self.src.type(o).is_op else self.tensor(o) for o in n.operands]
+        if split is None:
+            ops = [self.operator(o) if self.src.type(o).is_op else self.tensor(o) for o in n.operands]
+        else:
+            ops = []
+            for o, ko in zip(n.operands, split(self, n, k)):
+                if not self.src.type(o).is_op:
+                    ops.append(self.tensor(o))
+                elif self.src.kind(o) == "compose" and not self.src.type(o).batch:
+                    ops.append(self.product(o, ko))
+                else:
+                    ops.append(self.operator(o, ko))
         out = self.add(n.kind, ops, n.attrs, n.span, n.name)
-        self.omap[v] = out
+        self.omap[(v, k)] = out
         return out
+
+    def product(self, v: int, k: float) -> int:
+        """A product of operators that is not applied to a tensor here, ordered for k columns."""
+        fs: list[Factor] = []
+        saved, self._k = self._k, k
+        tree, c = self.expand_op(v, fs)
+        self._k = saved
+        if tree is None:
+            return self.operator(v)
+        atoms = [Plan("atom", f.cls, 0.0, f.a, f.rows, f.cols, f.rank, factor=f, batched=f.batched) for f in fs]
+        plan = source = self.to_plan(tree, atoms)
+        if not all(f.cls == "other" and not f.parts for f in fs) and len(fs) <= MAX_DP:
+            best = self.solve(fs, k)
+            if best.val(k) < plan.val(k) * (1 - EPS):
+                plan = best
+                self.log.add("reassociate")
+        span = self.src[v].span
+        self._span, self._quiet = span, plan is source
+        op = self.op_of(plan)
+        return op if c == 1.0 else self.add("scale", [op], {"c": c}, span)
 
     # ---- taking chains apart ------------------------------------------------------
     # The expanders append factors (left to right) to a list and return a *tree*
@@ -156,20 +217,25 @@ class Reassociator:
     # transposed one.  The tree gives the as-written plan, which the DP must beat.
     def chain(self, v: int) -> int:
         src = self.src
-        fs: list[Factor] = []
-        trees = []
-        scalar = 1.0
+        ops = []
         x = v
         while True:
             op, nxt = src[x].operands
-            t, c = self.expand_op(op, fs)
-            if t is not None:
-                trees.append(t)
-            scalar *= c
+            ops.append(op)
             if src.kind(nxt) == "apply" and self._absorbable(nxt):
                 x = nxt
                 continue
             break
+        saved, self._k = self._k, self.ev.num(_cols(src.type(nxt).shape))
+        fs: list[Factor] = []
+        trees = []
+        scalar = 1.0
+        for op in ops:
+            t, c = self.expand_op(op, fs)
+            if t is not None:
+                trees.append(t)
+            scalar *= c
+        self._k = saved
         leaf = self.tensor(nxt)
         span = src[v].span
         tree = ("seq", trees) if trees else None
@@ -207,8 +273,8 @@ class Reassociator:
                 sub: list = []
                 _, c = self.expand_op(o, sub)
                 terms.append((sub, c))
-            return self._leaf(fs, self.sum_factor(self.operator(op), terms)), 1.0
-        return self._leaf(fs, self.factor(self.operator(op))), 1.0
+            return self._leaf(fs, self.sum_factor(self.operator(op, self._k), terms)), 1.0
+        return self._leaf(fs, self.factor(self.operator(op, self._k))), 1.0
 
     @staticmethod
     def _leaf(fs, f):
