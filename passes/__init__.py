@@ -63,7 +63,17 @@ def _simplify(g, log):
 
 
 def _reassociate(g, log):
-    return reassociate(g, log)
+    out = reassociate(g, log)
+    out.meta["reassociated"] = bool(log.fired)
+    return out
+
+
+def _cleanup(g, log):
+    # The input of reassociate was a simplify fixed point; when reassociate changed
+    # nothing there is nothing new to simplify.
+    if not g.meta.get("reassociated", True):
+        return g
+    return simplify(g, log)
 
 
 def _lower(g, log):
@@ -78,7 +88,7 @@ def operator_passes() -> list[Pass]:
 _PIPELINE: list[Pass] = [
     Pass("simplify", _simplify, doc="algebraic identities to a fixed point"),
     Pass("reassociate", _reassociate, doc="the cheapest order of every chain (cost model)"),
-    Pass("cleanup", _simplify, doc="the simplify table again, on what reassociation built"),
+    Pass("cleanup", _cleanup, doc="the simplify table again, on what reassociation built"),
 ]
 LOWER = Pass("lower", _lower, "primitive", doc="operator IR to primitive IR")
 
