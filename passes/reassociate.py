@@ -78,7 +78,6 @@ class Factor:
     batched: bool
     rank: float = 0.0
     parts: tuple = ()           # for a sum that may be distributed: [(factors, scalar)] per term
-    src_sum: bool = False
 
 
 @dataclass(eq=False)
@@ -350,7 +349,7 @@ class Reassociator:
         base = self.factor(op)
         if base.batched:
             return base
-        return Factor(base.op, base.rows, base.cols, base.a, "other", False, parts=tuple(terms), src_sum=True)
+        return Factor(base.op, base.rows, base.cols, base.a, "other", False, parts=tuple(terms))
 
     # ---- the dynamic program ---------------------------------------------------------
     def atom(self, f: Factor, k: float) -> Plan:
@@ -381,11 +380,12 @@ class Reassociator:
         dn = [[None] * n for _ in range(n)]
         dg = [[None] * n for _ in range(n)]
         batched = [[False] * n for _ in range(n)]
+        by_cls = {"lowrank": lr, "dense": dn, "diag": dg}
         for i, p in enumerate(atoms):
             best[i][i] = p
             batched[i][i] = p.batched
-            if p.how == "atom":
-                {"lowrank": lr, "dense": dn, "diag": dg}.get(p.cls, [[None] * n for _ in range(n)])[i][i] = p
+            if p.how == "atom" and p.cls in by_cls:
+                by_cls[p.cls][i][i] = p
         for length in range(2, n + 1):
             for i in range(n - length + 1):
                 j = i + length - 1
