@@ -37,4 +37,5 @@ class NumpyBackend(PythonBackend):
         "rfft": lambda c, n, a: f"np.fft.rfft({a[0]}, n={pyexpr(n.attrs['n'])}, axis=-1)",
         "irfft": lambda c, n, a: f"np.fft.irfft({a[0]}, n={pyexpr(n.attrs['n'])}, axis=-1)",
         "cast": lambda c, n, a: f"{a[0]}.astype({c.backend.dtype(n.attrs['dtype'])})",
+        "solve_triangular": lambda c, n, a: f"np.linalg.solve(np.{'triu' if n.attrs.get('upper', True) else 'tril'}({a[0]}), {a[1]})",
     }

@@ -40,4 +40,5 @@ class TorchBackend(PythonBackend):
         "rfft": lambda c, n, a: f"torch.fft.rfft({a[0]}, n={pyexpr(n.attrs['n'])}, dim=-1)",
         "irfft": lambda c, n, a: f"torch.fft.irfft({a[0]}, n={pyexpr(n.attrs['n'])}, dim=-1)",
         "cast": lambda c, n, a: f"{a[0]}.to({c.backend.dtype(n.attrs['dtype'])})",
+        "solve_triangular": lambda c, n, a: f"torch.linalg.solve_triangular({a[0]}, {a[1]}, upper={bool(n.attrs.get('upper', True))})",
     }

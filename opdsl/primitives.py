@@ -188,6 +188,18 @@ Prim("cast", lambda g, ts, a: ts[0].shape, lambda x, dtype: x.astype(dtype), "dt
      dtype=lambda d, a: a["dtype"])
 
 
+def _solve_triangular_np(a, b, upper=True):
+    """Solve triu(a) x = b (tril when upper=False); the other triangle of a is ignored."""
+    return np.linalg.solve(np.triu(a) if upper else np.tril(a), b)
+
+
+Prim("solve_triangular",
+     lambda g, ts, a: broadcast(ts[0].shape[:-2], ts[1].shape[:-2]) + ts[1].shape[-2:],
+     _solve_triangular_np,
+     "x with triu(A) x = B (tril(A) when upper=False), broadcast over batch dims; "
+     "only the named triangle of A is read")
+
+
 def letters(k: int, skip: str = "") -> str:
     """k distinct einsum letters, avoiding `skip`."""
     return "".join(c for c in string.ascii_letters if c not in skip)[:k]
