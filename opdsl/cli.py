@@ -33,6 +33,8 @@ def _compile(args, backend=None, **extra):
         opts["target"] = args.target
     if getattr(args, "tune", None):
         opts["tune"] = args.tune
+    if getattr(args, "softmax_to_favor", None):
+        opts["softmax_to_favor"] = args.softmax_to_favor
     return compile_file(args.file, backend=backend or args.backend, dims=_dims(args.dim),
                         dtype=args.dtype, **opts, **extra)
 
@@ -69,10 +71,13 @@ def check_program(prog, free: dict | None = None, seed: int = 0):
 def to_backend(backend: str, arrays: dict) -> dict:
     if backend == "torch":
         import torch
-        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        # ascontiguousarray makes a 0-d array 1-d: keep the shape
+        return {k: torch.from_numpy(np.ascontiguousarray(v).reshape(np.shape(v))) for k, v in arrays.items()}
     if backend == "jax":
+        import jax
         import jax.numpy as jnp
-        return {k: jnp.asarray(v) for k, v in arrays.items()}
+        with jax.enable_x64(True):   # float64 inputs stay float64 (the global setting may be 32-bit)
+            return {k: jnp.asarray(v) for k, v in arrays.items()}
     return arrays
 
 
@@ -127,6 +132,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", help="output path (default: print the source)")
     c.add_argument("--target", help="TVM target: llvm (default) or cuda")
     c.add_argument("--tune", type=int, metavar="TRIALS", help="TVM: tune with MetaSchedule for TRIALS trials")
+    c.add_argument("--softmax-to-favor", type=int, metavar="M",
+                   help="replace exact softmax_attention with FAVOR+ attention using M random features")
     c.set_defaults(fn=cmd_compile)
 
     k = sub.add_parser("check", help="run every export against the dense reference",
