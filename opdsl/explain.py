@@ -72,9 +72,9 @@ def _export_report(program, name, ev) -> list[str]:
 
 def identity(rule: str) -> str:
     """The identity behind a rule or an event of the reassociation pass."""
+    from opdsl.passes import simplify
     from opdsl.passes.reassociate import EVENTS
-    from opdsl.passes.simplify import RULES
-    for r in RULES:
+    for r in getattr(simplify, "ALL_RULES", simplify.RULES):     # other modules may extend the table
         if r.name == rule:
             return r.identity
     return EVENTS.get(rule, "")

@@ -343,12 +343,12 @@ def test_run_records_every_pass_and_stops_after():
 
 
 def test_verify_catches_a_wrong_type():
-    from opdsl.ir import OpType
     g = to_graph(ATTN.format(L=8, d=2), "<t>", None, "float32")
     verify(g)
-    v = next(v for v in g.live() if g.kind(v) == "dense")
+    from opdsl.ir import TensorType
+    v = g.exports["y"]                      # the root: no user re-checks its type
     n = g[v]
-    g.g.nodes[v]["node"] = type(n)(n.id, n.kind, n.operands, n.attrs, OpType(3, 3), n.span, n.name)
+    g.g.nodes[v]["node"] = type(n)(n.id, n.kind, n.operands, n.attrs, TensorType((3, 3)), n.span, n.name)
     with pytest.raises(AssertionError, match="verify"):
         verify(g)
 
