@@ -1,0 +1,254 @@
+"""The JAX backend: emit table for jax.numpy, every export jit-compiled.
+
+The generated module defines each export as a plain function (argument checks,
+then one statement per primitive) and then rebinds its name to a jit-compiled
+entry point.  The entry point
+
+* checks the dtype of every array argument *before* tracing: with 64-bit
+  types disabled, ``jax.jit`` silently converts a float64 argument to float32,
+  so a check inside the traced function alone would never fire;
+* enables 64-bit types only around calls of a program that computes in
+  float64 (``jax.enable_x64(True)`` is a context manager: the user's global
+  ``jax_enable_x64`` setting is left as it is);
+* runs the shape checks while tracing (shapes are static under jit, so they
+  run once per new argument shape and cost nothing afterwards).
+"""
+from __future__ import annotations
+
+from .pycodegen import PythonBackend, index_expr, pyexpr, shape_code
+from .pycodegen import emit_cg, fill_value, site
+
+UNARY = {
+    "neg": "-{x}", "exp": "jnp.exp({x})", "log": "jnp.log({x})", "sqrt": "jnp.sqrt({x})",
+    "recip": "1.0 / {x}", "relu": "jnp.maximum({x}, 0)", "abs": "jnp.abs({x})",
+    "square": "jnp.square({x})",
+    "elu1": "jnp.where({x} >= 0, {x} + 1, jnp.exp(jnp.minimum({x}, 0)))",
+}
+
+ENTRY = '''
+
+# ---- jit-compiled entry points ------------------------------------------------
+# Dtypes are checked before tracing (jax.jit would convert a float64 argument to
+# float32 silently when 64-bit types are off); shapes are checked while tracing.
+X64 = {x64}  # {x64_why}
+
+
+def _jit(fn, dtypes, jit=True, singular=None):
+    """The entry point of export `fn`: dtype checks, then fn under jax.jit (jit=False: op by op,
+    for exports whose loops need values on the host, e.g. conjugate gradients); `singular` names
+    the solves of the export, whose non-finite result raises SingularError after the call."""
+    traced = jax.jit(fn) if jit else fn
+
+    @functools.wraps(fn)
+    def call(**kwargs):
+        for name, want in dtypes.items():
+            value = kwargs.get(name)
+            if hasattr(value, "dtype") and value.dtype != want:
+                _dtype_error(fn.__name__, name, value, want.name)
+        if X64:
+            with jax.enable_x64(True):
+                return run(kwargs)
+        return run(kwargs)
+
+    def run(kwargs):
+        out = traced(**kwargs)
+        if singular is not None:
+            _finite(singular, out)
+        return out
+
+    call.traced = traced
+    return call
+'''
+
+BATCH = '''
+
+def _cho_solve(l, b):
+    """x with l lᵀ x = b, l lower triangular."""
+    return jax.scipy.linalg.cho_solve((l, True), b)
+
+
+def _batched(a, b):
+    """a [..., n, n] and b [..., n, k] with their batch dims broadcast to each other (lax.linalg needs it)."""
+    batch = jnp.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    return jnp.broadcast_to(a, batch + a.shape[-2:]), jnp.broadcast_to(b, batch + b.shape[-2:])
+'''
+# exports using these primitives run op by op (their loop needs values on the host)
+EAGER_PRIMS = ("cg",)
+# exports using these report a singular matrix (a non-finite result) as SingularError after the call
+SINGULAR_PRIMS = ("solve", "cholesky", "cho_solve", "checked")
+
+
+class JaxBackend(PythonBackend):
+    name = "jax"
+    imports = ("import functools", "", "import jax", "import jax.numpy as jnp", "import jax.scipy.linalg",
+               "import numpy as np")
+    dtypes = {"float32": "jnp.float32", "float64": "jnp.float64", "float16": "jnp.float16",
+              "bfloat16": "jnp.bfloat16"}
+    reserved = ("np", "jnp", "jax", "functools", "X64")
+    emit = {
+        "eye": lambda c, n, a: f"jnp.eye({pyexpr(n.attrs['n'])}, dtype={c.backend.dtype(n.attrs['dtype'])})",
+        "zeros": lambda c, n, a: f"jnp.zeros({shape_code(n.attrs['shape'])}, dtype={c.backend.dtype(n.attrs['dtype'])})",
+        "reshape": lambda c, n, a: f"{a[0]}.reshape{shape_code(n.attrs['shape'])}",
+        "permute": lambda c, n, a: f"jnp.transpose({a[0]}, {tuple(n.attrs['perm'])})",
+        "swap": lambda c, n, a: f"jnp.swapaxes({a[0]}, -1, -2)",
+        "matmul": lambda c, n, a: f"{a[0]} @ {a[1]}",
+        "einsum": lambda c, n, a: f"jnp.einsum({n.attrs['spec']!r}, {', '.join(a)})",
+        "add": lambda c, n, a: f"{a[0]} + {a[1]}",
+        "sub": lambda c, n, a: f"{a[0]} - {a[1]}",
+        "mul": lambda c, n, a: f"{a[0]} * {a[1]}",
+        "div": lambda c, n, a: f"{a[0]} / {a[1]}",
+        "scale": lambda c, n, a: f"{a[0]} * {n.attrs['c']!r}",
+        "unary": lambda c, n, a: UNARY[n.attrs["fn"]].format(x=a[0]),
+        "sum": lambda c, n, a: f"jnp.sum({a[0]}, axis={n.attrs['axis']}, keepdims={bool(n.attrs.get('keepdims'))})",
+        "cumsum": lambda c, n, a: f"jnp.cumsum({a[0]}, axis={n.attrs['axis']})",
+        "concat": lambda c, n, a: f"jnp.concatenate([{', '.join(a)}], axis={n.attrs['axis']})",
+        "slice": lambda c, n, a: a[0] + index_expr(None, n.attrs["axis"], pyexpr(n.attrs["start"]),
+                                                   pyexpr(n.attrs["stop"])),
+        "rfft": lambda c, n, a: f"jnp.fft.rfft({a[0]}, n={pyexpr(n.attrs['n'])}, axis=-1)",
+        "irfft": lambda c, n, a: f"jnp.fft.irfft({a[0]}, n={pyexpr(n.attrs['n'])}, axis=-1)",
+        "cast": lambda c, n, a: f"{a[0]}.astype({c.backend.dtype(n.attrs['dtype'])})",
+        "solve_triangular": lambda c, n, a: (
+            f"jax.lax.linalg.triangular_solve("
+            f"jnp.broadcast_to({a[0]}, jnp.broadcast_shapes({a[0]}.shape[:-2], {a[1]}.shape[:-2]) + {a[0]}.shape[-2:]), "
+            f"jnp.broadcast_to({a[1]}, jnp.broadcast_shapes({a[0]}.shape[:-2], {a[1]}.shape[:-2]) + {a[1]}.shape[-2:]), "
+            f"left_side=True, lower={not n.attrs.get('upper', True)})"),
+    }
+
+    def generate(self, g) -> str:
+        src = super().generate(g)
+        x64 = uses_float64(g)
+        lines = [ENTRY.format(x64=x64, x64_why="this program computes in float64: 64-bit types are "
+                              "enabled around its calls only" if x64 else "float32 program: 64-bit "
+                              "types are left as configured").rstrip("\n")]
+        if any(g[v].kind in ("cho_solve", "solve_triangular") for v in g.live()):
+            lines.append(BATCH.rstrip("\n"))
+        lines.append("")
+        for name, root in g.exports.items():
+            want = ", ".join(f"{a!r}: np.dtype({self.dtype(node['dtype'])})" for a, node in self._args(g, name))
+            used = [g[v] for v in g.live([root])]
+            extra = ""
+            if any(n.kind in EAGER_PRIMS for n in used):
+                extra += ", jit=False"
+            sites = sorted({site(n.span) for n in used if n.kind in SINGULAR_PRIMS})
+            if sites:
+                extra += f", singular={'; '.join(sites)!r}"
+            lines.append("")
+            lines.append(f"{name} = _jit({name}, {{{want}}}{extra})")
+        return src + "\n".join(lines) + "\n"
+
+
+def _num(v) -> str:
+    v = float(v)
+    return f"float('{v}')" if v in (float("inf"), float("-inf")) else repr(v)
+
+
+def _tril(c, n, a):
+    k, fill = int(n.attrs.get("k", 0)), n.attrs.get("fill", 0.0)
+    if fill == 0.0:
+        return f"jnp.tril({a[0]}, {k})"
+    r, cl = (pyexpr(s) for s in n.type.shape[-2:])
+    return f"jnp.where(jnp.tri({r}, {cl}, {k}, dtype=bool), {a[0]}, {_num(fill)})"
+
+
+def _orf(c, n, a):
+    from opdsl.primitives import orf_expr
+    return f"jnp.asarray({orf_expr(n.attrs['m'], n.attrs['d'], n.attrs['seed'])}, dtype={c.backend.dtype(n.attrs['dtype'])})"
+
+
+JaxBackend.emit = dict(JaxBackend.emit)
+JaxBackend.emit.update({
+    # structured families (attention, FFT convolution)
+    "max": lambda c, n, a: f"jnp.max({a[0]}, axis={n.attrs['axis']}, keepdims={bool(n.attrs.get('keepdims'))})",
+    "tril": _tril,
+    "flip": lambda c, n, a: f"jnp.flip({a[0]}, axis={n.attrs['axis']})",
+    "shift": lambda c, n, a: f"{a[0]} + {_num(n.attrs['c'])}",
+    "tri": lambda c, n, a: (f"jnp.tri({pyexpr(n.attrs['n'])}, {pyexpr(n.attrs['m'])}, {int(n.attrs['k'])}, "
+                            f"dtype={c.backend.dtype(n.attrs['dtype'])})"),
+    "orf": _orf,
+    # linear algebra: inside jit nothing can raise, so a singular matrix shows as a non-finite
+    # result, which the entry point reports as SingularError (see _jit)
+    "solve_triangular": lambda c, n, a: (f"jax.lax.linalg.triangular_solve(*_batched({a[0]}, {a[1]}), left_side=True, "
+                                         f"lower={not bool(n.attrs.get('upper', True))})"),
+    "solve": lambda c, n, a: f"jnp.linalg.solve({a[0]}, {a[1]})",
+    "cholesky": lambda c, n, a: f"jnp.linalg.cholesky({a[0]})",
+    "cho_solve": lambda c, n, a: f"_cho_solve(*_batched({a[0]}, {a[1]}))",
+    "checked": lambda c, n, a: a[0],
+    "slogdet": lambda c, n, a: f"jnp.linalg.slogdet({a[0]})[1]",
+    "diagonal": lambda c, n, a: f"jnp.diagonal({a[0]}, axis1=-2, axis2=-1)",
+    "fill": lambda c, n, a: (f"jnp.full({shape_code(n.attrs['shape'])}, {fill_value(n.attrs['value'])}, "
+                             f"dtype={c.backend.dtype(n.attrs['dtype'])})"),
+    "cg": emit_cg,
+})
+
+
+def uses_float64(g) -> bool:
+    """Whether any value of the primitive graph is float64 (or complex128)."""
+    return any(g.type(v).dtype in ("float64", "complex128") for v in g.live())
+
+
+# ---- structured families: attention and FFT convolution (opdsl/kinds/attention.py, fftconv.py) ----
+def _jnp_num(v) -> str:
+    v = float(v)
+    return ("jnp.inf" if v > 0 else "-jnp.inf") if v in (float("inf"), float("-inf")) else repr(v)
+
+
+def _jnp_tril(c, n, a):
+    k, fill = int(n.attrs.get("k", 0)), n.attrs.get("fill", 0.0)
+    if fill == 0.0:
+        return f"jnp.tril({a[0]}, {k})"
+    r, cl = (pyexpr(s) for s in n.type.shape[-2:])
+    return f"jnp.where(jnp.tri({r}, {cl}, {k}, dtype=bool), {a[0]}, {_jnp_num(fill)})"
+
+
+def _jnp_orf(c, n, a):
+    from opdsl.primitives import orf_expr   # numpy at trace time: a constant of the compiled function
+    return f"jnp.asarray({orf_expr(n.attrs['m'], n.attrs['d'], n.attrs['seed'])}, dtype={c.backend.dtype(n.attrs['dtype'])})"
+
+
+JaxBackend.emit.update({
+    "max": lambda c, n, a: f"jnp.max({a[0]}, axis={n.attrs['axis']}, keepdims={bool(n.attrs.get('keepdims'))})",
+    "tril": _jnp_tril,
+    "flip": lambda c, n, a: f"jnp.flip({a[0]}, axis={n.attrs['axis']})",
+    "shift": lambda c, n, a: f"{a[0]} + {_jnp_num(n.attrs['c'])}",
+    "tri": lambda c, n, a: f"jnp.tri({pyexpr(n.attrs['n'])}, {pyexpr(n.attrs['m'])}, {int(n.attrs['k'])}, dtype={c.backend.dtype(n.attrs['dtype'])})",
+    "orf": _jnp_orf,
+})
+
+
+# ---- params: init_params(key) and exports that take the params pytree (code in opdsl/jax.py) ----
+_generate_entries = JaxBackend.generate
+
+
+def _generate_with_params(self, g) -> str:
+    from opdsl.jax import params_source
+    return _generate_entries(self, g) + params_source(self, g)
+
+
+JaxBackend.generate = _generate_with_params
+
+
+# ---- linear algebra (opdsl/kinds/linalg.py, docs/linalg.md) ----
+# Under jax.jit a value cannot decide whether to raise: a singular matrix gives inf / nan here
+# (as jnp.linalg.solve does), and cg runs jax.scipy.sparse.linalg.cg (no residual report).
+from .pycodegen import fill_value, nested_function  # noqa: E402
+
+
+def _jax_cg(c, n, a):
+    jac = n.attrs.get("precond") == "jacobi"
+    fname, lines = nested_function(c, n.attrs["body"], a[1 + jac:])
+    m = f", M=lambda _r: {a[1]} * _r" if jac else ""
+    return lines, (f"jax.scipy.sparse.linalg.cg({fname}, {a[0]}, tol={n.attrs['tol']!r}, "
+                   f"maxiter={int(n.attrs['maxiter'])}{m})[0]")
+
+
+JaxBackend.emit.update({
+    "solve": lambda c, n, a: f"jnp.linalg.solve({a[0]}, {a[1]})",
+    "cholesky": lambda c, n, a: f"jnp.linalg.cholesky({a[0]})",
+    "cho_solve": lambda c, n, a: f"jax.scipy.linalg.cho_solve(({a[0]}, True), {a[1]})",
+    "checked": lambda c, n, a: a[0],
+    "slogdet": lambda c, n, a: f"jnp.linalg.slogdet({a[0]})[1]",
+    "diagonal": lambda c, n, a: f"jnp.diagonal({a[0]}, axis1=-2, axis2=-1)",
+    "fill": lambda c, n, a: (f"jnp.full({shape_code(n.attrs['shape'])}, {fill_value(n.attrs['value'])}, "
+                             f"dtype={c.backend.dtype(n.attrs['dtype'])})"),
+    "cg": _jax_cg,
+})
