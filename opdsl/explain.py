@@ -72,8 +72,10 @@ def _export_report(program, name, ev) -> list[str]:
 
 def identity(rule: str) -> str:
     """The identity behind a rule or an event of the reassociation pass."""
-    from opdsl.passes import simplify
+    import importlib
+
     from opdsl.passes.reassociate import EVENTS
+    simplify = importlib.import_module("opdsl.passes.simplify")
     for r in getattr(simplify, "ALL_RULES", simplify.RULES):     # other modules may extend the table
         if r.name == rule:
             return r.identity
