@@ -88,34 +88,54 @@ def double(lw, tz: int, f: int | None, nb: int, z: int, m: int) -> int:
     return lw.reshape(g, (nb, z, 2 * m, 2 * m))
 
 
-def monarch_factors(lw, tw: int, levels: int):
-    """The Monarch factors (L [b1, b2, b2], R [b2, b1, b1]) of butterfly(T), as primitive ids.
+def stack_levels(lw, level_twiddles, nb: int, size: int) -> int:
+    """nb independent butterflies of `size` multiplied out: level_twiddles[s] [nb, size/2, 2, 2]
+    holds stage s of each (pairs numbered p = z*m + j as in the module docstring); returns
+    [nb, size, size] by recursive doubling (`double`), one broadcast multiply per stage."""
+    f = None
+    for s, t in enumerate(level_twiddles):
+        m = 2 ** s
+        z = size // (2 * m)
+        ts = lw.reshape(t, (nb, z, m, 2, 2))                           # [nb, z, j, a, b]
+        tz = lw.permute(ts, (0, 1, 3, 2, 4)) if m > 1 else ts           # j has size 1 when m = 1
+        f = double(lw, tz, f, nb, z, m)
+    return lw.reshape(f, (nb, size, size))
 
-    Both are stacks of small dense butterflies, multiplied out by recursive doubling
-    (`double`): O(n (b1 + b2)) work, no identity matrices.
-    * R: block c (indices c*b1 .. c*b1 + b1 - 1) sees stages 0 .. l1-1; at stage s (m = 2**s)
-      its pairs are p = c*(b1/2) + z*m + j, so T[s] viewed [b2, b1/(2m), m, 2, 2] is [c, z, j, a, b].
+
+def monarch_factors(lw, tw: int, levels: int):
+    """The Monarch factors (L [b1, b2, b2], R [b2, b1, b1]) of butterfly(T), as primitive ids
+    (L is None when n = 2).
+
+    Both are stacks of small dense butterflies, multiplied out by `stack_levels`:
+    * R: block c (indices c*b1 .. c*b1 + b1 - 1) sees stages 0 .. l1-1; at stage s its pairs are
+      p = c*(b1/2) + p_local, so T[s] viewed [b2, b1/2, 2, 2] holds the b2 blocks' twiddles.
     * L: for each lo, the stages l1 + s' act on hi (i = hi*b1 + lo) as a butterfly of size b2
-      with pairs p = (z*m + j)*b1 + lo, so T[l1 + s'] viewed [b2/(2m), m, b1, 2, 2] is [z, j, lo, a, b].
+      with pairs p = p_local*b1 + lo, so T[l1 + s'] viewed [b2/2, b1, 2, 2] and transposed to
+      [b1, b2/2, 2, 2] holds them.
+    When b1 = b2 (log2 n even) the two stacks have one shape and are built together.
     """
     l1, l2 = split_levels(levels)
     b1, b2 = 2 ** l1, 2 ** l2
-    r = None
-    for s in range(l1):
-        m = 2 ** s
-        ts = lw.reshape(lw.prim("slice", tw, axis=0, start=s, stop=s + 1), (b2, b1 // (2 * m), m, 2, 2))
-        tz = lw.permute(ts, (0, 1, 3, 2, 4)) if m > 1 else ts      # j has size 1 when m = 1
-        r = double(lw, tz, r, b2, b1 // (2 * m), m)
-    wr = lw.reshape(r, (b2, b1, b1))
+
+    def stage(s, shape):
+        return lw.reshape(lw.prim("slice", tw, axis=0, start=s, stop=s + 1), shape)
+
     if l2 == 0:
-        return None, wr
-    f = None
-    for s in range(l2):
-        m = 2 ** s
-        ts = lw.prim("slice", tw, axis=0, start=l1 + s, stop=l1 + s + 1)
-        ts = lw.reshape(ts, (b2 // (2 * m), m, b1, 2, 2))
-        f = double(lw, lw.permute(ts, (2, 0, 3, 1, 4)), f, b1, b2 // (2 * m), m)
-    return lw.reshape(f, (b1, b2, b2)), wr
+        return None, stack_levels(lw, [stage(0, (1, 1, 2, 2))], 1, 2)
+    if l1 == l2:
+        b = b1
+        tr = lw.reshape(lw.prim("slice", tw, axis=0, start=0, stop=l1), (l1, b, b // 2, 2, 2))
+        tl = lw.reshape(lw.prim("slice", tw, axis=0, start=l1, stop=levels), (l1, b // 2, b, 2, 2))
+        both = lw.prim("concat", tr, lw.permute(tl, (0, 2, 1, 3, 4)), axis=1)   # [l1, 2b, b/2, 2, 2]
+        per_level = [lw.reshape(lw.prim("slice", both, axis=0, start=s, stop=s + 1), (2 * b, b // 2, 2, 2))
+                     for s in range(l1)]
+        f = stack_levels(lw, per_level, 2 * b, b)
+        return (lw.prim("slice", f, axis=0, start=b, stop=2 * b),
+                lw.prim("slice", f, axis=0, start=0, stop=b))
+    wr = stack_levels(lw, [stage(s, (b2, b1 // 2, 2, 2)) for s in range(l1)], b2, b1)
+    wl = stack_levels(lw, [lw.permute(stage(l1 + s, (b2 // 2, b1, 2, 2)), (1, 0, 2, 3)) for s in range(l2)],
+                      b1, b2)
+    return wl, wr
 
 
 def _levels(g, t, span):
