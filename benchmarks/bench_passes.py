@@ -103,7 +103,8 @@ def workloads():
     idx = torch.as_tensor(stride_perm_index(64, 64))
     out.append(dict(
         name="chain P·kron(A,B)·D·lowrank(U,V) n=4096 r=64, 256 cols", target_peers=(2.0, 2.0), target_dense=None,
-        src=(ROOT / "examples" / "chain.op").read_text(), inputs=dict(A=A, B=B, d=d, U=U, V=V, x=X),
+        src=(ROOT / "examples" / "chain.op").read_text(), dims={"a": 64, "b": 64, "r": 64},
+        inputs=dict(A=A, B=B, d=d, U=U, V=V, x=X),
         dense=lambda: torch.eye(4096)[idx] @ torch.kron(A, B) @ torch.diag(d) @ (U @ V.T),
         lo=lambda L: (L.operators.PermutationLinearOperator(idx)
                       @ L.operators.KroneckerProductLinearOperator(L.operators.DenseLinearOperator(A),
@@ -123,8 +124,8 @@ def _row(workload, baseline, opdsl_ms, baseline_ms, flop_ratio=None, target=None
             "met": None, "note": note}
 
 
-def _compile(src):
-    return opdsl.compile(src, backend="torch")
+def _compile(src, dims=None):
+    return opdsl.compile(src, backend="torch", dims=dims)
 
 
 def _pair(f_a, f_b, quick):
@@ -149,7 +150,7 @@ def operator_rows(quick: bool) -> list[dict]:
     peers = {"linear_operator": _peer("linear_operator"), "CoLA": _peer("cola")}
     out = []
     for w in workloads():
-        prog = _compile(w["src"])
+        prog = _compile(w["src"], w.get("dims"))
         fn = prog[prog.functions[0]]
         x = w["inputs"]["x"]
         f_o = lambda: fn(**w["inputs"])  # noqa: E731
