@@ -107,11 +107,6 @@ class JaxBackend(PythonBackend):
         "rfft": lambda c, n, a: f"jnp.fft.rfft({a[0]}, n={pyexpr(n.attrs['n'])}, axis=-1)",
         "irfft": lambda c, n, a: f"jnp.fft.irfft({a[0]}, n={pyexpr(n.attrs['n'])}, axis=-1)",
         "cast": lambda c, n, a: f"{a[0]}.astype({c.backend.dtype(n.attrs['dtype'])})",
-        "solve_triangular": lambda c, n, a: (
-            f"jax.lax.linalg.triangular_solve("
-            f"jnp.broadcast_to({a[0]}, jnp.broadcast_shapes({a[0]}.shape[:-2], {a[1]}.shape[:-2]) + {a[0]}.shape[-2:]), "
-            f"jnp.broadcast_to({a[1]}, jnp.broadcast_shapes({a[0]}.shape[:-2], {a[1]}.shape[:-2]) + {a[1]}.shape[-2:]), "
-            f"left_side=True, lower={not n.attrs.get('upper', True)})"),
     }
 
     def generate(self, g) -> str:
