@@ -8,9 +8,12 @@ it came from.  Output is deterministic: the same graph gives the same bytes.
 """
 from __future__ import annotations
 
+import ast
+import builtins
 import keyword
 import linecache
 import re
+import sys
 import types
 from dataclasses import dataclass, field
 
@@ -39,7 +42,18 @@ def _shape_error(fn, name, value, decl, known):
 
 
 def _dtype_error(fn, name, value, want):
-    raise ArgumentError(f"{{fn}}(): argument {{name!r}} has dtype {{value.dtype}}, expected {{want}}")
+    got = str(getattr(value, "dtype", type(value).__name__)).replace("torch.", "")
+    raise ArgumentError(f"{{fn}}(): argument {{name!r}} has dtype {{got}}, expected {{want}}")
+
+
+def _dim_error(fn, what, known):
+    dims = ", ".join(f"{{k}} = {{v}}" for k, v in known.items())
+    raise ArgumentError(f"{{fn}}(): dim {{what}} is not an integer with {{dims}}")
+
+
+def _device_error(fn, name, value, first, other):
+    raise ArgumentError(f"{{fn}}(): argument {{name!r}} is on {{value.device}}, but {{first!r}} is on {{other.device}}; "
+                        "all arguments must be on one device")
 '''
 
 
@@ -58,8 +72,34 @@ def pyexpr(e) -> str:
 
 
 def _plain(e) -> str:
-    s = str(e).replace("**", " ** ").replace("*", " * ").replace(" *  * ", " ** ")
+    s = str(e).replace("**", "^").replace("*", " * ").replace("^", " ** ")
     return s
+
+
+def _symbols_of(g: Graph, root: int) -> set:
+    """The dims that the nodes below root mention, in their types or in their attributes."""
+    out = set()
+
+    def visit(x):
+        if isinstance(x, sp.Basic):
+            out.update(x.free_symbols)
+        elif isinstance(x, (tuple, list)):
+            for y in x:
+                visit(y)
+        elif isinstance(x, dict):
+            for y in x.values():
+                visit(y)
+
+    for v in g.live([root]):
+        n = g[v]
+        visit(getattr(n.type, "shape", ()))
+        visit(n.attrs)
+    return out
+
+
+def _atom(code: str) -> str:
+    """code, parenthesized unless it is a name or an integer."""
+    return code if re.fullmatch(r"\w+", code) else f"({code})"
 
 
 def shape_code(shape) -> str:
@@ -119,6 +159,7 @@ class PythonBackend:
                                    exports="Exports:\n" + ex).rstrip("\n"))
         lines.extend(self.imports)
         lines.append(RUNTIME.format().rstrip("\n"))
+        lines.extend(prim_runtime(g))
         lines.append("")
         dims = self._module_dims(g)
         if dims:
@@ -128,7 +169,12 @@ class PythonBackend:
             lines.append("")
             lines.append("")
             lines.extend(self._function(g, name, root, sigs[name]))
+        lines.extend(self.layer_lines(g))
         return "\n".join(lines) + "\n"
+
+    def layer_lines(self, g: Graph) -> list[str]:
+        """Hook: code after the functions that turns params into a layer (torch: an nn.Module class)."""
+        return []
 
     def _module_dims(self, g: Graph) -> list[str]:
         """Dims whose values are known at compile time, as module constants."""
@@ -153,37 +199,15 @@ class PythonBackend:
         doc = spans.get(name)
         src = doc.source_line().strip() if doc is not None and doc.source_line() else name
         out.append(f'    """{src}  ({doc})"""' if doc is not None else f'    """{src}"""')
-        # argument checks; free dims are bound from the first argument that has them
-        bound = {s for s in t.symbols.values() if s in t.values}
+        # argument checks: ranks, free dims bound from the shapes, sizes, dtypes, devices
+        out.extend(self._arg_checks(g, name, args, root))
         ctx = Ctx(self)
-        for a, node in args:
-            shape = node["shape"]
-            decl = shape_str(shape)
-            out.append(f"    if getattr({a}, 'ndim', None) != {len(shape)}:")
-            out.append(f"        _shape_error({name!r}, {a!r}, {a}, {decl!r}, {{}})")
-            checks = []
-            for i, d in enumerate(shape):
-                d = sp.sympify(d)
-                if d.is_Symbol and d not in bound and d not in t.derived:
-                    out.append(f"    {d.name} = {a}.shape[{i}]")
-                    bound.add(d)
-                else:
-                    checks.append(f"{a}.shape[{i}] != {pyexpr(d)}")
-            if checks:
-                known = ", ".join(f"{s.name!r}: {s.name}" for s in sorted(
-                    {x for d in shape for x in sp.sympify(d).free_symbols}, key=str))
-                out.append(f"    if {' or '.join(checks)}:")
-                out.append(f"        _shape_error({name!r}, {a!r}, {a}, {decl!r}, {{{known}}})")
-            out.append(f"    if {a}.dtype != {self.dtype(node['dtype'])}:")
-            out.append(f"        _dtype_error({name!r}, {a!r}, {a}, {node['dtype']!r})")
-        for s, e in t.derived.items():   # derived dims over free dims
-            if s not in t.values and s.free_symbols <= bound | set(t.values):
-                out.append(f"    {s.name} = {pyexpr(e)}")
         if self.has_device and args:
             ctx.dev = "_dev"
         head = len(out)
         # body
         names = Names(self.reserved + tuple(a for a, _ in args) + tuple(t.symbols))
+        ctx.extra["names"] = names          # for primitives that emit a nested function (cg)
         var: dict[int, str] = {}
         last_line = None
         for v in g.live([root]):
@@ -199,10 +223,137 @@ class PythonBackend:
             if emit is None:
                 from opdsl.errors import BackendError
                 raise BackendError(f"the {self.name} backend has no primitive {n.kind!r}", n.span)
-            out.append(f"    {var[v]} = {emit(ctx, n, [var[o] for o in n.operands])}")
+            code = emit(ctx, n, [var[o] for o in n.operands])
+            if isinstance(code, tuple):      # (statements before, expression): e.g. cg's loop body
+                out.extend(f"    {line}" for line in code[0])
+                code = code[1]
+            out.append(f"    {var[v]} = {code}")
         out.append(f"    return {var[root]}")
         if ctx.dev and any("_dev" in line for line in out[head:]):
             out.insert(head, f"    _dev = {self.device_of(args[0][0])}")
+        return out
+
+    def dtype_check(self, a: str, dtype: str) -> str:
+        """The condition under which argument `a` has the wrong dtype."""
+        return f"{a}.dtype != {self.dtype(dtype)}"
+
+    def device_check(self, a: str, first: str) -> str | None:
+        """The condition under which argument `a` is on another device than `first` (None: no devices)."""
+        return f"{a}.device != {first}.device" if self.has_device else None
+
+    def _arg_checks(self, g: Graph, name: str, args, root: int | None = None) -> list[str]:
+        """Checks of every argument against the declared signature, binding the free dims.
+
+        Per argument, in order: its rank; each free dim it has as a dimension of its own is
+        bound there (`k = x.shape[1]`; derived dims are expanded, so `[m]` with `dim m = n / 2`
+        binds nothing); derived dims computable from what is bound are computed, with a check
+        that they are integers (`n / 2` needs an even n); its other dimensions are compared
+        with their declared values; its dtype; its device (the first argument's).  A free dim
+        that only appears inside expressions (`[2 * n]`, `[a * b]` with a bound) is solved from
+        one of them (`n = x.shape[0] // 2`) and the arguments that needed it are checked then;
+        one that cannot be found from the shapes is a DimError at compile time.
+        """
+        t = g.dims
+        derived = {s: e for s, e in t.derived.items() if s not in t.values}
+        if root is not None:            # only the derived dims this function uses (and what they use)
+            used = {x for _, node in args for d in node["shape"] for x in sp.sympify(d).free_symbols}
+            used |= _symbols_of(g, root)
+            for s in reversed(list(derived)):
+                if s in used:
+                    used |= sp.sympify(derived[s]).free_symbols
+            derived = {s: e for s, e in derived.items() if s in used}
+
+        def expand(e):
+            e = sp.sympify(e)
+            for _ in range(len(derived) + 1):
+                new = e.xreplace(derived)
+                if new == e:
+                    break
+                e = new
+            return e
+
+        out: list[str] = []
+        bound = {s for s in t.symbols.values() if s in t.values}
+        sources = set()                      # (arg, axis) that bound a dim: nothing to compare there
+
+        def compute_derived():
+            for s, e in derived.items():      # declaration order: a derived dim uses earlier dims
+                if s not in bound and expand(e).free_symbols <= bound:
+                    num, den = sp.fraction(sp.together(expand(e)))
+                    if den != 1:
+                        known = ", ".join(f"{x.name!r}: {x.name}" for x in sorted(expand(e).free_symbols, key=str))
+                        out.append(f"    if {_atom(pyexpr(num))} % {_atom(pyexpr(den))} != 0:")
+                        out.append(f"        _dim_error({name!r}, {f'{s.name} = {e}'!r}, {{{known}}})")
+                    out.append(f"    {s.name} = {pyexpr(e)}")
+                    bound.add(s)
+
+        def size_check(a, shape):
+            checks = [f"{a}.shape[{i}] != {pyexpr(d)}" for i, d in enumerate(shape) if (a, i) not in sources]
+            if checks:
+                known = ", ".join(f"{s.name!r}: {s.name}" for s in sorted(
+                    {x for d in shape for x in sp.sympify(d).free_symbols}, key=str))
+                out.append(f"    if {' or '.join(checks)}:")
+                out.append(f"        _shape_error({name!r}, {a!r}, {a}, {shape_str(shape)!r}, {{{known}}})")
+
+        def ready(shape):
+            return all(sp.sympify(d).free_symbols <= bound for d in shape)
+
+        deferred = []
+        for j, (a, node) in enumerate(args):
+            shape = node["shape"]
+            out.append(f"    if getattr({a}, 'ndim', None) != {len(shape)}:")
+            out.append(f"        _shape_error({name!r}, {a!r}, {a}, {shape_str(shape)!r}, {{}})")
+            for i, d in enumerate(shape):
+                e = expand(d)
+                if e.is_Symbol and e not in bound:
+                    out.append(f"    {e.name} = {a}.shape[{i}]")
+                    bound.add(e)
+                    sources.add((a, i))
+            compute_derived()
+            if ready(shape):
+                size_check(a, shape)
+            else:
+                deferred.append((a, shape))
+            out.append(f"    if {self.dtype_check(a, node['dtype'])}:")
+            out.append(f"        _dtype_error({name!r}, {a!r}, {a}, {node['dtype']!r})")
+            cond = self.device_check(a, args[0][0]) if j else None
+            if cond:
+                out.append(f"    if {cond}:")
+                out.append(f"        _device_error({name!r}, {a!r}, {a}, {args[0][0]!r}, {args[0][0]})")
+        size = sp.Symbol("_size_", integer=True, positive=True)
+        while True:
+            for a, shape in [x for x in deferred if ready(x[1])]:   # bound by a later argument
+                size_check(a, shape)
+                deferred.remove((a, shape))
+            if not deferred:
+                break
+            for a, shape in deferred:
+                solved = None
+                for i, d in enumerate(shape):
+                    e = expand(d)
+                    unknown = sorted(e.free_symbols - bound, key=str)
+                    if len(unknown) != 1:
+                        continue
+                    try:
+                        sol = sp.solve(sp.Eq(e, size), unknown[0])
+                    except (NotImplementedError, ValueError):
+                        continue
+                    if len(sol) == 1 and sol[0].is_rational_function() and not sol[0].free_symbols - bound - {size}:
+                        solved = (unknown[0], pyexpr(sol[0]).replace("_size_", f"{a}.shape[{i}]"))
+                        break
+                if solved is not None:
+                    break
+            if solved is None:
+                unbound = sorted({x for _, sh in deferred for d in sh for x in expand(d).free_symbols} - bound,
+                                 key=str)
+                from opdsl.errors import DimError
+                names = ", ".join(s.name for s in unbound)
+                raise DimError(f"{name}(): the free dim{'s' if len(unbound) > 1 else ''} {names} cannot be found "
+                               "from the arguments' shapes", g.meta.get("name_spans", {}).get(unbound[0].name),
+                               hint="give it a value (`dim n = 64`) or use it alone as some argument's dimension")
+            out.append(f"    {solved[0].name} = {solved[1]}")
+            bound.add(solved[0])
+            compute_derived()
         return out
 
     # ---- loading ------------------------------------------------------------
@@ -214,7 +365,48 @@ class PythonBackend:
         mod = types.ModuleType(name)
         mod.__file__ = filename
         exec(compile(source, filename, "exec"), mod.__dict__)
+        sys.modules[name] = mod   # importable by name: torch.compile (dynamo) resolves globals through it
         return mod
+
+
+def param_specs(g: Graph) -> list[tuple]:
+    """Every param any export uses, in declaration order: (name, shape, dtype, (init, args))."""
+    inits = g.meta.get("inits", {})
+    seen = {}
+    for name in g.exports:
+        for a, s, d, r in g.meta["signatures"][name]:
+            if r == "param" and a not in seen:
+                seen[a] = (a, s, d, inits.get(a, ("normal", ())))
+    order = g.meta.get("decl_order", list(seen))
+    return [seen[a] for a in order if a in seen]
+
+
+def layer_export(g: Graph) -> str:
+    """The export a layer computes by default: the one named `apply`, else the first."""
+    return "apply" if "apply" in g.exports else next(iter(g.exports))
+
+
+def init_scale(shape) -> str:
+    """Default std / bound of `normal` and `uniform`: 1/sqrt(last dim) for a matrix, 1 for a vector."""
+    if len(shape) < 2:
+        return "1.0"
+    last = sp.sympify(shape[-1])
+    return repr(1.0 / float(last) ** 0.5) if last.is_Integer else f"{pyexpr(last)} ** -0.5"
+
+
+def param_dims(g: Graph, specs) -> tuple[list[str], list[str]]:
+    """Free dims the params' shapes need (keyword arguments of an init function), and lines
+    computing the derived dims over them."""
+    t = g.dims
+    used = set()
+    for _, shape, _, _ in specs:
+        for d in shape:
+            used |= sp.sympify(d).free_symbols
+    derived = [s for s in t.derived if s not in t.values and s in used]
+    for s in derived:
+        used |= t.derived[s].free_symbols
+    free = [s.name for s in t.symbols.values() if s in used and s not in t.values and s not in t.derived]
+    return free, [f"{s.name} = {pyexpr(t.derived[s])}" for s in derived]
 
 
 def shape_str(shape) -> str:
@@ -225,7 +417,10 @@ class Names:
     """Fresh, readable, valid Python names: the source name, then name_2, ...; t1, t2 for the rest."""
 
     def __init__(self, taken=()):
-        self.taken = set(taken) | set(keyword.kwlist) | {"ArgumentError"}
+        # builtins and the runtime helpers too: a local named `getattr` or `_shape_error` would break the checks
+        self.taken = set(taken) | set(keyword.kwlist) | set(dir(builtins)) | {"ArgumentError", "_shape_error",
+                                                                               "_dtype_error", "_dim_error",
+                                                                               "_device_error"}
         self.n = 0
 
     def fresh(self, base: str | None) -> str:
@@ -249,3 +444,224 @@ def index_expr(ndim_hint: int | None, axis: int, start: str, stop: str) -> str:
     if axis < 0:
         return "[..., " + f"{start}:{stop}" + ", :" * (-axis - 1) + "]"
     return "[" + ":, " * axis + f"{start}:{stop}" + "]"
+
+
+def check_names(source: str, g: Graph, backend: str) -> None:
+    """Raise BackendError when a source name (export, argument, dim) would shadow a name the
+    generated module itself needs: an import (np, torch), a runtime helper, a builtin it calls.
+
+    Found on the generated source itself (ast), so it holds for every Python-source backend:
+    - a module-level name bound twice (an export or a dim over an import or a helper);
+    - an argument or dim of a function equal to a module-level name that the source did not define;
+    - a source name equal to a builtin the module's own helpers call (getattr, list, ...).
+    """
+    from opdsl.errors import BackendError
+    tree = ast.parse(source)
+    bound: dict[str, int] = {}
+    helpers_load: set[str] = set()
+    for st in tree.body:
+        names = []
+        if isinstance(st, (ast.Import, ast.ImportFrom)):
+            names = [(a.asname or a.name).split(".")[0] for a in st.names]
+        elif isinstance(st, (ast.FunctionDef, ast.ClassDef)):
+            names = [st.name]
+        elif isinstance(st, ast.Assign):   # `f = wrap(f)` of an export (jax) is not a second binding
+            names = [t.id for t in st.targets if isinstance(t, ast.Name) and t.id not in g.exports]
+        for n in names:
+            bound[n] = bound.get(n, 0) + 1
+        if isinstance(st, (ast.FunctionDef, ast.ClassDef)) and st.name not in g.exports:
+            helpers_load |= {x.id for x in ast.walk(st) if isinstance(x, ast.Name)}
+    spans = g.meta.get("name_spans", {})
+    spans = {**spans, **g.meta.get("export_spans", {})}
+    dims = set(g.dims.symbols) if g.dims is not None else set()
+    user_module = set(g.exports) | dims
+    local = {a for sig in g.meta.get("signatures", {}).values() for a, *_ in sig} | dims
+    system = {n for n in bound if n not in user_module}
+    used_builtins = (helpers_load | {"getattr"}) & set(dir(builtins))
+
+    def fail(name, what):
+        raise BackendError(f"the name {name!r} clashes with {what} in the generated {backend} module",
+                           spans.get(name), hint=f"rename {name!r} in the source (e.g. {name}_)")
+
+    for name in sorted(user_module):
+        if bound.get(name, 0) > 1:
+            fail(name, "another module-level name")
+    for name in sorted(local | user_module):
+        if name in system:
+            fail(name, "an import or helper")
+        if name in used_builtins:
+            fail(name, f"the builtin {name}()")
+
+
+def check_dtypes(g: Graph, backend) -> None:
+    """Raise BackendError, at the declaration, for a tensor whose dtype the backend cannot spell
+    (e.g. bfloat16 on numpy)."""
+    from opdsl.errors import BackendError
+    for v in g.live():
+        n = g[v]
+        d = getattr(n.type, "dtype", None)
+        if d is None or n.kind != "arg":     # declared tensors; intermediates may be complex (rfft)
+            continue
+        try:
+            backend.dtype(d)
+        except KeyError:
+            ok = ", ".join(getattr(backend, "dtypes", {}))
+            raise BackendError(f"the {backend.name} backend does not support {d}", n.span,
+                               hint=f"it supports {ok}; use another dtype or backend") from None
+
+
+# ---- helpers that some primitives' code calls: added to a module only when it uses them ----------
+# (linear algebra, opdsl/kinds/linalg.py and docs/linalg.md: solves and factorizations report a
+# singular matrix as the module's SingularError; `cg` runs its loop in _cg)
+
+LINALG_RUNTIME = '''
+
+class SingularError(ArithmeticError):
+    """A matrix this program factors or solves with is singular (or not positive definite)."""
+
+
+def _finite(what, value):
+    """value itself, or SingularError when it has inf or nan entries."""
+    if not bool((value - value == 0).all()):
+        raise SingularError(f"{what}: the result has inf or nan entries: the matrix is singular to "
+                            "working precision (or an argument is not finite)")
+    return value
+
+
+def _linalg(what, fn, *args):
+    """fn(*args), a factorization or a solve; a singular matrix raises SingularError naming `what`."""
+    try:
+        out = fn(*args)
+    except Exception as e:  # numpy.linalg.LinAlgError, torch.linalg.LinAlgError
+        if "LinAlgError" not in type(e).__name__:
+            raise
+        raise SingularError(f"{what}: {e}") from None
+    return _finite(what, out)'''
+
+CG_RUNTIME = '''
+
+CG_RESIDUALS = {}  # solve site -> (steps, relative residual) of its last conjugate-gradient solve
+
+
+def _cg(what, matvec, b, tol, maxiter, minv=None):
+    """Preconditioned conjugate gradients for A x = b, every column of b [..., n, k] on its own.
+
+    Stops when each column's relative residual |b - A x| / |b| is at most tol, or after maxiter
+    steps; records (steps, residual) in CG_RESIDUALS[what] and warns when it did not converge."""
+    def dot(u, v):
+        return (u * v).sum(-2)[..., None, :]
+
+    def worst(r):
+        q = (dot(r, r) ** 0.5 / bb).max()
+        return float(q.detach() if hasattr(q, "detach") else q)
+
+    x = b * 0
+    r = b
+    z = r if minv is None else minv * r
+    p = z
+    rz = dot(r, z)
+    bb = dot(b, b) ** 0.5
+    bb = bb + (bb == 0)
+    res = worst(r)
+    steps = 0
+    while res > tol and steps < maxiter:
+        ap = matvec(p)
+        pap = dot(p, ap)
+        alpha = rz / (pap + (pap == 0))
+        x = x + alpha * p
+        r = r - alpha * ap
+        steps += 1
+        res = worst(r)
+        z = r if minv is None else minv * r
+        rz_next = dot(r, z)
+        p = z + rz_next / (rz + (rz == 0)) * p
+        rz = rz_next
+    CG_RESIDUALS[what] = (steps, res)
+    if not res <= tol:
+        import warnings
+        warnings.warn(f"{what}: conjugate gradients stopped after {steps} steps at relative residual "
+                      f"{res:.3g} > tol = {tol:g}", RuntimeWarning, stacklevel=3)
+    return x'''
+
+RUNTIME_HELPERS = {"linalg": LINALG_RUNTIME, "cg": CG_RUNTIME}
+# primitive -> the helper its code calls (a backend whose emit calls no helper loses nothing by it)
+PRIM_RUNTIME = {"solve": "linalg", "cholesky": "linalg", "cho_solve": "linalg", "checked": "linalg",
+                "cg": "cg"}
+
+
+def _prims_used(g: Graph) -> set:
+    kinds = set()
+    for v in g.live():
+        n = g[v]
+        kinds.add(n.kind)
+        body = n.attrs.get("body")
+        if body is not None and hasattr(body, "graph"):
+            kinds |= _prims_used(body.graph)
+    return kinds
+
+
+def prim_runtime(g: Graph, helpers=None) -> list[str]:
+    """The helper code (RUNTIME_HELPERS) the primitives of g call, in a fixed order."""
+    used = _prims_used(g)
+    keys = {PRIM_RUNTIME[k] for k in used if k in PRIM_RUNTIME}
+    return [RUNTIME_HELPERS[k].rstrip("\n") for k in (helpers or RUNTIME_HELPERS) if k in keys]
+
+
+def site(span) -> str:
+    """Where a primitive came from, for run-time messages: `inv(W) at model.op:3:9`."""
+    if span is None:
+        return "<unknown>"
+    line = span.source_line()
+    if line is not None and span.end_column:
+        return f"{line[span.column - 1:span.end_column - 1]} at {span}"
+    return str(span)
+
+
+def fill_value(value) -> str:
+    """A fill value as Python: a number, or a dim expression over the function's dims."""
+    v = sp.sympify(value)
+    if v.free_symbols:
+        return f"float({pyexpr(v)})"
+    return repr(float(v))
+
+
+def nested_function(ctx, body, captures, base="_matvec") -> tuple[str, list[str]]:
+    """(name, lines) of a nested `def name(p):` computing body.root from p = body.loop.
+
+    body.graph is a primitive graph (a loop body, e.g. cg's A @ p); its arg nodes are the loop
+    variable, captured values (named by `captures`, in body.captures order) and the function's
+    own arguments (closure variables of the same name)."""
+    be = ctx.backend
+    names = ctx.extra["names"]
+    g = body.graph
+    fname = names.fresh(base)
+    p = names.fresh("_p")
+    cap = dict(zip(body.captures, captures))
+    var: dict[int, str] = {}
+    lines = [f"def {fname}({p}):"]
+    for v in g.live([body.root]):
+        n = g[v]
+        if n.kind == "arg":
+            var[v] = p if v == body.loop else cap.get(v, n.attrs["name"])
+            continue
+        var[v] = names.fresh(None)
+        emit = be.emit.get(n.kind)
+        if emit is None:
+            from opdsl.errors import BackendError
+            raise BackendError(f"the {be.name} backend has no primitive {n.kind!r}", n.span)
+        code = emit(ctx, n, [var[o] for o in n.operands])
+        if isinstance(code, tuple):
+            lines.extend(f"    {line}" for line in code[0])
+            code = code[1]
+        lines.append(f"    {var[v]} = {code}")
+    lines.append(f"    return {var[body.root]}")
+    return fname, lines
+
+
+def emit_cg(ctx, n, a):
+    """numpy / torch: the loop body as a nested function, then _cg (CG_RUNTIME)."""
+    jac = n.attrs.get("precond") == "jacobi"
+    fname, lines = nested_function(ctx, n.attrs["body"], a[1 + jac:])
+    minv = f", {a[1]}" if jac else ""
+    return lines, (f"_cg({site(n.span)!r}, {fname}, {a[0]}, {n.attrs['tol']!r}, "
+                   f"{int(n.attrs['maxiter'])}{minv})")

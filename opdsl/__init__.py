@@ -4,5 +4,30 @@ __version__ = "0.1.0"
 from . import kinds  # noqa: E402,F401  (registers every operator kind)
 from .api import Program, compile, compile_file  # noqa: E402
 from .errors import OpdslError  # noqa: E402
+from .trace import jit  # noqa: E402
 
-__all__ = ["compile", "compile_file", "Program", "OpdslError", "__version__"]
+__all__ = ["compile", "compile_file", "Program", "OpdslError", "jit", "__version__"]
+
+
+def _constructor_modules():
+    from .trace import constructors_over_modules
+    constructors_over_modules(globals())   # opdsl.trace is a module and the trace(A) constructor
+
+
+_constructor_modules()
+
+
+def __getattr__(name):
+    """`opdsl.<constructor>` for every constructor of the registry (kinds.CONSTRUCTORS), for use inside
+    @opdsl.jit functions; `opdsl.torch` and `opdsl.jax` import on first use."""
+    if name in kinds.CONSTRUCTORS:
+        from .trace import constructor
+        return constructor(name)
+    if name in ("torch", "jax"):
+        from importlib import import_module
+        return import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'opdsl' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(kinds.CONSTRUCTORS) | {"torch", "jax"})

@@ -8,6 +8,7 @@ from . import backends as _backends
 from . import passes as _passes
 from .errors import CallError, OpdslError
 from .frontend import to_graph
+from .ir import run_deep
 
 
 class Program:
@@ -22,9 +23,38 @@ class Program:
         self.dims = dict(dims or {})
         self.dtype = dtype
         self.graph = to_graph(text, filename, dims, dtype)      # operator IR as written
+        run_deep(lambda: self._build(verify, options), self.graph.depth())   # deep nesting: big stack
+
+    @classmethod
+    def from_graph(cls, graph, backend: str = "torch", verify: bool | None = None, **options) -> "Program":
+        """Compile operator IR built elsewhere (the Python tracer, opdsl/trace.py) through the same pipeline.
+
+        The graph needs what the .op frontend leaves: exports, meta["signatures"] (frontend.signatures)."""
+        self = cls.__new__(cls)
+        self.filename = graph.meta.get("file", "<graph>")
+        self.backend_name = backend
+        self.text = graph.meta.get("source", "")
+        self.dims = {}
+        self.dtype = None
+        self.graph = graph
+        run_deep(lambda: self._build(verify, options), self.graph.depth())
+        return self
+
+    def _build(self, verify, options):
+        backend = self.backend_name
+        favor = options.pop("softmax_to_favor", None)        # compile option: exact softmax -> FAVOR+
+        favor_seed = options.pop("favor_seed", 0)
+        if favor:
+            from .kinds.attention import replace_softmax
+            self.graph = replace_softmax(self.graph, favor, favor_seed)
         self._backend = _backends.get(backend, **options)
         self.primitive, self.optimized, self.records = _passes.run(self.graph, verify_each=verify)
+        from .backends.pycodegen import check_dtypes
+        check_dtypes(self.primitive, self._backend)
         self.source = self._backend.generate(self.primitive)
+        if isinstance(self.source, str) and self.source:
+            from .backends.pycodegen import check_names
+            check_names(self.source, self.primitive, backend)
         self.module = self._backend.load(self.source, self.primitive)
         self.functions = list(self.graph.exports)
         self._callables = {name: self._wrap(name) for name in self.functions}
@@ -32,14 +62,22 @@ class Program:
     def _wrap(self, name):
         fn = self._backend.wrap(getattr(self.module, name), self.primitive, name)
         arg_error = self.module.ArgumentError
+        # a singular matrix at run time (docs/linalg.md); only modules that factor matrices define it
+        singular = tuple(c for c in (getattr(self.module, "SingularError", None),) if c is not None)
         params = [a for a, _ in self._backend._args(self.primitive, name)]
         expected = set(params)
+        own = tuple(a for a, node in self._backend._args(self.primitive, name) if node["role"] == "param")
 
-        def call(**kwargs):
+        def call(values=None, /, **kwargs):
+            if values is not None:   # prog.f(params, **inputs): params from a dict (e.g. a JAX pytree)
+                kwargs = {**{a: values[a] for a in own if a in values}, **kwargs}
             try:
                 return fn(**kwargs)
             except arg_error as e:
                 raise CallError(str(e), hint=f"signature: {name}({', '.join(params)})") from None
+            except singular as e:
+                raise SingularError(str(e), hint="the matrix has no inverse (or is not positive definite) to "
+                                    "working precision; check the arguments, or regularize (A + c * eye(n))") from None
             except TypeError as e:
                 if set(kwargs) != expected:
                     missing = sorted(expected - set(kwargs))
@@ -69,6 +107,31 @@ class Program:
             return self._callables[name]
         raise AttributeError(f"program has no export {name!r}; exports: {', '.join(self.functions)}")
 
+    @property
+    def apply(self):
+        """The export named `apply`, else the first export; either way `prog.apply(params, **inputs)`
+        takes the params as a dict (from prog.init) and the inputs as keywords."""
+        if "apply" in self._callables:
+            return self._callables["apply"]
+        return self._callables[self.functions[0]]
+
+    @property
+    def init(self):
+        """`prog.init(key)`: fresh params as a dict (a pytree), with the initializers of the source.
+
+        key: a jax.random key or an int seed (jax); a torch.Generator or an int seed (torch).
+        (An export named `init` takes precedence over this.)"""
+        if "init" in self._callables:
+            return self._callables["init"]
+        fn = getattr(self.module, "init_params", None)
+        if fn is None:
+            def fn(*args, **kwargs):
+                from .errors import BackendError
+                raise BackendError(f"the {self.backend_name} backend does not emit initializers"
+                                   if self.backend_name not in ("torch", "jax") else "the program has no params",
+                                   hint="compile with backend='torch' or backend='jax' and declare `param`s")
+        return fn
+
     def save(self, path) -> list[str]:
         """Write the generated artifact (source file, or library + manifest for TVM)."""
         return self._backend.save(self, path)
@@ -90,7 +153,22 @@ def compile(source: str, backend: str = "torch", dims: dict | None = None, dtype
 def compile_file(path, backend: str = "torch", dims: dict | None = None, dtype: str = "float32", **kw) -> Program:
     p = Path(path)
     try:
-        text = p.read_text()
+        data = p.read_bytes()
     except OSError as e:
         raise OpdslError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        from .errors import Span
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise OpdslError(f"{path} is not UTF-8 text: byte {data[e.start]:#04x} at offset {e.start}",
+                         Span(os.fspath(path), line, column), hint="save the .op file as UTF-8") from None
     return Program(text, os.fspath(path), backend, dims, dtype, **kw)
+
+
+class SingularError(OpdslError):
+    """A matrix a compiled program factors or solves with is singular (or, for a Cholesky
+    factorization, not positive definite) at run time (opdsl/kinds/linalg.py)."""
+
+    kind = "error"

@@ -7,6 +7,7 @@ constructors (kinds.CONSTRUCTORS).
 from __future__ import annotations
 
 import difflib
+import math
 
 import sympy as sp
 
@@ -134,7 +135,11 @@ class Builder:
         if a.tag == "node" and b.tag in ("num", "dim"):
             a, b = b, a
         if a.tag in ("num", "dim") and b.tag == "node":
-            c = float(self.num(a))
+            c = finite(self.num(a), a.span or span)
+            dtype = self.g.type(b.v).dtype
+            if dtype in FLOAT_MAX and abs(c) > FLOAT_MAX[dtype]:
+                raise TypeError_(f"the constant {c:g} overflows {dtype} (largest {FLOAT_MAX[dtype]:g})",
+                                 a.span or span, hint="scale by a smaller constant, or declare the tensors float64")
             kind = "scale" if self.g.type(b.v).is_op else "tscale"
             return self.node(self.add(kind, [b.v], {"c": c}, span=span), span)
         raise TypeError_(f"cannot multiply {describe(a, self.g)} by {describe(b, self.g)} with `*`", span,
@@ -146,10 +151,10 @@ class Builder:
                 raise TypeError_("division by zero", b.span)
             return arith(a, b, lambda x, y: x / y, span)
         if a.tag == "node" and b.tag in ("num", "dim"):
-            c = float(self.num(b))
+            c = finite(self.num(b), b.span)
             if c == 0:
                 raise TypeError_("division by zero", b.span)
-            return self.times(Val("num", 1.0 / c, b.span), a, span)
+            return self.times(Val("num", finite(1.0 / c, b.span), b.span), a, span)
         raise TypeError_(f"cannot divide {describe(a, self.g)} by {describe(b, self.g)}", span,
                          hint="only division by a number is allowed; use inv(A) for an inverse")
 
@@ -180,9 +185,27 @@ class Builder:
                 raise TypeError_(f"`{sym}` needs operators or tensors, got {describe(x, self.g)}", x.span or span)
 
 
+# the largest finite value of each narrow dtype: a scale beyond it makes every entry inf
+FLOAT_MAX = {"float32": 3.4028234663852886e38, "bfloat16": 3.3895313892515355e38, "float16": 65504.0}
+
+
+def finite(x, span) -> float:
+    """x as a finite float, or a TypeError_ at span (1e400, 1e200 * 1e200, 1 / 1e-320)."""
+    try:
+        f = float(x)
+    except OverflowError:
+        f = math.inf
+    if not math.isfinite(f):
+        raise TypeError_("this number is out of range", span,
+                         hint="constants must be finite float64 numbers (|c| < 1.8e308)")
+    return f
+
+
 def arith(a: Val, b: Val, fn, span) -> Val:
     if a.tag == "num" and b.tag == "num":
-        return Val("num", fn(a.v, b.v), span)
+        v = fn(a.v, b.v)
+        finite(v, span)
+        return Val("num", v, span)
     return Val("dim", sp.nsimplify(fn(sp.sympify(a.v), sp.sympify(b.v))), span)
 
 

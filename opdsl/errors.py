@@ -10,6 +10,7 @@ The message format follows compilers people know::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 @dataclass(frozen=True)
@@ -25,13 +26,21 @@ class Span:
     def source_line(self) -> str | None:
         if self.text is None:
             return None
-        lines = self.text.splitlines()
+        lines = text_lines(self.text)
         if 1 <= self.line <= len(lines):
             return lines[self.line - 1]
         return None
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}"
+
+
+@lru_cache(maxsize=8)
+def text_lines(text: str) -> list[str]:
+    """The lines of a source text as the parser counts them (only "\\n" ends a line, unlike
+    str.splitlines, which also splits at \\x0b, \\x1c, \\u2028, ...).  Cached: codegen quotes a
+    line for every node (a str caches its hash)."""
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
 
 
 class OpdslError(Exception):
@@ -63,7 +72,8 @@ def _located(span: Span | None, headline: str) -> list[str]:
     lines = [f"{span}: {headline}"]
     src = span.source_line()
     if src is not None:
-        src = src.replace("\t", " ")
+        # one column per character: tabs and unprintable characters (\\x0b, \\u2028, ...) as spaces / '?'
+        src = "".join(" " if c == "\t" else c if c.isprintable() else "?" for c in src)
         width = max(1, (span.end_column or span.column + 1) - span.column)
         width = min(width, max(1, len(src) - span.column + 1))
         lines.append("    " + src)

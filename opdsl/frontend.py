@@ -8,6 +8,7 @@ which holds the meaning of each operator.
 from __future__ import annotations
 
 import difflib
+import keyword
 from functools import lru_cache
 from importlib import resources
 
@@ -15,9 +16,9 @@ import lark
 import sympy as sp
 from lark import Token, Tree
 
-from .builder import Builder, describe
+from .builder import Builder, describe, finite
 from .dims import DimTable, sym
-from .errors import DimError, NameError_, OpdslError, ParseError, Span, TypeError_
+from .errors import DimError, NameError_, OpdslError, ParseError, Span, TypeError_, text_lines
 from .ir import Graph
 from .kinds import REGISTRY, Val
 from .kinds.base import DTYPES
@@ -25,6 +26,8 @@ from .kinds.base import DTYPES
 PROPS = ("psd", "symmetric", "orthogonal", "lower", "upper", "diagonal", "invertible")
 INITS = ("normal", "zeros", "ones", "eye", "orthogonal", "uniform")
 KEYWORDS = ("dim", "input", "param", "let", "export")
+# The largest size of one tensor dimension: every framework stores sizes as signed 64-bit integers.
+MAX_DIM = 2**63 - 1
 
 # Lark terminal names, in words, for "expected ..." messages.
 TERMINAL_WORDS = {
@@ -57,14 +60,14 @@ def parse(text: str, filename: str = "<string>") -> Tree:
         raise ParseError(f"unexpected character {ch!r}", Span(filename, e.line, e.column, e.column + 1, text),
                          hint=f"expected {_expected(e.allowed)}" if e.allowed else None) from None
     except lark.exceptions.UnexpectedEOF as e:
-        lines = text.splitlines() or [""]
+        lines = text_lines(text)
         span = Span(filename, len(lines), len(lines[-1]) + 1, None, text)
         raise ParseError("the file ends in the middle of a statement", span,
                          hint=f"expected {_expected(e.expected)}") from None
     except lark.exceptions.UnexpectedToken as e:
         tok = e.token
         if tok.type == "$END":
-            lines = text.splitlines() or [""]
+            lines = text_lines(text)
             span = Span(filename, len(lines), len(lines[-1]) + 1, None, text)
             raise ParseError("the file ends in the middle of a statement", span,
                              hint=f"expected {_expected(e.expected)}") from None
@@ -108,16 +111,30 @@ class Frontend:
             raise DimError(f"--dim names {', '.join(sorted(unused))}, which the program does not declare",
                            hint=f"declared dims: {', '.join(self.table.symbols) or 'none'}")
         self.graph.meta["signatures"] = signatures(self.graph)
+        self.graph.meta["name_spans"] = {name: span for name, (_, span) in self.env.items()}
+        self.graph.meta["inits"] = param_inits(self.graph)
         if not self.graph.exports:
             raise OpdslError("the program exports nothing", Span(self.file, 1, 1, None, self.text),
                              hint="add `export NAME = expression`")
         return self.graph
 
-    def define(self, tok: Token, val: Val):
+    def check_name(self, tok: Token) -> str:
+        """A name the program may bind: not a keyword of the language, of Python, or reserved."""
         name = str(tok)
         if name in KEYWORDS or name in ("true", "false"):
             raise ParseError(f"unexpected keyword '{name}'", self.span(tok),
                              hint=f"'{name}' is a keyword and cannot be used as a name")
+        if keyword.iskeyword(name):
+            raise NameError_(f"{name!r} is a Python keyword and cannot be used as a name", self.span(tok),
+                             hint="generated functions and their arguments are named as in the source; "
+                                  f"pick another name, e.g. {name}_")
+        if name.startswith("_"):
+            raise NameError_(f"{name!r} starts with an underscore; such names are reserved for generated code",
+                             self.span(tok), hint=f"pick another name, e.g. {name.lstrip('_') or 'x'}")
+        return name
+
+    def define(self, tok: Token, val: Val):
+        name = self.check_name(tok)
         if name in self.env:
             raise NameError_(f"{name!r} is already defined", self.span(tok),
                              notes=[("first defined here", self.env[name][1])],
@@ -134,6 +151,7 @@ class Frontend:
             v = self.overrides[str(name)]
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise DimError(f"dim {name} = {v!r} must be a positive integer", span)
+            _check_size(v, f"dim {name} = {v}", span)
             self.table.values[s] = v
         elif value is not None:
             e = self.dim_expr(value)
@@ -142,12 +160,19 @@ class Frontend:
                 if not known.is_integer or known <= 0:
                     raise DimError(f"dim {name} = {known} is not a positive integer", self.span(value),
                                    hint="dims are positive integers; check the division")
+                _check_size(known, f"dim {name} = {known}", self.span(value))
                 if e.free_symbols:
                     self.table.derived[s] = e
                 self.table.values[s] = int(known)
             else:
+                if known.is_positive is False:
+                    raise DimError(f"dim {name} = {e} is not positive for any positive values of its dims",
+                                   self.span(value))
                 self.table.derived[s] = e
         if hint is not None:
+            if not 1 <= int(hint) <= MAX_DIM:
+                raise DimError(f"the size hint of dim {name} must be a positive integer below 2**63, got {hint}",
+                               self.span(hint))
             self.table.hints[s] = int(hint)
 
     def dim_expr(self, t) -> sp.Expr:
@@ -194,8 +219,13 @@ class Frontend:
                 continue
             e = self.dim_expr(c)
             v = self.table.subs(e)
+            what = f"dimension {e} = {v}" if e != v else f"dimension {v}"
             if not v.free_symbols and (not v.is_integer or v <= 0):
-                raise DimError(f"dimension {e} = {v} is not a positive integer", self.span(c))
+                raise DimError(f"{what} is not a positive integer", self.span(c))
+            if v.is_positive is False:       # e.g. 1 - n: not positive for any n >= 1
+                raise DimError(f"dimension {e} is not positive for any positive values of its dims", self.span(c))
+            if not v.free_symbols:
+                _check_size(v, f"dimension {e} = {v}" if e.free_symbols else f"dimension {v}", self.span(c))
             dims.append(e)
         return tuple(dims)
 
@@ -230,6 +260,9 @@ class Frontend:
             args = []
             if init.children[1] is not None:
                 for a in init.children[1].children:
+                    if isinstance(a, Tree) and a.data == "kwarg":
+                        raise TypeError_(f"initializer {iname}(...) takes no option {str(a.children[0])!r}",
+                                         self.span(a.children[0]), hint="pass numbers by position, e.g. normal(0, 0.1)")
                     val = self.expr(a)
                     args.append(float(self.b.num(val)))
             attrs["init"] = (iname, tuple(args))
@@ -248,9 +281,15 @@ class Frontend:
 
     def export_stmt(self, st):
         name, expr = st.children
+        self.check_name(name)
+        if str(name) in self.table.symbols:
+            raise NameError_(f"export {str(name)!r} has the name of a dimension", self.span(name),
+                             notes=[("the dimension is declared here", self.env[str(name)][1])],
+                             hint="exports and dims share the generated module's names; rename one of them")
         val = self.expr(expr)
         if str(name) in self.graph.exports:
-            raise NameError_(f"export {name!r} is defined twice", self.span(name))
+            raise NameError_(f"export {str(name)!r} is defined twice", self.span(name),
+                             notes=[("first defined here", self.graph.meta["export_spans"][str(name)])])
         if val.tag != "node":
             raise TypeError_(f"an export must be a tensor, got {describe(val, self.graph)}", self.span(expr))
         if self.graph.type(val.v).is_op:
@@ -284,7 +323,7 @@ class Frontend:
         b = self.b
         op = node.data
         if op == "number":
-            x = float(args[0])
+            x = finite(float(args[0]), span)
             return Val("num", int(x) if x.is_integer() and "." not in str(args[0]) else x, span)
         if op == "name":
             return self.lookup(args[0])
@@ -332,6 +371,12 @@ class Frontend:
         return val
 
 
+def _check_size(v, what: str, span: Span):
+    if int(v) > MAX_DIM:
+        raise DimError(f"{what} is too large", span,
+                       hint="a tensor dimension must be below 2**63 (sizes are signed 64-bit integers)")
+
+
 def signatures(g: Graph) -> dict:
     """Each export's arguments: the inputs and params it uses, in declaration order."""
     order = g.meta.get("decl_order", [])
@@ -340,6 +385,39 @@ def signatures(g: Graph) -> dict:
         used = {g[v].attrs["name"]: g[v].attrs for v in g.live([root]) if g.kind(v) == "input"}
         out[name] = [(a, used[a]["shape"], used[a]["dtype"], used[a]["role"]) for a in order if a in used]
     return out
+
+
+# Initializers of `param` declarations: name -> (allowed argument counts, rank needed, argument names).
+INIT_ARGS = {"normal": ((0, 1, 2), 0, "mean, std"), "uniform": ((0, 2), 0, "low, high"), "zeros": ((0,), 0, ""),
+             "ones": ((0,), 0, ""), "eye": ((0,), 2, ""), "orthogonal": ((0,), 2, "")}
+
+
+def param_inits(g: Graph) -> dict:
+    """Each param's initializer (name, args), in declaration order; checked against INIT_ARGS.
+
+    Backends that emit layers (an nn.Module, a JAX init(key)) read it from graph.meta["inits"].
+    """
+    out = {}
+    for n in g.nodes():
+        if n.kind != "input" or n.attrs.get("role") != "param":
+            continue
+        iname, args = n.attrs.get("init", ("normal", ()))
+        counts, rank, names = INIT_ARGS[iname]
+        if len(args) not in counts:
+            want = " or ".join(str(c) for c in counts)
+            raise TypeError_(f"initializer {iname} takes {want} arguments, got {len(args)}", n.span,
+                             hint=f"write {iname}({names})" if names else f"write `= {iname}` without arguments")
+        if len(n.attrs["shape"]) < rank:
+            raise TypeError_(f"initializer {iname} needs a matrix (rank >= 2), got a param of shape "
+                             f"[{', '.join(map(str, n.attrs['shape']))}]", n.span,
+                             hint="use ones, zeros, normal or uniform for a vector")
+        if iname == "normal" and len(args) == 2 and args[1] < 0:
+            raise TypeError_(f"normal(mean, std) needs std >= 0, got {args[1]}", n.span)
+        if iname == "uniform" and len(args) == 2 and not args[0] < args[1]:
+            raise TypeError_(f"uniform(low, high) needs low < high, got {args[0]}, {args[1]}", n.span)
+        out[n.attrs["name"]] = (iname, tuple(args))
+    order = g.meta.get("decl_order", [])
+    return {a: out[a] for a in order if a in out}
 
 
 def to_graph(text: str, filename: str = "<string>", dims: dict | None = None, dtype: str = "float32") -> Graph:

@@ -12,11 +12,14 @@ existing id, which is common-subexpression elimination at construction time.
 """
 from __future__ import annotations
 
+import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import networkx as nx
 
+from .dims import CURRENT
 from .errors import Span
 
 
@@ -93,7 +96,11 @@ class Graph:
         spec = self.registry[kind]
         attrs = dict(attrs or {})
         if type is None:
-            type = spec.infer(self, operands, attrs, span)
+            token = CURRENT.set(self.dims)
+            try:
+                type = spec.infer(self, operands, attrs, span)
+            finally:
+                CURRENT.reset(token)
         v = self._next
         self._next += 1
         self.g.add_node(v, node=Node(v, kind, operands, attrs, type, span, name))
@@ -144,6 +151,13 @@ class Graph:
     def count(self) -> int:
         return len(self.live())
 
+    def depth(self, roots=None) -> int:
+        """The longest operand chain below the roots (default: every export), found iteratively."""
+        d: dict[int, int] = {}
+        for v in self.live(roots):
+            d[v] = 1 + max((d[o] for o in self[v].operands), default=0)
+        return max(d.values(), default=0)
+
     def empty_like(self, registry=None) -> "Graph":
         return Graph(registry=registry or self.registry, dims=self.dims, meta=dict(self.meta))
 
@@ -178,3 +192,62 @@ class Graph:
 def _short(a) -> str:
     s = str(a)
     return s if len(s) <= 40 else s[:37] + "..."
+
+
+# ---- deep programs --------------------------------------------------------------------------
+
+DEEP = 150                 # graphs deeper than this are compiled on a thread with a big stack
+DEEP_STACK = 512 << 20     # bytes of stack for that thread (virtual memory, committed as used)
+_deep_lock = threading.Lock()
+_deep_users = 0
+_saved_limit = 0
+
+
+def run_deep(fn: Callable, depth: int):
+    """fn(), with room for recursion `depth` levels deep.
+
+    The frontend and Graph.live walk trees without recursion, but lowering is recursive by
+    design (a kind's lower() calls lw.apply / lw.tensor on its operands, and passes rebuild
+    nodes through the kinds), about a few Python frames per level of nesting.  Below DEEP
+    levels fn runs here; above, it runs on a fresh thread with a DEEP_STACK stack and a
+    recursion limit raised for the time of the call (restored when the last such call ends),
+    so an expression nested thousands deep compiles instead of raising RecursionError.
+    Exceptions propagate to the caller unchanged.
+    """
+    global _deep_users, _saved_limit
+    if depth < DEEP:
+        return fn()
+    need = 50 * depth + 5000
+    with _deep_lock:
+        if _deep_users == 0:
+            _saved_limit = sys.getrecursionlimit()
+        _deep_users += 1
+        if sys.getrecursionlimit() < need:
+            sys.setrecursionlimit(need)
+    result: list = []
+
+    def target():
+        try:
+            result.append((True, fn()))
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            result.append((False, e))
+
+    try:
+        with _deep_lock:            # stack_size applies to threads created after it: set, start, reset
+            old = threading.stack_size(DEEP_STACK)
+            try:
+                t = threading.Thread(target=target, name="opdsl-deep-compile", daemon=True)
+                t.start()
+            finally:
+                threading.stack_size(old)
+        while t.is_alive():
+            t.join(0.05)            # stay interruptible (KeyboardInterrupt, signal handlers)
+    finally:
+        with _deep_lock:
+            _deep_users -= 1
+            if _deep_users == 0:
+                sys.setrecursionlimit(_saved_limit)
+    ok, value = result[0]
+    if ok:
+        return value
+    raise value.with_traceback(value.__traceback__)

@@ -15,6 +15,8 @@ from typing import Callable
 import numpy as np
 import sympy as sp
 
+from .dims import same_size
+
 from .errors import ShapeError
 from .ir import TensorType
 
@@ -75,9 +77,9 @@ def broadcast(a, b):
     for i in range(max(len(a), len(b))):
         x = a[len(a) - 1 - i] if i < len(a) else 1
         y = b[len(b) - 1 - i] if i < len(b) else 1
-        if x == 1:
+        if x == 1 or (y != 1 and same_size(x, 1)):
             out.append(y)
-        elif y == 1 or x == y:
+        elif y == 1 or same_size(x, y) or same_size(y, 1):   # dims-aware: L and d match when both are 8
             out.append(x)
         else:
             raise ShapeError(f"internal: cannot broadcast {a} with {b}")
@@ -200,6 +202,91 @@ Prim("solve_triangular",
      "only the named triangle of A is read")
 
 
+# ---- structured families: attention and FFT convolution (opdsl/kinds/attention.py, fftconv.py) ----
+
+def _tril_np(x, k=0, fill=0.0):
+    r, c = x.shape[-2], x.shape[-1]
+    return np.where(np.tri(r, c, int(k), dtype=bool), x, np.asarray(fill, x.dtype))
+
+
+# The FAVOR+ random features: m rows of blocks of d x d orthogonal matrices (QR of
+# Gaussian draws with the signs of diag(R) fixed, so each row is uniform on the
+# sphere), each row rescaled to the norm of a Gaussian vector: every row is N(0, I).  The
+# backends emit ORF_NUMPY_EXPR verbatim, so the generated code rebuilds exactly
+# these numbers from the seed (tests/test_families_attention_conv.py checks it).
+ORF_NUMPY_EXPR = ("(lambda r: np.concatenate([(lambda qr: (qr[0] * np.sign(np.diag(qr[1]))).T)"
+                  "(np.linalg.qr(r.standard_normal(({d}, {d})))) for _ in range({blocks})])[:{m}] "
+                  "* np.linalg.norm(r.standard_normal(({m}, {d})), axis=1)[:, None])(np.random.default_rng({seed}))")
+
+
+def orthogonal_features(m: int, d: int, seed: int) -> np.ndarray:
+    """The [m, d] FAVOR+ feature matrix drawn from `seed` (float64)."""
+    r = np.random.default_rng(int(seed))
+    blocks = -(-int(m) // int(d))
+    rows = []
+    for _ in range(blocks):   # Q R of a Gaussian matrix, signs fixed by diag(R): Q is Haar-distributed
+        q, rr = np.linalg.qr(r.standard_normal((int(d), int(d))))
+        rows.append((q * np.sign(np.diag(rr))).T)
+    w = np.concatenate(rows)[:int(m)]
+    return w * np.linalg.norm(r.standard_normal((int(m), int(d))), axis=1)[:, None]
+
+
+def orf_expr(m, d, seed) -> str:
+    """ORF_NUMPY_EXPR for concrete sizes (what the backends emit)."""
+    return ORF_NUMPY_EXPR.format(m=int(m), d=int(d), seed=int(seed), blocks=-(-int(m) // int(d)))
+
+
+Prim("max", _reduce_shape, lambda x, axis, keepdims=False: x.max(axis=axis, keepdims=keepdims),
+     "maximum over an axis")
+Prim("tril", lambda g, ts, a: ts[0].shape, _tril_np,
+     "keep entries on and below diagonal k of the last two axes, set the others to `fill`")
+Prim("flip", lambda g, ts, a: ts[0].shape, lambda x, axis: np.flip(x, axis=axis), "reverse one axis")
+Prim("shift", lambda g, ts, a: ts[0].shape, lambda x, c: x + np.asarray(c, x.dtype), "add a constant")
+Prim("tri", lambda g, ts, a: (a["n"], a["m"]), lambda n, m, k, dtype: np.tri(int(n), int(m), int(k), dtype=dtype),
+     "[n, m] matrix of ones on and below diagonal k (numpy.tri)", dtype=lambda d, a: a["dtype"])
+Prim("orf", lambda g, ts, a: (a["m"], a["d"]),
+     lambda m, d, seed, dtype: orthogonal_features(m, d, seed).astype(dtype),
+     "FAVOR+ orthogonal random features [m, d], rebuilt from a seed", dtype=lambda d, a: a["dtype"])
+
+
 def letters(k: int, skip: str = "") -> str:
     """k distinct einsum letters, avoiding `skip`."""
     return "".join(c for c in string.ascii_letters if c not in skip)[:k]
+
+
+# ---- linear algebra: solves, factorizations, diagonals (opdsl/kinds/linalg.py, docs/linalg.md) ----
+# Backends report a singular matrix at run time (the generated module's SingularError) where they can.
+
+def _solve_shape(g, ts, attrs):
+    return broadcast(ts[0].shape[:-2], ts[1].shape[:-2]) + tuple(ts[1].shape[-2:])
+
+
+def _cho_solve_np(l, b):
+    y = np.linalg.solve(l, b)
+    return np.linalg.solve(np.swapaxes(l, -1, -2), y)
+
+
+def _no_np(name):
+    def fn(*args, **attrs):
+        raise NotImplementedError(f"primitive {name!r} has no numpy meaning outside generated code")
+    return fn
+
+
+Prim("solve", _solve_shape, np.linalg.solve,
+     "x with A x = B (LU with partial pivoting), broadcast over batch dims; a singular A is an error")
+Prim("cholesky", lambda g, ts, a: ts[0].shape, np.linalg.cholesky,
+     "the lower Cholesky factor L of a positive definite A = L Lᵀ; an indefinite A is an error")
+Prim("cho_solve", _solve_shape, _cho_solve_np, "x with L Lᵀ x = B for L from cholesky")
+Prim("checked", lambda g, ts, a: ts[0].shape, lambda x: x,
+     "x itself; an error when x has inf or nan entries (after a triangular solve with a singular factor)")
+Prim("slogdet", lambda g, ts, a: ts[0].shape[:-2], lambda x: np.linalg.slogdet(x)[1],
+     "log |det A| over the last two axes")
+Prim("diagonal", lambda g, ts, a: ts[0].shape[:-1], lambda x: np.diagonal(x, axis1=-2, axis2=-1).copy(),
+     "the diagonal of the last two (equal) axes")
+Prim("fill", lambda g, ts, a: a["shape"],
+     lambda shape, value, dtype: np.full([int(s) for s in shape], float(value), dtype=dtype),
+     "a constant tensor; `value` is a number or a dim expression", dtype=lambda d, a: a["dtype"])
+Prim("cg", lambda g, ts, a: ts[0].shape, _no_np("cg"),
+     "conjugate gradients: x with A x = B for the symmetric positive definite A that the `body` "
+     "primitive graph applies (operands: B, then the inverse diagonal with precond=jacobi, then the "
+     "values the body captures); stops at relative residual `tol` or after `maxiter` steps")

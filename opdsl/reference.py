@@ -5,7 +5,11 @@ float64 gives what any compiled program must compute.
 """
 from __future__ import annotations
 
+import copy
+import itertools
+
 import numpy as np
+import sympy as sp
 
 from .ir import Graph
 
@@ -14,6 +18,7 @@ SMALL_FREE_DIM = 3
 
 def dense_eval(g: Graph, root: int, inputs: dict) -> np.ndarray:
     """The value of node root with every operator materialized (float64)."""
+    g = _with_free_dims(g, root, inputs)
     vals: dict[int, np.ndarray] = {}
     for v in g.live([root]):
         n = g[v]
@@ -24,10 +29,39 @@ def dense_eval(g: Graph, root: int, inputs: dict) -> np.ndarray:
     return vals[root]
 
 
+def _with_free_dims(g: Graph, root: int, inputs: dict) -> Graph:
+    """g, with its free dims given the values the inputs' shapes bind (kinds such as eye(n)
+    need a concrete n for their dense matrix)."""
+    t = g.dims
+    free = set(t.free())
+    if not free:
+        return g
+    values = dict(t.values)
+    for v in g.live([root]):
+        n = g[v]
+        if n.kind == "input" and n.attrs["name"] in inputs:
+            for d, size in zip(n.attrs["shape"], np.shape(inputs[n.attrs["name"]])):
+                d = sp.sympify(d)
+                if d in free and d not in values:
+                    values[d] = int(size)
+    for s, e in t.derived.items():
+        if s not in values:
+            v = t.subs(e).subs(values)
+            if not v.free_symbols and v.is_integer:
+                values[s] = int(v)
+    table = copy.copy(t)
+    table.values = values
+    table._memo = {}
+    out = copy.copy(g)
+    out.dims = table
+    return out
+
+
 def bind_free_dims(g: Graph, free: dict | None = None, default: int = SMALL_FREE_DIM) -> dict:
     """Values for every dim: declared ones, then `free`, then hints capped small, then `default`."""
     t = g.dims
     env = {}
+    chosen = []
     for name, s in t.symbols.items():
         if s in t.values:
             env[s] = t.values[s]
@@ -35,9 +69,25 @@ def bind_free_dims(g: Graph, free: dict | None = None, default: int = SMALL_FREE
             env[s] = free[name]
         elif s not in t.derived:
             env[s] = min(t.hints.get(s, default), default)
-    for s, e in t.derived.items():
-        if s not in env:
-            env[s] = int(e.subs(t.derived).subs(env))
+            chosen.append(s)
+    # the small values must make every derived dim a positive integer (`dim m = n / 2` needs an even n)
+    derived = [(s, e) for s, e in t.derived.items() if s not in env]
+
+    def fits(trial):
+        for s, e in derived:
+            v = sp.sympify(e).subs(t.derived).subs(trial)
+            if not (v.is_integer and v > 0):
+                return False
+        return True
+
+    if derived and not fits(env):
+        for values in itertools.islice(itertools.product((2, 4, 6, 8, 12, 16, 1, 3, 5), repeat=len(chosen)), 5000):
+            trial = {**env, **dict(zip(chosen, values))}
+            if fits(trial):
+                env = trial
+                break
+    for s, e in derived:
+        env[s] = int(sp.sympify(e).subs(t.derived).subs(env))
     return env
 
 

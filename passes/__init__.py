@@ -109,9 +109,14 @@ def register_pass(p: Pass, after: str | None = None):
 
 def verify(g: Graph) -> None:
     """Re-run every shape rule: rebuild each live node and compare the inferred type."""
-    for v in g.live():
+    from opdsl.dims import CURRENT
+    token = CURRENT.set(g.dims)       # as Graph.add does: shape rules compare sizes with the dims' values
+    try:
+        types = [(v, g.registry[g[v].kind].infer(g, g[v].operands, dict(g[v].attrs), g[v].span)) for v in g.live()]
+    finally:
+        CURRENT.reset(token)
+    for v, t in types:
         n = g[v]
-        t = g.registry[n.kind].infer(g, n.operands, dict(n.attrs), n.span)
         if t != n.type:
             raise AssertionError(f"verify: node %{v} {n.kind} has type {n.type}, its rule gives {t}")
 

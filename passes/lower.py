@@ -13,6 +13,12 @@ from opdsl.ir import Graph
 from opdsl.primitives import PRIM_REGISTRY
 
 
+# primitives whose operands must share a dtype, and the real dtypes by width
+PROMOTE = frozenset({"matmul", "add", "sub", "mul", "div", "einsum", "solve_triangular", "solve", "cho_solve",
+                     "concat"})
+_REAL_RANK = {"float16": 0, "bfloat16": 0, "float32": 1, "float64": 2}
+
+
 class Lowerer:
     def __init__(self, src: Graph):
         self.src = src
@@ -55,7 +61,19 @@ class Lowerer:
         return self.out.type(p).dtype
 
     def prim(self, _prim: str, *ops, **attrs) -> int:
+        if _prim in PROMOTE and len(ops) > 1:
+            ops = self._promote(ops)
         return self.out.add(_prim, ops, attrs, self._span)
+
+    def _promote(self, ops):
+        """Operands of one real dtype: mixed float dtypes are cast to the widest first (numpy
+        promotes by itself, torch's matmul does not: `B @ x` with B float64 and x float32)."""
+        dts = {self.dtype(o) for o in ops} & set(_REAL_RANK)
+        if len(dts) < 2:
+            return ops
+        want = "float32" if dts == {"float16", "bfloat16"} else max(dts, key=_REAL_RANK.get)
+        return tuple(self.out.add("cast", (o,), {"dtype": want}, self._span)
+                     if self.dtype(o) in _REAL_RANK and self.dtype(o) != want else o for o in ops)
 
     # ---- primitives with local clean-ups -------------------------------------
     def reshape(self, x: int, shape) -> int:

@@ -424,3 +424,12 @@ TABLE = RuleTable(RULES)
 
 def simplify(g: Graph, log: RewriteLog | None = None, rules=None) -> Graph:
     return rewrite(g, TABLE if rules is None else rules, log)
+
+
+# ---- inverses, log-determinants, diagonals, traces (passes/linalg_rules.py, issue 7) ----------------
+# Their rules run in the same fixed point; RULES above stays this module's own table (tests/test_rules.py),
+# ALL_RULES is what simplify applies.
+from .linalg_rules import LINALG_RULES  # noqa: E402
+
+ALL_RULES = RULES + LINALG_RULES
+TABLE = RuleTable(ALL_RULES)

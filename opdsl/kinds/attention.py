@@ -16,7 +16,7 @@ the masked product of the chunk's features, across chunks a running state
 Feature maps (`feature=`):
 
 - `elu1`      φ(x) = where(x ≥ 0, x + 1, exp(min(x, 0)))   (elu(x) + 1, without overflow)
-- `relu`      φ(x) = max(x, 0)          (a row whose features vanish gives 0/0 = nan, as the dense form)
+- `relu`      φ(x) = max(x, 0)          (a row whose features all vanish gives 0: see "Normalizer" below)
 - `identity`  φ(x) = x                  (use with normalize=false: D may vanish)
 - `favor(m, seed)`  Performer FAVOR+: φ(x) = exp(ω x̃ − ‖x̃‖²/2) / √m with x̃ = x d^(-1/4)
   and ω [m, d] orthogonal random features drawn from `seed`, so that
@@ -27,6 +27,12 @@ Feature maps (`feature=`):
 `softmax_attention(Q, K, causal=false, scale=1/√d)` is the exact quadratic kind;
 `replace_softmax(graph, m, seed)` turns every one of them into
 `attention(Q, K, feature=favor(m, seed))`.
+
+Normalizer: D is never 0 in a division.  The lowering divides by D + tiny (tiny = the
+smallest normal number of the compute dtype, 1.2e-38 in float32), and so does the dense
+reference: a row whose weights all vanish or underflow (relu features of a negative query,
+FAVOR / Hedgehog features far apart at large input magnitudes) is 0, never 0/0 = nan; for any
+D above tiny the sum is D itself (docs/reliability.md, tests/test_numerics.py).
 
 Conventions and a small dense example: docs/families_attention_conv.md.
 """
@@ -282,7 +288,7 @@ class Attention(Kind):
         if attrs["causal"]:
             a = np.tril(a)
         if attrs["normalize"]:
-            a = a / a.sum(axis=-1, keepdims=True)
+            a = a / (a.sum(axis=-1, keepdims=True) + np.finfo(np.float64).tiny)   # never 0/0
         return a
 
     def flops(self, g, v, k):
@@ -394,7 +400,7 @@ def _linear(lw, fq, fk, x, normalize):
     if not normalize:
         return num
     z = lw.prim("sum", fk, axis=-2, keepdims=True)                # [..., 1, f]
-    return lw.prim("div", num, lw.matmul(fq, lw.swap(z)))
+    return lw.prim("div", num, _nonzero(lw, lw.matmul(fq, lw.swap(z))))
 
 
 def _pad_rows(lw, t, rows, fill=0.0):
@@ -468,7 +474,7 @@ def _chunked(lw, fq, fk, x, normalize, L, C):
         if nc > 1:
             z = _exclusive_scan(lw, lw.prim("sum", kc, axis=-2, keepdims=True))   # [..., nc, 1, f]
             den = lw.add(den, lw.matmul(qc, lw.swap(z)))
-        num = lw.prim("div", num, den)
+        num = lw.prim("div", num, _nonzero(lw, den))
     if nc == 1:
         return num
     s = lw.shape(num)
@@ -491,7 +497,12 @@ def _prefix(lw, fq, fk, x, normalize):
         return num
     z = lw.prim("cumsum", fk, axis=-2)                                               # [..., L, f]
     den = lw.prim("sum", lw.mul(fq, z), axis=-1, keepdims=True)
-    return lw.prim("div", num, den)
+    return lw.prim("div", num, _nonzero(lw, den))
+
+
+def _nonzero(lw, den):
+    """D + tiny (the smallest normal number of D's dtype): a vanished row divides 0 by tiny, not by 0."""
+    return lw.prim("shift", den, c=float(np.finfo(np.dtype(lw.dtype(den))).tiny))
 
 
 # ---- the exact quadratic kind -------------------------------------------------------

@@ -48,6 +48,11 @@ class BlockDiag(Kind):
 
     def infer(self, g, ops, attrs, span):
         ts = [op_type(g, o, span, "block") for o in ops]
+        for t in ts:
+            if t.batch:
+                from ..errors import ShapeError
+                raise ShapeError(f"blockdiag blocks cannot be batched, got {t}", span,
+                                 hint="blockdiag(W) with one tensor W [k, p, q] makes k equal-size blocks")
         return OpType(sum(t.rows for t in ts), sum(t.cols for t in ts), (),
                       join_dtype(*(t.dtype for t in ts)), common(ts, BLOCK_KEEPS))
 

@@ -1,10 +1,11 @@
 """Products of Householder reflectors, applied in blocked compact-WY form.
 
-`householder(V)`, V : [n, k] with nonzero columns v_1 .. v_k:
+`householder(V)`, V : [n, k] with columns v_1 .. v_k:
 
     householder(V) = H_1 H_2 ··· H_k,   H_i = I - 2 v_i v_iᵀ / (v_iᵀ v_i)
 
-(so H_k touches x first).  It is orthogonal: its transpose and inverse are the
+(so H_k touches x first; a zero column gives H_i = I, never a division by zero: see
+wy_factors).  It is orthogonal: its transpose and inverse are the
 reversed product H_k ··· H_1 = householder(V[:, ::-1]).
 
 Lowering: the columns are cut into blocks of at most HH_BLOCK reflectors.  For
@@ -33,7 +34,8 @@ def householder_dense(v: np.ndarray, transposed: bool = False) -> np.ndarray:
     """H_1 ··· H_k accumulated column by column (O(n² k)); its transpose when asked."""
     n, k = v.shape
     h = np.eye(n)
-    coef = 2.0 / np.einsum("ij,ij->j", v, v)
+    norms = np.einsum("ij,ij->j", v, v)
+    coef = np.divide(2.0, norms, out=np.zeros_like(norms), where=norms > 0)   # v_i = 0: H_i = I
     for r in range(0, n, 64):         # rows evolve independently under h <- h H_i; 64 rows stay in cache
         rows = h[r:r + 64]
         for i in range(k):
@@ -67,8 +69,14 @@ def wy_factors(lw, vv: int, k: int, size: int = None):
     out = []
     full = k // size if k > size else 0
 
+    tiny = float(np.finfo(np.float32 if dtype == "bfloat16" else np.dtype(dtype)).tiny)
+
     def s_of(gram, w):
-        return lw.sub(gram, lw.scale(lw.mul(gram, lw.prim("eye", n=w, dtype=dtype)), 0.5))
+        # + tiny on the diagonal: a zero column v_i (G_ii = 0) gives the identity reflector
+        # (z_i = 0 / tiny = 0, LAPACK's tau = 0) instead of a singular S and nan; any other
+        # diagonal entry is unchanged (G_ii / 2 + tiny rounds to G_ii / 2)
+        eye = lw.prim("eye", n=w, dtype=dtype)
+        return lw.add(lw.sub(gram, lw.scale(lw.mul(gram, eye), 0.5)), lw.scale(eye, tiny))
 
     if full:
         head = vv if full * size == k else lw.prim("slice", vv, axis=-1, start=0, stop=full * size)

@@ -1,6 +1,7 @@
 """Kronecker products, applied factor by factor (mode products)."""
 from __future__ import annotations
 
+import math
 from functools import reduce
 from itertools import permutations
 
@@ -29,7 +30,7 @@ def mode_order(g, ops, k, hint):
         size = list(cols)
         total = 0.0
         for i in order:
-            other = np.prod([size[j] for j in range(len(size)) if j != i]) * k
+            other = math.prod(size[j] for j in range(len(size)) if j != i) * k   # exact: no int64 overflow
             total += per_col[i] * other
             size[i] = rows[i]
         return total

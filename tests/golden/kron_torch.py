@@ -20,7 +20,18 @@ def _shape_error(fn, name, value, decl, known):
 
 
 def _dtype_error(fn, name, value, want):
-    raise ArgumentError(f"{fn}(): argument {name!r} has dtype {value.dtype}, expected {want}")
+    got = str(getattr(value, "dtype", type(value).__name__)).replace("torch.", "")
+    raise ArgumentError(f"{fn}(): argument {name!r} has dtype {got}, expected {want}")
+
+
+def _dim_error(fn, what, known):
+    dims = ", ".join(f"{k} = {v}" for k, v in known.items())
+    raise ArgumentError(f"{fn}(): dim {what} is not an integer with {dims}")
+
+
+def _device_error(fn, name, value, first, other):
+    raise ArgumentError(f"{fn}(): argument {name!r} is on {value.device}, but {first!r} is on {other.device}; "
+                        "all arguments must be on one device")
 
 
 a = 64
@@ -43,12 +54,16 @@ def apply(*, x, A, B):
         _shape_error('apply', 'A', A, '[a, a]', {'a': a})
     if A.dtype != torch.float32:
         _dtype_error('apply', 'A', A, 'float32')
+    if A.device != x.device:
+        _device_error('apply', 'A', A, 'x', x)
     if getattr(B, 'ndim', None) != 2:
         _shape_error('apply', 'B', B, '[b, b]', {})
     if B.shape[0] != b or B.shape[1] != b:
         _shape_error('apply', 'B', B, '[b, b]', {'b': b})
     if B.dtype != torch.float32:
         _dtype_error('apply', 'B', B, 'float32')
+    if B.device != x.device:
+        _device_error('apply', 'B', B, 'x', x)
     # examples/kron.op:12  export apply = kron(A, B) @ x
     t1 = x.reshape(a, b * k)
     t2 = A @ t1
@@ -73,12 +88,16 @@ def apply_t(*, x, A, B):
         _shape_error('apply_t', 'A', A, '[a, a]', {'a': a})
     if A.dtype != torch.float32:
         _dtype_error('apply_t', 'A', A, 'float32')
+    if A.device != x.device:
+        _device_error('apply_t', 'A', A, 'x', x)
     if getattr(B, 'ndim', None) != 2:
         _shape_error('apply_t', 'B', B, '[b, b]', {})
     if B.shape[0] != b or B.shape[1] != b:
         _shape_error('apply_t', 'B', B, '[b, b]', {'b': b})
     if B.dtype != torch.float32:
         _dtype_error('apply_t', 'B', B, 'float32')
+    if B.device != x.device:
+        _device_error('apply_t', 'B', B, 'x', x)
     # examples/kron.op:12  export apply = kron(A, B) @ x
     t1 = B.mT
     t2 = A.mT
@@ -88,3 +107,63 @@ def apply_t(*, x, A, B):
     t6 = t1 @ t5
     apply_t = t6.reshape(a * b, k)
     return apply_t
+
+
+# ---- layers: the params with their declared initializers; each export that has params as a torch.nn.Module
+PARAMS = ('A', 'B')
+
+
+def _orthogonal(shape, dtype, device, generator):
+    """Orthonormal columns (or rows, when wide) per matrix: Q of the QR of a Gaussian matrix, signs fixed."""
+    m, n = shape[-2], shape[-1]
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    a = torch.randn(tuple(shape[:-2]) + (max(m, n), min(m, n)), dtype=work, device=device, generator=generator)
+    q, r = torch.linalg.qr(a)
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+    return (q if m >= n else q.mT).to(dtype).contiguous()
+
+
+def init_params(generator=None, *, names=PARAMS, device=None):
+    """Fresh values of the params `names` (default: all), drawn with the initializers of the .op file.
+
+    generator: a torch.Generator or an int seed (None: the global RNG)."""
+    if isinstance(generator, int):
+        generator = torch.Generator(device=device or 'cpu').manual_seed(generator)
+    out = {}
+    if 'A' in names:
+        out['A'] = _orthogonal((a, a), torch.float32, device, generator)
+    if 'B' in names:
+        out['B'] = _orthogonal((b, b), torch.float32, device, generator)
+    return out
+
+
+class Apply(torch.nn.Module):
+    """The export `apply` as a layer: params A, B are torch.nn.Parameters initialized as declared.
+
+    export apply = kron(A, B) @ x  (examples/kron.op:12:1)
+    """
+
+    def __init__(self, *, device=None, generator=None):
+        super().__init__()
+        params = init_params(generator, names=('A', 'B'), device=device)
+        self.A = torch.nn.Parameter(params['A'])
+        self.B = torch.nn.Parameter(params['B'])
+
+    def forward(self, x):
+        return apply(x=x, A=self.A, B=self.B)
+
+
+class ApplyT(torch.nn.Module):
+    """The export `apply_t` as a layer: params A, B are torch.nn.Parameters initialized as declared.
+
+    export apply_t = kron(A, B).T @ x  (examples/kron.op:13:1)
+    """
+
+    def __init__(self, *, device=None, generator=None):
+        super().__init__()
+        params = init_params(generator, names=('A', 'B'), device=device)
+        self.A = torch.nn.Parameter(params['A'])
+        self.B = torch.nn.Parameter(params['B'])
+
+    def forward(self, x):
+        return apply_t(x=x, A=self.A, B=self.B)

@@ -1,0 +1,429 @@
+"""The TVM backend: each export becomes one TVM PrimFunc, compiled with tvm.compile.
+
+Pipeline (per export): primitive graph -> TE stages (backends/tvm_te.py, one
+`te.compute` per primitive) -> `te.create_prim_func` -> schedule
+(backends/tvm_schedule.py: fusion, then a CPU or GPU schedule, or MetaSchedule
+with ``tune=TRIALS``) -> one IRModule with a function per export ->
+`tvm.compile(mod, target)`.
+
+Free dims stay symbolic (``te.var``): a program compiles once and its kernels
+take any value of the free dims, bound from the argument shapes.
+
+Calling: the Program API is the same as for the Python backends.  Arguments
+may be numpy arrays or torch tensors; they are handed to the kernel through
+DLPack without a copy (a non-contiguous argument is made contiguous first).
+The result has the type of the first argument (torch in, torch out; numpy
+in, numpy out).  Arguments are checked with the same messages as the Python
+backends before the kernel runs.
+
+`Program.source` is a readable Python module: the argument checks and the
+kernel calls, then a table of the TE stages (primitive, .op line, what the
+schedule did) and the TVMScript of the scheduled kernels (for target cuda,
+also the CUDA source).
+
+Options: ``target`` ("llvm" = this CPU, the default; "cuda"; or any TVM target
+string), ``tune`` (MetaSchedule trials per export, 0 = the built-in
+schedule), ``cache`` (default True: compiled kernels are kept by
+opdsl.cache, keyed by the program, dims, dtype, target and opdsl version).
+"""
+from __future__ import annotations
+
+import json
+import linecache
+import os
+import shutil
+import time
+import types
+from pathlib import Path
+
+import sympy as sp
+
+from opdsl import __version__
+from opdsl.errors import BackendError
+
+from .pycodegen import RUNTIME, PythonBackend, prim_runtime, pyexpr, shape_str, site
+
+ARTIFACT = "kernels.so"
+CALLING_CONVENTION = (
+    "destination-passing: call FUNCTION(arg_1, ..., arg_n, const_1, ..., const_m, out) with one DLTensor "
+    "per argument (tvm.runtime.Tensor, or any DLPack array: numpy, torch) in the order of 'args', then "
+    "the function's 'constants' (row-major 'data' given here), then the output; "
+    "every tensor is row-major, contiguous and 64-byte aligned (the kernels use aligned vector "
+    "loads), with the listed shape and dtype; the function returns "
+    "nothing and writes the result into 'out'. Free dims (names in shapes) are bound from the "
+    "arguments' shapes at call time.")
+
+WRAPPER_RUNTIME = '''
+
+def _is_torch(v):
+    return type(v).__module__.split(".")[0] == "torch"
+
+
+def _dtype_name(v):
+    return str(v.dtype).replace("torch.", "")
+
+
+def _device_name(v):
+    return str(v.device) if _is_torch(v) else "cpu"
+
+
+def _aligned_empty(shape, dtype):
+    """A numpy array whose data starts on a 64-byte boundary (the kernels assume it)."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buf = np.empty(n + 64, np.uint8)
+    off = (-buf.ctypes.data) % 64
+    return buf[off:off + n].view(dtype).reshape(shape)
+
+
+def _arg(v):
+    """The array as the kernel needs it: row-major contiguous and 64-byte aligned.
+
+    No copy when it already is (DLPack hands the kernel the array's own memory);
+    torch allocates 64-byte aligned, numpy often only 16-byte aligned.
+    """
+    if _is_torch(v):
+        if not v.is_contiguous():
+            v = v.contiguous()
+        return v.clone() if v.data_ptr() % 64 else v
+    v = np.ascontiguousarray(v)
+    if v.ctypes.data % 64:
+        a = _aligned_empty(v.shape, v.dtype)
+        a[...] = v
+        return a
+    return v
+
+
+_CONSTS = {}   # constants the kernels take after the arguments (numpy arrays, from the manifest)
+_CONSTS_ON = {}
+
+
+def _constant(name, like):
+    """A constant as an array of the framework (and device) of `like`."""
+    v = _CONSTS[name]
+    if like is not None and _is_torch(like):
+        key = (name, str(like.device))
+        t = _CONSTS_ON.get(key)
+        if t is None:
+            import torch
+            t = _CONSTS_ON[key] = _arg(torch.from_numpy(v).to(like.device))
+        return t
+    return v
+
+
+def _empty(like, shape, dtype):
+    """An uninitialized result array of the framework (and device) of `like`."""
+    if like is not None and _is_torch(like):
+        import torch
+        return torch.empty(shape, dtype=getattr(torch, dtype), device=like.device)
+    return _aligned_empty(shape, dtype)
+'''
+
+GPU_RUNTIME = '''
+
+def _call(kernel, args, out):
+    """Run a CUDA kernel: torch CUDA tensors pass through DLPack, numpy arrays are copied to the GPU."""
+    dev = tvm.cuda(0)
+    if all(_is_torch(a) and a.is_cuda for a in args + [out]):
+        kernel(*args, out)
+        return out
+    targs = [a if (_is_torch(a) and a.is_cuda) else tvm.runtime.tensor(np.asarray(a.cpu() if _is_torch(a) else a), dev)
+             for a in args]
+    tout = tvm.runtime.empty(tuple(out.shape), _dtype_name(out), dev)
+    kernel(*targs, tout)
+    res = tout.numpy()
+    if _is_torch(out):
+        import torch
+        return torch.from_numpy(res).to(out.device)
+    return res
+'''
+
+
+def host_cpu() -> str | None:
+    try:
+        from tvm.target import codegen
+        cpu = codegen.llvm_get_system_cpu()
+        return cpu if cpu and cpu != "generic" else None
+    except Exception:  # noqa: BLE001 - an LLVM without host detection: generic code
+        return None
+
+
+def make_target(target: str, num_cores: int | None = None):
+    """A tvm Target from the backend's `target` option."""
+    import tvm
+    t = (target or "llvm").strip()
+    if t in ("llvm", "cpu"):
+        spec = {"kind": "llvm"}
+        cpu = host_cpu()
+        if cpu:
+            spec["mcpu"] = cpu
+        if num_cores:
+            spec["num-cores"] = num_cores
+        return tvm.target.Target(spec)
+    if t == "cuda":
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return tvm.target.Target("cuda")
+    try:
+        return tvm.target.Target(t)
+    except Exception as e:  # noqa: BLE001 - TVM's own message, as a user error
+        raise BackendError(f"unknown TVM target {target!r}: {str(e).strip().splitlines()[-1]}",
+                           hint="use target='llvm' (this CPU), 'cuda', or a TVM target string") from None
+
+
+class TvmBackend(PythonBackend):
+    name = "tvm"
+    reserved = ("np", "tvm", "torch", "_lib")
+    # Compiling a TVM kernel takes about a second (LLVM); the catalogue test runs every
+    # `catalogue_stride`-th example on this backend to keep the suite fast.
+    catalogue_stride = 3
+
+    def __init__(self, target: str = "llvm", tune: int = 0, cache: bool = True, **options):
+        if options:
+            raise BackendError(f"the tvm backend takes the options target, tune and cache; got {', '.join(options)}")
+        try:
+            self.tune = int(tune or 0)
+        except (TypeError, ValueError):
+            raise BackendError(f"tune must be a number of trials, got {tune!r}") from None
+        if self.tune < 0:
+            raise BackendError(f"tune must be a number of trials >= 0, got {self.tune}")
+        self.target_name = (target or "llvm").strip()
+        self.target = make_target(self.target_name)
+        self.gpu = "gpu" in self.target.keys
+        self.cache = cache and os.environ.get("OPDSL_CACHE", "1") != "0"
+        self.lib = None            # the compiled module (tvm.runtime.Module or Executable)
+        self.artifact = None       # path of the cached shared library, when cached
+        self.manifest = None
+        self.cache_hit = None
+        self.compile_seconds = None
+
+    def dtype_check(self, a: str, dtype: str) -> str:
+        """Arguments may be numpy arrays or torch tensors: compare dtype names."""
+        return f"_dtype_name({a}) != {dtype!r}"
+
+    def dtype(self, d: str) -> str:
+        return repr(d)
+
+    # ---- compile ---------------------------------------------------------------
+    def generate(self, g) -> str:
+        t0 = time.perf_counter()
+        if not self.cache:
+            source, lib, manifest = self._compile(g)
+            self.lib, self.manifest, self.artifact = lib, manifest, None
+            self.cache_hit = False
+        else:
+            from opdsl import cache
+            parts = {
+                "backend": self.name, "target": str(self.target), "tune": self.tune,
+                "source": g.meta.get("source", ""), "file": g.meta.get("file", ""),
+                "dims": {k: str(v) for k, v in sorted((str(s), v) for s, v in g.dims.values.items())},
+                "primitive": g.to_text(),
+            }
+            key = cache.make_key(**parts)
+            built = {}
+
+            def build(tmp: Path):
+                source, lib, manifest = self._compile(g, work_dir=tmp)
+                lib.export_library(str(tmp / ARTIFACT))
+                (tmp / "source.py").write_text(source)
+                (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+                built["lib"] = lib
+            entry, hit = cache.get_or_build(key, build, parts={"backend": self.name, "target": str(self.target),
+                                                                "tune": self.tune, "file": parts["file"]})
+            import tvm
+            source = (entry / "source.py").read_text()
+            self.manifest = json.loads((entry / "manifest.json").read_text())
+            self.artifact = entry / ARTIFACT
+            self.lib = built.get("lib") or tvm.runtime.load_module(str(self.artifact))
+            self.cache_hit = hit
+        self.compile_seconds = time.perf_counter() - t0
+        return source
+
+    def _compile(self, g, work_dir: Path | None = None):
+        """(source, compiled module, manifest) for every export of primitive graph g."""
+        import tvm
+        from tvm import te
+
+        from .tvm_schedule import schedule_cpu, schedule_gpu
+        from .tvm_te import Builder
+
+        funcs, reports, kernels = {}, {}, {}
+        self._consts = {}
+        for name in g.exports:
+            b = Builder(g, name, gpu=self.gpu)
+            ins, out = b.build()
+            self._consts[name] = [(c, value) for c, _, value in b.consts]
+            f = te.create_prim_func(list(ins) + [out])
+            mod = tvm.IRModule({"main": f})
+            out_name = out.op.name
+            if self.gpu:
+                smod, notes = schedule_gpu(mod, b.stages, out_name, self.target)
+            else:
+                smod, notes = schedule_cpu(mod, b.stages, out_name)
+            how = "built-in schedule"
+            if self.tune:
+                tuned = self._tune(mod, smod, name, work_dir)
+                if tuned is not None:
+                    smod, how = tuned
+            funcs[name] = smod["main"].with_attr("global_symbol", name)
+            reports[name] = (b, notes, how)
+            kernels[name] = (ins, out)
+        mod = tvm.IRModule(funcs)
+        try:
+            lib = tvm.compile(mod, target=self.target)
+        except Exception as e:  # noqa: BLE001 - a TVM failure is a backend error with TVM's message
+            msg = str(e).strip().splitlines()
+            raise BackendError(f"TVM could not compile this program for {self.target_name}: "
+                               f"{msg[-1] if msg else type(e).__name__}") from None
+        manifest = self._manifest(g)
+        source = self._source(g, reports, mod, lib)
+        return source, lib, manifest
+
+    def _tune(self, mod, smod, name, work_dir):
+        """MetaSchedule with self.tune trials; keeps whichever of tuned / built-in schedule is faster."""
+        from .tvm_tune import tune_and_pick
+        return tune_and_pick(mod, smod, self.target, self.tune, work_dir, self.gpu)
+
+    # ---- the source text -----------------------------------------------------------
+    def _source(self, g, reports, mod, lib) -> str:
+        file = g.meta.get("file", "<string>")
+        sigs = {name: self._args(g, name) for name in g.exports}
+        ex = "\n".join(f"    {name}(*, {', '.join(a for a, _ in sigs[name])}) -> {shape_str(g.type(root).shape)}"
+                       for name, root in g.exports.items())
+        lines = [f'"""Generated by opdsl {__version__} from {file} for tvm (target: {self.target}). '
+                 f'Do not edit: edit the .op file.',
+                 "",
+                 "Exports:",
+                 ex,
+                 "",
+                 "Each export is one TVM PrimFunc (TVMScript at the end of this file), compiled with",
+                 "tvm.compile and called through DLPack; `_lib` is the compiled module.",
+                 '"""',
+                 "import numpy as np",
+                 "import tvm",
+                 RUNTIME.format().rstrip("\n")]
+        lines.extend(prim_runtime(g))
+        lines.append(WRAPPER_RUNTIME.rstrip("\n"))
+        if self.gpu:
+            lines.append(GPU_RUNTIME.rstrip("\n"))
+        lines.append("")
+        dims = self._module_dims(g)
+        if dims:
+            lines.append("")
+            lines.extend(dims)
+        for name, root in g.exports.items():
+            lines.append("")
+            lines.append("")
+            lines.extend(self._function(g, name, root, sigs[name]))
+        for name in g.exports:
+            b, notes, how = reports[name]
+            lines.append("")
+            lines.append("")
+            lines.append(f"# ---- {name}: TE stages ({how}) " + "-" * max(4, 60 - len(name) - len(how)))
+            lines.append(f"#   {'stage':<18} {'primitive':<10} {'schedule':<44} from")
+            for st_name, st in b.stages.items():
+                lines.append(f"#   {st_name:<18} {st.prim:<10} {notes.get(st_name, '-'):<44} {st.line}".rstrip())
+        lines.append("")
+        lines.append("")
+        lines.append("# ---- TVMScript of the scheduled kernels " + "-" * 38)
+        for text in mod.script().splitlines():
+            lines.append(("# " + text).rstrip())
+        if self.gpu:
+            try:
+                cuda = lib.mod.imports[0].inspect_source()
+            except Exception:  # noqa: BLE001
+                cuda = ""
+            if cuda:
+                lines.append("")
+                lines.append("# ---- CUDA source " + "-" * 60)
+                for text in cuda.splitlines():
+                    lines.append(("# " + text).rstrip())
+        return "\n".join(lines) + "\n"
+
+    def dtype_check(self, a: str, dtype: str) -> str:
+        return f"_dtype_name({a}) != {dtype!r}"
+
+    def device_check(self, a: str, first: str) -> str | None:
+        return f"_device_name({a}) != _device_name({first})"
+
+    def _function(self, g, name, root, args) -> list[str]:
+        """The Python entry point: the same checks as the Python backends, then the kernel call."""
+        from .tvm_linalg import SINGULAR_PRIMS
+        out = [f"def {name}(*, {', '.join(a for a, _ in args)}):" if args else f"def {name}():"]
+        spans = g.meta.get("export_spans", {})
+        doc = spans.get(name)
+        src = doc.source_line().strip() if doc is not None and doc.source_line() else name
+        out.append(f'    """{src}  ({doc})"""' if doc is not None else f'    """{src}"""')
+        out.extend(self._arg_checks(g, name, args, root))
+        rt = g.type(root)
+        first = args[0][0] if args else "None"
+        out.append(f"    out = _empty({first}, {_shape_code(rt.shape)}, {rt.dtype!r})")
+        call_args = ", ".join([f"_arg({a})" for a, _ in args]
+                              + [f"_constant({c!r}, {first})" for c, _ in self._consts.get(name, [])])
+        if self.gpu:
+            out.append(f"    out = _call(_lib[{name!r}], [{call_args}], out)")
+        else:
+            out.append(f"    _lib[{name!r}]({call_args + ', ' if call_args else ''}out)")
+        sites = sorted({site(g[v].span) for v in g.live([root]) if g[v].kind in SINGULAR_PRIMS})
+        if sites:
+            out.append(f"    _finite({'; '.join(sites)!r}, out)")
+        out.append("    return out")
+        return out
+
+    # ---- manifest ---------------------------------------------------------------------
+    def _manifest(self, g) -> dict:
+        def dims_of(shape):
+            return [int(v) if (v := g.dims.value(d)) is not None else str(d) for d in shape]
+        funcs = []
+        for name, root in g.exports.items():
+            args = [{"name": a, "shape": dims_of(n["shape"]), "dtype": n["dtype"]} for a, n in self._args(g, name)]
+            rt = g.type(root)
+            free = sorted({str(s) for a, n in self._args(g, name) for d in n["shape"]
+                           for s in sp.sympify(g.dims.subs(d)).free_symbols})
+            consts = [{"name": c, "shape": list(v.shape), "dtype": str(v.dtype), "data": v.reshape(-1).tolist()}
+                      for c, v in self._consts.get(name, [])]
+            funcs.append({"name": name, "symbol": name, "args": args, "constants": consts,
+                          "output": {"name": name, "shape": dims_of(rt.shape), "dtype": rt.dtype},
+                          "free_dims": free})
+        return {"format": "opdsl-tvm-kernels/1", "opdsl_version": __version__,
+                "source_file": g.meta.get("file", "<string>"), "target": str(self.target),
+                "device": "cuda" if self.gpu else "cpu", "calling_convention": CALLING_CONVENTION,
+                "functions": funcs}
+
+    # ---- loading ------------------------------------------------------------------------
+    def load(self, source: str, graph):
+        name = f"opdsl_tvm_{abs(hash(source)) & 0xFFFFFFFF:08x}"
+        filename = f"<opdsl:{graph.meta.get('file', 'string')}:{self.name}>"
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        mod = types.ModuleType(name)
+        mod.__file__ = filename
+        mod.__dict__["_lib"] = self.lib
+        exec(compile(source, filename, "exec"), mod.__dict__)
+        import numpy as np
+        for f in self.manifest["functions"]:
+            for c in f.get("constants", []):
+                mod._CONSTS[c["name"]] = mod._arg(np.asarray(c["data"], dtype=c["dtype"]).reshape(c["shape"]))
+        return mod
+
+    def save(self, program, path) -> list[str]:
+        """`opdsl compile --backend tvm -o kernels.so`: the shared library and kernels.json beside it."""
+        path = Path(path)
+        if path.suffix in ("", ".py"):
+            raise BackendError(f"the tvm backend writes a shared library, got -o {path}",
+                               hint="name the output like kernels.so (a manifest kernels.json is written beside it)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if self.artifact is not None and Path(self.artifact).exists():
+            shutil.copyfile(self.artifact, path)
+        else:
+            self.lib.export_library(str(path))
+        man = path.with_suffix(".json")
+        manifest = dict(self.manifest)
+        manifest["library"] = path.name
+        man.write_text(json.dumps(manifest, indent=1) + "\n")
+        return [str(path), str(man)]
+
+
+def _shape_code(shape) -> str:
+    parts = [pyexpr(d) for d in shape]
+    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"

@@ -1,0 +1,278 @@
+"""Linear-algebra primitives for the TVM backend: sequential loops written with TVM's IRBuilder.
+
+Triangular solves, LU with partial pivoting (solve, slogdet), Cholesky and its
+solve are inherently sequential along the matrix; each is one `te.extern`
+stage whose loop nest runs the textbook algorithm, in parallel over the batch
+(every matrix of a batch on its own thread) with the innermost loops over the
+right-hand side's columns.  Nothing here can raise inside a kernel: a
+singular (or not positive definite) matrix gives inf / nan, which the Python
+entry point turns into the module's SingularError.
+"""
+from __future__ import annotations
+
+import sympy as sp
+from tvm import te, tirx
+
+from opdsl.errors import BackendError
+
+from .tvm_te import EXTERN, VIEW, Cplx, _bidx, _prod
+
+
+def _real(n, *xs):
+    if any(isinstance(x, Cplx) for x in xs):
+        raise BackendError(f"the tvm backend has no complex version of primitive {n.kind!r}", n.span)
+
+
+def _broadcast(b, n, x, operand, out_batch_sym, out_batch, base):
+    """Operand `x` with its batch dims broadcast to the result's (a view, inlined by the scheduler)."""
+    s = b.sym_shape(operand)
+    core = b.shape(operand)[len(s) - 2:]
+    if len(s) - 2 == len(out_batch_sym) and all(sp.sympify(p) == sp.sympify(q) for p, q in zip(s[:-2], out_batch_sym)):
+        return x
+    return b.compute(tuple(out_batch) + tuple(core),
+                     lambda *i: x(*_bidx(i[:-2], s[:-2], out_batch_sym), i[-2], i[-1]), base, VIEW, [x])
+
+
+def _extern(b, n, shapes, inputs, gen, base):
+    """A te.extern stage recorded for the scheduler (left as written: an opaque sequential loop nest)."""
+    name = b.fresh(base)
+    dt = inputs[0].dtype
+    bufs = [tirx.decl_buffer(s, dt, f"{name}_out{k}") for k, s in enumerate(shapes)]
+    res = te.extern(shapes, list(inputs), gen, dtype=[dt] * len(shapes), out_buffers=bufs, name=name, tag=name)
+    res = res if isinstance(res, (list, tuple)) else [res]
+    b.record(res[0].op.name, EXTERN, list(inputs), dtype=str(dt))
+    return res
+
+
+def _ir():
+    from tvm.script.ir_builder import IRBuilder
+    from tvm.script.ir_builder import tirx as T
+    return IRBuilder, T
+
+
+def e_solve_triangular(b, n, a):
+    """x with triu(A) x = B (tril when upper=False): back / forward substitution."""
+    A, B = a
+    _real(n, A, B)
+    upper = bool(n.attrs.get("upper", True))
+    out = b.shape(n.id)
+    ob_sym = b.sym_shape(n.id)[:-2]
+    base = n.name or "solve"
+    A = _broadcast(b, n, A, n.operands[0], ob_sym, out[:-2], base + "_A")
+    B = _broadcast(b, n, B, n.operands[1], ob_sym, out[:-2], base + "_B")
+    rows, cols, batch = out[-2], out[-1], _prod(out[:-2])
+
+    def gen(ins, outs):
+        IRBuilder, T = _ir()
+        with IRBuilder() as ib:
+            Am, Bm, X = (T.buffer_proxy(x) for x in (ins[0], ins[1], outs[0]))
+            with T.parallel(0, batch) as bt:
+                a0, x0 = bt * rows * rows, bt * rows * cols
+                with T.serial(0, rows) as r:
+                    i = rows - 1 - r if upper else r
+                    with T.serial(0, cols) as c:
+                        X[x0 + i * cols + c] = Bm[x0 + i * cols + c]
+                    with T.serial(0, r) as t:
+                        j = i + 1 + t if upper else t
+                        with T.serial(0, cols) as c:
+                            X[x0 + i * cols + c] = X[x0 + i * cols + c] - Am[a0 + i * rows + j] * X[x0 + j * cols + c]
+                    with T.serial(0, cols) as c:
+                        X[x0 + i * cols + c] = X[x0 + i * cols + c] / Am[a0 + i * rows + i]
+        return ib.get()
+    return _extern(b, n, [out], [A, B], gen, base)[0]
+
+
+def _lu_ir(T, LU, a0, n_, dt, X=None, x0=None, k=None):
+    """In-place LU with partial pivoting of LU[a0 : a0 + n*n]; row swaps applied to X as well.
+    Returns the local buffer holding the running sum of log|U_jj| (for slogdet)."""
+    piv = T.buffer_proxy(T.decl_buffer([1], "int32", scope="local"))
+    best = T.buffer_proxy(T.decl_buffer([1], dt, scope="local"))
+    tmp = T.buffer_proxy(T.decl_buffer([1], dt, scope="local"))
+    f = T.buffer_proxy(T.decl_buffer([1], dt, scope="local"))
+    logdet = T.buffer_proxy(T.decl_buffer([1], dt, scope="local"))
+    logdet[0] = tirx.const(0, dt)
+    with T.serial(0, n_) as j:
+        piv[0] = j
+        best[0] = tirx.abs(LU[a0 + j * n_ + j])
+        with T.serial(0, n_ - j - 1) as t:
+            i = j + 1 + t
+            with T.If(tirx.abs(LU[a0 + i * n_ + j]) > best[0]):
+                with T.Then():
+                    piv[0] = i
+                    best[0] = tirx.abs(LU[a0 + i * n_ + j])
+        with T.If(piv[0] != j):
+            with T.Then():
+                with T.serial(0, n_) as c:
+                    tmp[0] = LU[a0 + j * n_ + c]
+                    LU[a0 + j * n_ + c] = LU[a0 + piv[0] * n_ + c]
+                    LU[a0 + piv[0] * n_ + c] = tmp[0]
+                if X is not None:
+                    with T.serial(0, k) as c:
+                        tmp[0] = X[x0 + j * k + c]
+                        X[x0 + j * k + c] = X[x0 + piv[0] * k + c]
+                        X[x0 + piv[0] * k + c] = tmp[0]
+        logdet[0] = logdet[0] + tirx.log(tirx.abs(LU[a0 + j * n_ + j]))
+        with T.serial(0, n_ - j - 1) as t:
+            i = j + 1 + t
+            f[0] = LU[a0 + i * n_ + j] / LU[a0 + j * n_ + j]
+            LU[a0 + i * n_ + j] = f[0]
+            with T.serial(0, n_ - j - 1) as u:
+                c = j + 1 + u
+                LU[a0 + i * n_ + c] = LU[a0 + i * n_ + c] - f[0] * LU[a0 + j * n_ + c]
+            if X is not None:
+                with T.serial(0, k) as c:
+                    X[x0 + i * k + c] = X[x0 + i * k + c] - f[0] * X[x0 + j * k + c]
+    return logdet
+
+
+def e_solve(b, n, a):
+    """x with A x = B: LU with partial pivoting, then back substitution."""
+    A, B = a
+    _real(n, A, B)
+    out = b.shape(n.id)
+    ob_sym = b.sym_shape(n.id)[:-2]
+    base = n.name or "solve"
+    A = _broadcast(b, n, A, n.operands[0], ob_sym, out[:-2], base + "_A")
+    B = _broadcast(b, n, B, n.operands[1], ob_sym, out[:-2], base + "_B")
+    rows, cols, batch = out[-2], out[-1], _prod(out[:-2])
+    dt = B.dtype
+
+    def gen(ins, outs):
+        IRBuilder, T = _ir()
+        with IRBuilder() as ib:
+            Am, Bm, X, LU = (T.buffer_proxy(x) for x in (ins[0], ins[1], outs[0], outs[1]))
+            with T.parallel(0, batch) as bt:
+                a0, x0 = bt * rows * rows, bt * rows * cols
+                with T.serial(0, rows * rows) as c:
+                    LU[a0 + c] = Am[a0 + c]
+                with T.serial(0, rows * cols) as c:
+                    X[x0 + c] = Bm[x0 + c]
+                _lu_ir(T, LU, a0, rows, dt, X, x0, cols)
+                with T.serial(0, rows) as r:
+                    i = rows - 1 - r
+                    with T.serial(0, r) as t:
+                        j = i + 1 + t
+                        with T.serial(0, cols) as c:
+                            X[x0 + i * cols + c] = X[x0 + i * cols + c] - LU[a0 + i * rows + j] * X[x0 + j * cols + c]
+                    with T.serial(0, cols) as c:
+                        X[x0 + i * cols + c] = X[x0 + i * cols + c] / LU[a0 + i * rows + i]
+        return ib.get()
+    lu_shape = tuple(out[:-2]) + (rows, rows)
+    return _extern(b, n, [out, lu_shape], [A, B], gen, base)[0]
+
+
+def e_slogdet(b, n, a):
+    """log |det A| from the LU factorization (sum of log |U_jj|)."""
+    A = a[0]
+    _real(n, A)
+    s = b.shape(n.operands[0])
+    rows, batch_shape = s[-1], tuple(s[:-2])
+    batch = _prod(batch_shape)
+    dt = A.dtype
+    base = n.name or "logdet"
+
+    def gen(ins, outs):
+        IRBuilder, T = _ir()
+        with IRBuilder() as ib:
+            Am, out, LU = (T.buffer_proxy(x) for x in (ins[0], outs[0], outs[1]))
+            with T.parallel(0, batch) as bt:
+                a0 = bt * rows * rows
+                with T.serial(0, rows * rows) as c:
+                    LU[a0 + c] = Am[a0 + c]
+                logdet = _lu_ir(T, LU, a0, rows, dt)
+                out[bt] = logdet[0]
+        return ib.get()
+    return _extern(b, n, [batch_shape, tuple(s)], [A], gen, base)[0]
+
+
+def e_cholesky(b, n, a):
+    """The lower factor L of A = L Lᵀ (nan where A is not positive definite)."""
+    A = a[0]
+    _real(n, A)
+    s = b.shape(n.id)
+    rows, batch = s[-1], _prod(s[:-2])
+    dt = A.dtype
+
+    def gen(ins, outs):
+        IRBuilder, T = _ir()
+        with IRBuilder() as ib:
+            Am, L = T.buffer_proxy(ins[0]), T.buffer_proxy(outs[0])
+            with T.parallel(0, batch) as bt:
+                a0 = bt * rows * rows
+                acc = T.buffer_proxy(T.decl_buffer([1], dt, scope="local"))
+                with T.serial(0, rows) as j:
+                    acc[0] = Am[a0 + j * rows + j]
+                    with T.serial(0, j) as t:
+                        acc[0] = acc[0] - L[a0 + j * rows + t] * L[a0 + j * rows + t]
+                    L[a0 + j * rows + j] = tirx.sqrt(acc[0])
+                    with T.serial(0, rows - j - 1) as t:
+                        i = j + 1 + t
+                        acc[0] = Am[a0 + i * rows + j]
+                        with T.serial(0, j) as u:
+                            acc[0] = acc[0] - L[a0 + i * rows + u] * L[a0 + j * rows + u]
+                        L[a0 + i * rows + j] = acc[0] / L[a0 + j * rows + j]
+                        L[a0 + j * rows + i] = tirx.const(0, dt)
+        return ib.get()
+    return _extern(b, n, [s], [A], gen, n.name or "cholesky")[0]
+
+
+def e_cho_solve(b, n, a):
+    """x with L Lᵀ x = B: forward substitution with L, back substitution with Lᵀ."""
+    Lt, B = a
+    _real(n, Lt, B)
+    out = b.shape(n.id)
+    ob_sym = b.sym_shape(n.id)[:-2]
+    base = n.name or "cho_solve"
+    Lt = _broadcast(b, n, Lt, n.operands[0], ob_sym, out[:-2], base + "_L")
+    B = _broadcast(b, n, B, n.operands[1], ob_sym, out[:-2], base + "_B")
+    rows, cols, batch = out[-2], out[-1], _prod(out[:-2])
+
+    def gen(ins, outs):
+        IRBuilder, T = _ir()
+        with IRBuilder() as ib:
+            L, Bm, X = (T.buffer_proxy(x) for x in (ins[0], ins[1], outs[0]))
+            with T.parallel(0, batch) as bt:
+                a0, x0 = bt * rows * rows, bt * rows * cols
+                with T.serial(0, rows) as i:
+                    with T.serial(0, cols) as c:
+                        X[x0 + i * cols + c] = Bm[x0 + i * cols + c]
+                    with T.serial(0, i) as t:
+                        with T.serial(0, cols) as c:
+                            X[x0 + i * cols + c] = X[x0 + i * cols + c] - L[a0 + i * rows + t] * X[x0 + t * cols + c]
+                    with T.serial(0, cols) as c:
+                        X[x0 + i * cols + c] = X[x0 + i * cols + c] / L[a0 + i * rows + i]
+                with T.serial(0, rows) as r:
+                    i = rows - 1 - r
+                    with T.serial(0, r) as t:
+                        j = i + 1 + t
+                        with T.serial(0, cols) as c:
+                            X[x0 + i * cols + c] = X[x0 + i * cols + c] - L[a0 + j * rows + i] * X[x0 + j * cols + c]
+                    with T.serial(0, cols) as c:
+                        X[x0 + i * cols + c] = X[x0 + i * cols + c] / L[a0 + i * rows + i]
+        return ib.get()
+    return _extern(b, n, [out], [Lt, B], gen, base)[0]
+
+
+def e_checked(b, n, a):
+    """The value itself; the entry point checks the export's result for inf / nan (SingularError)."""
+    return a[0]
+
+
+def e_cg(b, n, a):
+    raise BackendError(
+        "the tvm backend does not implement primitive 'cg' (conjugate gradients: a loop that stops on a "
+        "tolerance, with the operator applied inside it)", n.span,
+        hint="use backend='torch', 'jax' or 'numpy' for this program, or a direct inverse")
+
+
+LINALG_EMIT = {
+    "solve_triangular": e_solve_triangular,
+    "solve": e_solve,
+    "slogdet": e_slogdet,
+    "cholesky": e_cholesky,
+    "cho_solve": e_cho_solve,
+    "checked": e_checked,
+    "cg": e_cg,
+}
+# exports using these report a non-finite result as the module's SingularError
+SINGULAR_PRIMS = ("solve", "cholesky", "cho_solve", "checked")
