@@ -18,7 +18,21 @@ from opdsl.kinds.householder import HH_BLOCK
 
 from .common import export_flops, median_ms, row, setup_threads
 
-MONARCH = "dim b\ndim k\ninput L : [b, b, b]\ninput R : [b, b, b]\ninput x : [b * b, k]\nexport apply = monarch(L, R) @ x"
+
+def one_thread(f_opdsl, f_base, reps=3):
+    """(opdsl ms, baseline ms) with torch on 1 thread: a cross-check for the 2-thread numbers, which
+    on a shared, oversubscribed machine also measure how long each parallel kernel waits for its
+    second thread (many small kernels suffer more than one large GEMM or an in-place loop)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return median_ms(f_opdsl, reps, warmup=1), median_ms(f_base, reps, warmup=1)
+    finally:
+        torch.set_num_threads(n)
+
+
+MONARCH = ("dim b\ndim k\ninput L : [b, b, b]\ninput R : [b, b, b]\ninput x : [b * b, k]\n"
+           "export apply = monarch(L, R) @ x")
 
 
 def monarch_matrix(L, R):
@@ -56,6 +70,9 @@ def monarch_rows(quick):
             y = M @ x
             err = float((f_o() - y).abs().max() / y.abs().max())
             t_d = median_ms(lambda: M @ x, max(2, reps // 2), warmup=1)
+            if n <= 4096:
+                o1, d1 = one_thread(f_o, lambda: M @ x, 2)
+                note += f"1 thread: {o1:.0f} vs {d1:.0f} ms ({d1 / o1:.1f}x); "
         ratio = 2.0 * n * n * k / export_flops(prog, "apply", k=k)
         out.append(row(f"monarch n={n} (b={b}), {k} cols, float32", "dense torch matmul", t_o, t_d, ratio,
                        target, note + f"rel err {err:.1e}"))
@@ -95,11 +112,13 @@ def butterfly_rows(quick):
         t_o = median_ms(f_o, reps)
         t_d = median_ms(lambda: M @ x, max(2, reps // 2), warmup=1)
         t_s = median_ms(lambda: butterfly_stages(T, x), max(2, reps // 2), warmup=1)
+        o1, d1 = one_thread(f_o, lambda: M @ x, 2)
         b1, b2 = (2 ** a for a in split_levels(lv))
         ratio = 2.0 * n * n * k / export_flops(prog, "apply", k=k)
         out.append(row(f"butterfly n={n}, {k} cols, float32", "dense torch matmul", t_o, t_d, ratio, target,
                        f"Monarch form b1={b1}, b2={b2} (factors built per call); stage-by-stage "
-                       f"{t_s:.0f} ms ({t_d / t_s:.1f}x dense); rel err {err:.1e}"))
+                       f"{t_s:.0f} ms ({t_d / t_s:.1f}x dense); 1 thread: {o1:.0f} vs {d1:.0f} ms ({d1 / o1:.1f}x); "
+                       f"rel err {err:.1e}"))
         del M
     return out
 
@@ -111,6 +130,14 @@ def householder_loop(V, x):
     for i in range(V.shape[1] - 1, -1, -1):
         v = V[:, i]
         x.addr_(v, v @ x, alpha=-float(coef[i]))
+    return x
+
+
+def householder_naive(V, x):
+    """The textbook loop x <- x - (2 / vᵀv) v (vᵀx), allocating: slower than householder_loop."""
+    for i in range(V.shape[1] - 1, -1, -1):
+        v = V[:, i]
+        x = x - (2.0 / (v @ v)) * torch.outer(v, v @ x)
     return x
 
 
@@ -128,10 +155,12 @@ def householder_rows(quick):
     err = float((prog.apply(V=V, x=x) - y).abs().max() / y.abs().max())
     t_o = median_ms(lambda: prog.apply(V=V, x=x), reps)
     t_l = median_ms(lambda: householder_loop(V, x), reps)
+    o1, l1 = one_thread(lambda: prog.apply(V=V, x=x), lambda: householder_loop(V, x))
+    naive = "" if quick else f"textbook allocating loop {median_ms(lambda: householder_naive(V, x), 3, 1):.0f} ms; "
     ratio = 2.0 * n * n * c / export_flops(prog, "apply", c=c)
     out.append(row(f"householder n=k={n}, {c} cols, float64", "sequential reflector loop (torch, addr_)",
                    t_o, t_l, ratio, 7, f"compact WY, blocks of {HH_BLOCK}; flop ratio is dense/opdsl; "
-                   f"rel err vs loop {err:.1e}"))
+                   f"1 thread: {o1:.0f} vs {l1:.0f} ms ({l1 / o1:.1f}x); {naive}rel err vs loop {err:.1e}"))
     # orthogonality in float32 at n = 4096: ‖HᵀH − I‖, largest entry
     n = 4096
     cols = 256 if quick else n
