@@ -273,6 +273,8 @@ class Tracer(Traced):
     __complex__ = _no("converting to a number", _FLOW)
     __array__ = _no("converting to an array", "a traced value has no data; return it, and the compiled "
                     "function returns the tensor")
+    __jax_array__ = _no("converting to a JAX array", "an @opdsl.jit function builds a linear operator from "
+                        "opdsl constructors and @ + - * / .T; apply jnp functions outside it")
     __len__ = _no("len() of", "use x.shape[0] (shapes are static)")
     __iter__ = _no("iterating over", "use x.shape for sizes; operators are built whole, not element by element")
     __getitem__ = _no("indexing", "opdsl traces linear operators; slice the tensor outside the @opdsl.jit "
