@@ -5,7 +5,7 @@
     householder(V) = H_1 H_2 ··· H_k,   H_i = I - 2 v_i v_iᵀ / (v_iᵀ v_i)
 
 (so H_k touches x first; a zero column gives H_i = I, never a division by zero: see
-wy_factors).  It is orthogonal: its transpose and inverse are the
+wy_factors.s_of).  It is orthogonal: its transpose and inverse are the
 reversed product H_k ··· H_1 = householder(V[:, ::-1]).
 
 Lowering: the columns are cut into blocks of at most HH_BLOCK reflectors.  For
@@ -72,11 +72,14 @@ def wy_factors(lw, vv: int, k: int, size: int = None):
     tiny = float(np.finfo(np.float32 if dtype == "bfloat16" else np.dtype(dtype)).tiny)
 
     def s_of(gram, w):
-        # + tiny on the diagonal: a zero column v_i (G_ii = 0) gives the identity reflector
-        # (z_i = 0 / tiny = 0, LAPACK's tau = 0) instead of a singular S and nan; any other
-        # diagonal entry is unchanged (G_ii / 2 + tiny rounds to G_ii / 2)
         eye = lw.prim("eye", n=w, dtype=dtype)
-        return lw.add(lw.sub(gram, lw.scale(lw.mul(gram, eye), 0.5)), lw.scale(eye, tiny))
+        diag = lw.mul(gram, eye)
+        s = lw.sub(gram, lw.scale(diag, 0.5))
+        # A zero column v_i (G_ii = 0) would make S singular (nan, or an error): S_ii = 1 there,
+        # so z_i = 0 / 1 and H_i = I (LAPACK's tau = 0).  relu(tiny - G_ii) / tiny is 1 at G_ii = 0
+        # and exactly 0 for every G_ii >= tiny (the smallest normal number), which stay as they are.
+        zero = lw.scale(lw.prim("unary", lw.prim("shift", lw.scale(diag, -1.0), c=tiny), fn="relu"), 1.0 / tiny)
+        return lw.add(s, lw.mul(zero, eye))
 
     if full:
         head = vv if full * size == k else lw.prim("slice", vv, axis=-1, start=0, stop=full * size)
