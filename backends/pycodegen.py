@@ -521,8 +521,13 @@ class SingularError(ArithmeticError):
 
 
 def _finite(what, value):
-    """value itself, or SingularError when it has inf or nan entries."""
-    if not bool((value - value == 0).all()):
+    """value itself, or SingularError when it has inf or nan entries (one reduction: their sum is not finite)."""
+    total = value.sum()
+    try:
+        total = float(total.detach() if hasattr(total, "detach") else total)
+    except TypeError:      # a traced value (jax.grad / jax.jit): no number to check here
+        return value
+    if total - total != 0:
         raise SingularError(f"{what}: the result has inf or nan entries: the matrix is singular to "
                             "working precision (or an argument is not finite)")
     return value

@@ -624,10 +624,53 @@ TRACE_RULES = [
 ]
 
 
+# ---- sums of diagonals (so that diag(d) + c I keeps a cheap inverse, e.g. for Woodbury) -------------------
+
+def _diagonal_term(g, o):
+    """(d, c) for c·diag(d), (None, c) for c·I, None for anything else."""
+    c = 1.0
+    if g.kind(o) == "scale":
+        c, o = g[o].attrs["c"], g[o].operands[0]
+    if g.kind(o) == "diag":
+        return g[o].operands[0], c
+    if g.kind(o) == "eye":
+        return None, c
+    return None
+
+
+def _sum_diagonals(g, m):
+    """diag(d) + c I + diag(e) = diag(d + c + e): one diagonal, applied with one multiply."""
+    n = g[m["_"]]
+    terms, rest = [], []
+    for o in n.operands:
+        t = _diagonal_term(g, o)
+        if t is None:
+            rest.append(o)
+        else:
+            terms.append(t)
+    vecs = [(v, c) for v, c in terms if v is not None]
+    if len(terms) < 2 or not vecs or n.type.batch:
+        return None
+    span = n.span
+    parts = [tscale(g, v, c, span) for v, c in vecs]
+    shift = sum(c for v, c in terms if v is None)
+    if shift:
+        t = g.type(vecs[0][0])
+        parts.append(fill(g, t.shape, shift, t.dtype, span))
+    d = g.add("diag", [tadd(g, parts, span)], span=span)
+    return d if not rest else g.add("sum", rest + [d], span=span)
+
+
+SUM_RULES = [
+    # diag(d) + cI + diag(e) = diag(d + c + e)
+    Rule("sum-diagonals", "diag(d) + cI + diag(e) = diag(d + c + e)", ("sum", "*xs"), _sum_diagonals),
+]
+
+
 MATERIALIZE_RULES = [
     # dense(W as an operator) = W
     Rule("dense-of-matrix", "dense(W) = W for a matrix W", ("materialize", ("dense", "W")), lambda g, m: m["W"]),
 ]
 
 
-LINALG_RULES = INV_RULES + LOGDET_RULES + DIAG_RULES + TRACE_RULES + MATERIALIZE_RULES
+LINALG_RULES = INV_RULES + LOGDET_RULES + DIAG_RULES + TRACE_RULES + SUM_RULES + MATERIALIZE_RULES

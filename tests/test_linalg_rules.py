@@ -157,6 +157,10 @@ CASES = {
     "trace-compose-lowrank": [LR + "input W : [6, 6]\nexport y = trace(W @ lowrank(U, V) @ W)",
                               LR + "input W : [6, 6]\nexport y = trace(lowrank(U, V) @ W)"],
     "trace-compose-dense": ["input P : [4, 2]\ninput Q : [2, 4]\nexport y = trace(P @ Q)"],
+    # ---- sums of diagonals
+    "sum-diagonals": ["input d : [5]\ninput e : [5]\ninput x : [5, 2]\nexport y = (diag(d) + 2 * eye(5) - diag(e)) @ x",
+                      LR + "input x : [6, 2]\nexport y = inv(diag(d) + 4 * eye(6) + lowrank(U, U)) @ x\n"
+                      "export z = logdet(diag(d) + 4 * eye(6) + lowrank(U, U))"],
     # ---- materialization
     "dense-of-matrix": ["input W : [3, 4]\nexport y = dense(W)"],
 }

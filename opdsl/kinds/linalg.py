@@ -223,7 +223,21 @@ def _as_dtype(lw, x, dtype):
 
 
 def solve_matrix(lw, m, props, x, method="auto", tri=None):
-    """Primitive id of m⁻¹ x for a matrix primitive m [*b, n, n] with the given properties."""
+    """Primitive id of m⁻¹ x for a matrix primitive m [*b, n, n] with the given properties.
+
+    One matrix and a batched x [*b, n, k] (a Kronecker factor applied to its mode) is one solve
+    with the batch folded into the columns, x viewed as [n, b·k]: a batched solve would factor
+    the same matrix once per batch entry."""
+    ms, xs = lw.shape(m), lw.shape(x)
+    ne = len(xs) - len(ms)              # leading dims of x that the matrix is broadcast over
+    if ne > 0:
+        nm = len(ms) - 2
+        extra, mb, (n, k) = xs[:ne], xs[ne:-2], xs[-2:]
+        perm = tuple(range(ne, ne + nm)) + (ne + nm,) + tuple(range(ne)) + (ne + nm + 1,)
+        cols = lw.reshape(lw.permute(x, perm), tuple(mb) + (n, sym_prod(extra) * k))
+        y = solve_matrix(lw, m, props, cols, method, tri)
+        y = lw.reshape(y, tuple(mb) + (n,) + tuple(extra) + (k,))
+        return lw.permute(y, tuple(sorted(range(len(perm)), key=lambda i: perm[i])))
     if method == "cholesky" or (method == "auto" and "psd" in props):
         return lw.prim("cho_solve", lw.prim("cholesky", m), x)
     if method == "auto" and tri in ("lower", "upper", "diagonal"):

@@ -271,7 +271,7 @@ class CircInv(Kind):
 
     name = "circ_inv"
     produces = "tensor"
-    examples = ("input c : [6]\ninput x : [6, 2]\nexport y = inv(circulant(c)) @ x",
+    examples = ("input c : [8]\ninput x : [8, 2]\nexport y = inv(circulant(c)) @ x",
                 "input c : [2, 5]\ninput x : [2, 5, 3]\nexport y = inv(circulant(c).T) @ x")
 
     def infer(self, g, ops, attrs, span):
