@@ -452,13 +452,19 @@ def check_names(source: str, g: Graph, backend: str) -> None:
 
     Found on the generated source itself (ast), so it holds for every Python-source backend:
     - a module-level name bound twice (an export or a dim over an import or a helper);
-    - an argument or dim of a function equal to a module-level name that the source did not define;
-    - a source name equal to a builtin the module's own helpers call (getattr, list, ...).
+    - an argument or dim equal to a module-level name that the source did not define;
+    - an export or dim (module level: seen by every function) equal to a builtin the module
+      calls anywhere; an argument equal to a builtin the export functions call (getattr in
+      the checks, or what an emit table writes), not counting the function's own names.
     """
     from opdsl.errors import BackendError
     tree = ast.parse(source)
+    builtin_names = set(dir(builtins))
+    dims = set(g.dims.symbols) if g.dims is not None else set()
+    user_module = set(g.exports) | dims
     bound: dict[str, int] = {}
-    helpers_load: set[str] = set()
+    helpers_load: set[str] = set()       # names the module's own helpers (not the exports) load
+    machinery: set[str] = {"getattr"}    # builtins the export functions call themselves
     for st in tree.body:
         names = []
         if isinstance(st, (ast.Import, ast.ImportFrom)):
@@ -471,13 +477,15 @@ def check_names(source: str, g: Graph, backend: str) -> None:
             bound[n] = bound.get(n, 0) + 1
         if isinstance(st, (ast.FunctionDef, ast.ClassDef)) and st.name not in g.exports:
             helpers_load |= {x.id for x in ast.walk(st) if isinstance(x, ast.Name)}
+        elif isinstance(st, ast.FunctionDef):
+            own = {a.arg for a in st.args.args + st.args.kwonlyargs}
+            own |= {x.id for x in ast.walk(st) if isinstance(x, ast.Name) and isinstance(x.ctx, ast.Store)}
+            loads = {x.id for x in ast.walk(st) if isinstance(x, ast.Name) and isinstance(x.ctx, ast.Load)}
+            machinery |= (loads - own - user_module) & builtin_names
     spans = g.meta.get("name_spans", {})
     spans = {**spans, **g.meta.get("export_spans", {})}
-    dims = set(g.dims.symbols) if g.dims is not None else set()
-    user_module = set(g.exports) | dims
     local = {a for sig in g.meta.get("signatures", {}).values() for a, *_ in sig} | dims
     system = {n for n in bound if n not in user_module}
-    used_builtins = (helpers_load | {"getattr"}) & set(dir(builtins))
 
     def fail(name, what):
         raise BackendError(f"the name {name!r} clashes with {what} in the generated {backend} module",
@@ -489,7 +497,11 @@ def check_names(source: str, g: Graph, backend: str) -> None:
     for name in sorted(local | user_module):
         if name in system:
             fail(name, "an import or helper")
-        if name in used_builtins:
+    for name in sorted(user_module):
+        if name in (helpers_load & builtin_names) | machinery:
+            fail(name, f"the builtin {name}()")
+    for name in sorted(local):
+        if name in machinery:
             fail(name, f"the builtin {name}()")
 
 

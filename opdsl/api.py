@@ -138,7 +138,7 @@ class Program:
 
     def explain(self) -> str:
         from .explain import explain
-        return explain(self)
+        return run_deep(lambda: explain(self), self.graph.depth())   # cost rules recurse through kinds
 
     def __repr__(self):
         return f"<opdsl.Program {self.filename} backend={self.backend_name} exports={self.functions}>"

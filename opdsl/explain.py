@@ -17,7 +17,7 @@ from . import cost as _cost
 def explain_file(path, dims: dict | None = None, backend: str = "numpy") -> str:
     """The report for a .op file (what `opdsl explain FILE.op --dim n=...` prints)."""
     from .api import compile_file
-    return explain(compile_file(path, backend=backend, dims=dims))
+    return compile_file(path, backend=backend, dims=dims).explain()     # on a big stack when deep
 
 
 def explain(program) -> str:

@@ -136,3 +136,18 @@ def test_deep_dimension_expressions():
     src = "dim n = " + "(" * 1000 + "1" + " + 1)" * 1000 + "\ninput x : [n]\nexport y = 2 * x\n"
     prog = compile_timed(src)
     assert prog.graph.dims.values[prog.graph.dims.symbols["n"]] == 1001
+
+
+def test_deep_program_through_explain_and_the_cli(tmp_path, capsys):
+    """Explain (cost rules recurse through the kinds) and every CLI command on a 1,000-deep program."""
+    from opdsl import cli
+    src = nested(1000, "operator")
+    assert "optimized" in opdsl.compile(src, backend="numpy", verify=False).explain()
+    path = tmp_path / "deep.op"
+    path.write_text(src)
+    for argv in (["check", str(path), "--backend", "numpy"], ["explain", str(path)],
+                 ["graph", str(path), "-o", str(tmp_path / "deep.dot")],
+                 ["compile", str(path), "--backend", "torch", "-o", str(tmp_path / "deep.py")]):
+        assert cli.main(argv) == 0, argv
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err and "PASS" in out
