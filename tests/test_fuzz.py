@@ -269,6 +269,29 @@ def test_bad_sizes_are_located(size):
         assert_located(e.value, text)
 
 
+@pytest.mark.parametrize("hint", ["0", "9223372036854775808"])
+def test_bad_size_hints_are_located(hint):
+    text = f"dim k ~ {hint}\ninput x : [4, k]\nexport y = 2 * x"
+    with pytest.raises(OpdslError) as e:
+        opdsl.compile(text, backend="numpy", filename="m.op")
+    assert_located(e.value, text)
+    assert (e.value.span.line, e.value.span.column) == (1, 9)
+
+
+@pytest.mark.parametrize("expr,column", [("1e400 * A", 12), ("1e200 * 1e200 * A", 12), ("A / 1e-320", 16),
+                                         ("1e39 * A", 12), ("-1e39 * A", 13), ("A / 1e-39", 16)])
+def test_constants_out_of_range(expr, column):
+    """Constants are finite float64 numbers, and a scale does not overflow the float32 it multiplies."""
+    text = f"input A : [4, 4]\ninput x : [4]\nexport y = ({expr}) @ x"
+    with pytest.raises(OpdslError) as e:
+        opdsl.compile(text, backend="numpy", filename="m.op")
+    assert_located(e.value, text)
+    assert e.value.span.line == 3 and e.value.span.column >= column - 1
+    ok = opdsl.compile(text.replace("[4, 4]", "[4, 4] float64").replace("[4]", "[4] float64"), backend="numpy") \
+        if "e39" in expr else None           # representable in float64: fine there
+    assert ok is None or ok.functions == ["y"]
+
+
 @pytest.mark.parametrize("name", ["λ", "名前", "x̃", "None", "class", "lambda", "_hidden", "__init__"])
 def test_unusable_identifiers(name):
     text = f"input {name} : [4]\nexport y = {name}"
