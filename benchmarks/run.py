@@ -29,7 +29,9 @@ def machine() -> str:
     except OSError:
         pass
     import torch
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     parts = [cpu, f"{os.cpu_count()} cores visible, torch threads = {torch.get_num_threads()}",
+             f"load average when the run started {load} (other jobs on the machine slow every kernel)",
              f"Python {platform.python_version()}", f"torch {torch.__version__}"]
     for mod in ("jax", "tvm"):
         try:
