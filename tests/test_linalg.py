@@ -372,3 +372,35 @@ def test_structured_inverse_costs_far_less_than_dense():
     src_cost = ev.num(graph_flops(prog.graph, [prog.graph.exports["y"]]))       # a dense LU of the sum
     opt_cost = ev.num(graph_flops(prog.optimized, [prog.optimized.exports["y"]]))
     assert src_cost > 2 / 3 * 4096 ** 3 and opt_cost < src_cost / 300
+
+
+# ---- assume(A, props): properties the checker cannot infer ------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_assume_psd_gives_a_cholesky_leaf(backend):
+    prog = check("dim n = 5\ninput W : [n, n]\ninput x : [n, 2]\nlet S = assume(W @ W.T + eye(n), psd)\n"
+                 "export y = inv(S) @ x\nexport z = logdet(S)", backend)
+    assert {"cholesky", "cho_solve"} <= prims(prog) and "solve" not in prims(prog)
+
+
+def test_assume_lower_transposes_to_upper():
+    # a product of lower-triangular matrices is lower triangular: a fact the checker does not derive
+    prog = check("input L : [4, 4] lower\ninput M : [4, 4] lower\ninput x : [4, 2]\n"
+                 "export y = inv(assume(L @ M, lower).T) @ x", "numpy")
+    tri = [prog.primitive[v] for v in prog.primitive.live() if prog.primitive.kind(v) == "solve_triangular"]
+    assert len(tri) == 1 and tri[0].attrs["upper"] is True
+
+
+def test_assume_errors():
+    with pytest.raises(TypeError_, match="unknown property 'positive'"):
+        opdsl.compile("input W : [3, 3]\ninput x : [3, 1]\nexport y = inv(assume(W, positive)) @ x")
+    with pytest.raises(ShapeError, match="square"):
+        opdsl.compile("input W : [3, 4]\ninput x : [4, 1]\nexport y = assume(W, psd) @ x")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_assume_psd_of_an_indefinite_matrix_raises(backend):
+    prog = opdsl.compile("input W : [3, 3]\ninput b : [3]\nexport y = inv(assume(W, psd)) @ b",
+                         backend=backend, dtype="float64")
+    with pytest.raises(SingularError, match="inv\\(assume\\(W, psd\\)\\)"):
+        call(prog, "y", {"W": -np.eye(3), "b": np.ones(3)})

@@ -356,6 +356,11 @@ class Inv(Kind):
         "input W : [2, 3, 3]\ninput x : [3, 2]\nexport y = inv(W) @ x",
         "input A : [3, 3]\ninput B : [3, 3]\ninput x : [3, 2]\n"
         "export y = inv((2 * eye(3) + A) @ (2 * eye(3) + B.T)).T @ x",
+        # inv(inv(.)), inv(I), inv(cA) and products written with tensors (A @ B, 2 * A)
+        "input A : [3, 3]\ninput B : [3, 3]\ninput x : [3, 2]\n"
+        "export y = inv(inv(-2 * (3 * eye(3) + A))) @ x + inv(eye(3)) @ x\n"
+        "export z = inv((A + 3 * eye(3).T) @ (B + 3 * eye(3))) @ x\nexport w = inv(0.5 * (A @ B + 4 * eye(3))) @ x\n"
+        "export v = inv(-2 * A @ B) @ x",
     )
 
     def sample(self, n, tag):
@@ -456,6 +461,8 @@ class LogDet(Kind):
         "export z = logdet(blockdiag(L))",
         "dim n = 5\ninput d : [n]\ninput U : [n, 1]\ninput V : [n, 1]\ninput P : [n, 2]\n"
         "export y = logdet(diag(d) + lowrank(U, V) - 0.5 * lowrank(P, P))",
+        # a causal convolution is lower triangular: Σ log |diagonal|
+        "input h : [5]\nexport y = logdet(conv(h))",
     )
 
     def construct(self, b, args, kwargs, span):
@@ -495,6 +502,8 @@ class DiagOf(Kind):
         "input A : [2, 2]\ninput U : [6, 3]\ninput V : [6, 3]\ninput B : [4, 4]\n"
         "export y = diag_of(blockdiag(A, B) @ lowrank(U, V) @ blockdiag(A, B))",
         "dim b = 2\ninput L : [b, b, b]\ninput R : [b, b, b]\nexport y = diag_of(monarch(L, R))",
+        "input P : [4, 2]\ninput Q : [2, 4]\ninput d : [4]\nexport y = diag_of(P @ Q + zeros(4, 4))\n"
+        "export z = diag_of(zeros(4, 4)) + d",
     )
 
     def construct(self, b, args, kwargs, span):
@@ -532,6 +541,8 @@ class Trace(Kind):
         "input A : [4, 2]\ninput B : [2, 4]\ninput U : [4, 2]\ninput V : [4, 2]\n"
         "export y = trace(A @ B @ lowrank(U, V))\nexport z = trace(A @ B)",
         "dim n = 6\ninput V : [n, 2]\ninput c : [n]\nexport y = trace(householder(V) + circulant(c))",
+        "dim n\ninput A : [2, 2]\ninput B : [3, 3]\ninput W : [n, n]\n"
+        "export y = trace(blockdiag(A, B))\nexport z = trace(W - eye(n))",
     )
 
     def construct(self, b, args, kwargs, span):
@@ -564,6 +575,7 @@ class Materialize(Kind):
     examples = (
         "input A : [2, 3]\ninput B : [3, 2]\nexport y = dense(kron(A, B))",
         "input U : [4, 2]\ninput V : [3, 2]\ninput x : [3, 2]\nexport y = dense(lowrank(U, V)) @ x",
+        "input W : [3, 4]\nexport y = dense(W)",
     )
 
     def construct(self, b, args, kwargs, span):
@@ -584,6 +596,58 @@ class Materialize(Kind):
 
     def lower(self, lw, v, x=None):
         return materialize(lw, lw.src[v].operands[0])
+
+
+ASSUMABLE = ("psd", "symmetric", "orthogonal", "lower", "upper", "diagonal", "invertible")
+
+
+@register
+class Assume(Kind):
+    """`assume(A, psd, ...)`: A itself, with properties the checker cannot infer from its structure.
+
+    A promise, not a check: `inv(assume(W @ W.T + eye(n), psd))` is solved by Cholesky, and a
+    matrix that is not positive definite then raises SingularError at run time.  Properties:
+    psd, symmetric, orthogonal, lower, upper, diagonal, invertible."""
+
+    name = "assume"
+    constructors = ("assume",)
+    arity = (2, None)
+    examples = (
+        "dim n = 5\ninput W : [n, n]\ninput x : [n, 2]\nlet S = assume(W @ W.T + eye(n), psd)\n"
+        "export y = inv(S) @ x\nexport z = logdet(S)",
+        "input W : [4, 4]\ninput x : [4, 3]\nexport y = inv(assume(W + 3 * eye(4), invertible).T) @ x",
+    )
+
+    def construct(self, b, args, kwargs, span):
+        b.no_kwargs(self, kwargs)
+        b.arity(self, args, span, 2, None)
+        props = tuple(dict.fromkeys(b.word(a, ASSUMABLE, "property") for a in args[1:]))
+        return b.add(self.name, [b.op(args[0])], {"props": props}, span=span)
+
+    def infer(self, g, ops, attrs, span):
+        t = _square_operand(g, ops, span, "assume", "the properties of assume(...) are those of square operators")
+        props = set(t.props) | set(attrs["props"])
+        if "psd" in props:
+            props.add("symmetric")
+        return OpType(t.rows, t.cols, t.batch, t.dtype, frozenset(props))
+
+    def dense(self, g, v, vals):
+        return vals[0]
+
+    def flops(self, g, v, k):
+        a = g[v].operands[0]
+        return g.spec(a).flops(g, a, k)
+
+    def lower(self, lw, v, x):
+        return lw.apply(lw.src[v].operands[0], x)
+
+    def transpose(self, g, v):
+        n = g[v]
+        props = tuple(_flip(p) for p in n.attrs["props"])
+        return g.add(self.name, [g.add("transpose", [n.operands[0]], span=n.span)], {"props": props}, span=n.span)
+
+
+MATERIALIZE["assume"] = lambda lw, a, dtype: materialize(lw, lw.src[a].operands[0], dtype)
 
 
 # ---- conjugate gradients -------------------------------------------------------------------------
