@@ -28,6 +28,7 @@ from ..errors import ShapeError
 from .base import Kind, OpType, register, tensor_of_rank
 
 HH_BLOCK = 64          # reflectors per compact-WY block (benchmarks/bench_families_mbh.py)
+HH_MAX_REFLECTORS = 16384   # 256 blocks: the unrolled compile stays under a second (docs/reliability.md)
 
 
 def householder_dense(v: np.ndarray, transposed: bool = False) -> np.ndarray:
@@ -54,6 +55,10 @@ def _k(g, t, span):
     if k is None:
         raise ShapeError(f"householder(V) needs a concrete number of reflectors, got V {t}", span,
                          hint="declare the column count with a value (`dim k = 64`); n may stay free")
+    if k > HH_MAX_REFLECTORS:
+        raise ShapeError(f"householder(V) takes at most {HH_MAX_REFLECTORS} reflectors, got V {t} with k = {k}",
+                         span, hint=f"the generated code has statements for each block of {HH_BLOCK} reflectors; "
+                                    "n reflectors already give every orthogonal n x n matrix")
     return k
 
 
