@@ -140,6 +140,9 @@ class Builder:
             if dtype in FLOAT_MAX and abs(c) > FLOAT_MAX[dtype]:
                 raise TypeError_(f"the constant {c:g} overflows {dtype} (largest {FLOAT_MAX[dtype]:g})",
                                  a.span or span, hint="scale by a smaller constant, or declare the tensors float64")
+            if c != 0 and abs(c) < FLOAT_MIN.get(dtype, 0.0):
+                raise TypeError_(f"the constant {c:g} is 0 in {dtype} (smallest {FLOAT_MIN[dtype]:g})",
+                                 a.span or span, hint="write 0 if 0 is meant, or declare the tensors float64")
             kind = "scale" if self.g.type(b.v).is_op else "tscale"
             return self.node(self.add(kind, [b.v], {"c": c}, span=span), span)
         raise TypeError_(f"cannot multiply {describe(a, self.g)} by {describe(b, self.g)} with `*`", span,
@@ -187,6 +190,8 @@ class Builder:
 
 # the largest finite value of each narrow dtype: a scale beyond it makes every entry inf
 FLOAT_MAX = {"float32": 3.4028234663852886e38, "bfloat16": 3.3895313892515355e38, "float16": 65504.0}
+# the smallest positive (subnormal) value: a nonzero scale below it rounds to 0 in that dtype
+FLOAT_MIN = {"float32": 1.401298464324817e-45, "bfloat16": 9.183549615799121e-41, "float16": 5.960464477539063e-08}
 
 
 def finite(x, span) -> float:

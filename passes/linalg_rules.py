@@ -352,6 +352,8 @@ def _ld_scale(g, m):
     s = g[g[m["_"]].operands[0]]
     t = g.type(m["_"])
     c = s.attrs["c"]
+    if c == 0:          # log 0: decline (logdet of the zero matrix is computed as written)
+        return None
     ld = _logdet(g, m["A"], span)
     if abs(c) == 1.0:
         return ld
