@@ -67,6 +67,9 @@ class Builder:
         if val.tag == "dim":
             return val.v
         if val.tag == "num" and float(val.v).is_integer() and val.v > 0:
+            if int(val.v) > MAX_DIM:
+                raise TypeError_(f"the dimension {int(val.v)} is too large", val.span,
+                                 hint="a tensor dimension must be below 2**63 (sizes are signed 64-bit integers)")
             return sp.Integer(int(val.v))
         raise TypeError_(f"expected a dimension, got {describe(val, self.g)}", val.span,
                          hint="dimensions are positive integers or names declared with `dim`")
@@ -188,6 +191,7 @@ class Builder:
                 raise TypeError_(f"`{sym}` needs operators or tensors, got {describe(x, self.g)}", x.span or span)
 
 
+MAX_DIM = 2**63 - 1        # the largest size of one dimension (frontend.MAX_DIM)
 # the largest finite value of each narrow dtype: a scale beyond it makes every entry inf
 FLOAT_MAX = {"float32": 3.4028234663852886e38, "bfloat16": 3.3895313892515355e38, "float16": 65504.0}
 # the smallest positive (subnormal) value: a nonzero scale below it rounds to 0 in that dtype

@@ -16,6 +16,7 @@ import lark
 import sympy as sp
 from lark import Token, Tree
 
+from .builder import MAX_DIM as _builder_max_dim
 from .builder import Builder, describe, finite
 from .dims import DimTable, sym
 from .errors import DimError, NameError_, OpdslError, ParseError, Span, TypeError_, text_lines
@@ -27,7 +28,7 @@ PROPS = ("psd", "symmetric", "orthogonal", "lower", "upper", "diagonal", "invert
 INITS = ("normal", "zeros", "ones", "eye", "orthogonal", "uniform")
 KEYWORDS = ("dim", "input", "param", "let", "export")
 # The largest size of one tensor dimension: every framework stores sizes as signed 64-bit integers.
-MAX_DIM = 2**63 - 1
+MAX_DIM = _builder_max_dim
 
 # Lark terminal names, in words, for "expected ..." messages.
 TERMINAL_WORDS = {
