@@ -83,7 +83,7 @@ def test_same_source_same_bytes_in_one_process(here):
     assert all(here[k] == v for k, v in again.items())
 
 
-@pytest.mark.parametrize("seed", ["1", "12345"])
+@pytest.mark.parametrize("seed", ["1", "12345"] if LONG else ["12345"])   # this process: a random seed
 def test_same_source_same_bytes_across_processes(here, seed):
     there = digests_in_process(seed)
     diff = sorted(k for k in here if here[k] != there.get(k))
