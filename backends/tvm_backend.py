@@ -122,11 +122,12 @@ def _empty(like, shape, dtype):
 GPU_RUNTIME = '''
 
 def _call(kernel, args, out):
-    """Run a CUDA kernel: torch CUDA tensors pass through DLPack, numpy arrays are copied to the GPU."""
-    dev = tvm.cuda(0)
+    """Run a CUDA kernel into `out`: torch CUDA tensors pass through DLPack without a copy; numpy
+    arrays (and CPU tensors) are copied to the GPU and the result back."""
     if all(_is_torch(a) and a.is_cuda for a in args + [out]):
         kernel(*args, out)
-        return out
+        return
+    dev = tvm.cuda(0)
     targs = [a if (_is_torch(a) and a.is_cuda) else tvm.runtime.tensor(np.asarray(a.cpu() if _is_torch(a) else a), dev)
              for a in args]
     tout = tvm.runtime.empty(tuple(out.shape), _dtype_name(out), dev)
@@ -134,8 +135,9 @@ def _call(kernel, args, out):
     res = tout.numpy()
     if _is_torch(out):
         import torch
-        return torch.from_numpy(res).to(out.device)
-    return res
+        out.copy_(torch.from_numpy(res))
+    else:
+        out[...] = res
 '''
 
 
@@ -250,9 +252,12 @@ class TvmBackend(PythonBackend):
 
         funcs, reports, kernels = {}, {}, {}
         self._consts = {}
+        self._kernel_shapes = {}
         for name in g.exports:
             b = Builder(g, name, gpu=self.gpu)
             ins, out = b.build()
+            if b.out_view is not None:
+                self._kernel_shapes[name] = tuple(g.type(b.kernel_root).shape)
             self._consts[name] = [(c, value) for c, _, value in b.consts]
             f = te.create_prim_func(list(ins) + [out])
             mod = tvm.IRModule({"main": f})
@@ -263,7 +268,7 @@ class TvmBackend(PythonBackend):
                 smod, notes = schedule_cpu(mod, b.stages, out_name)
             how = "built-in schedule"
             if self.tune:
-                tuned = self._tune(mod, smod, name, work_dir)
+                tuned = self._tune(mod, smod, name, work_dir, b.stages, out_name)
                 if tuned is not None:
                     smod, how = tuned
             funcs[name] = smod["main"].with_attr("global_symbol", name)
@@ -280,10 +285,11 @@ class TvmBackend(PythonBackend):
         source = self._source(g, reports, mod, lib)
         return source, lib, manifest
 
-    def _tune(self, mod, smod, name, work_dir):
-        """MetaSchedule with self.tune trials; keeps whichever of tuned / built-in schedule is faster."""
+    def _tune(self, mod, smod, name, work_dir, stages, out_name):
+        """MetaSchedule (or a search of the built-in schedule's tiles) with self.tune trials;
+        keeps whichever schedule is fastest (backends/tvm_tune.py)."""
         from .tvm_tune import tune_and_pick
-        return tune_and_pick(mod, smod, self.target, self.tune, work_dir, self.gpu)
+        return tune_and_pick(mod, smod, self.target, self.tune, work_dir, self.gpu, stages, out_name)
 
     # ---- the source text -----------------------------------------------------------
     def _source(self, g, reports, mod, lib) -> str:
@@ -361,10 +367,14 @@ class TvmBackend(PythonBackend):
         out.append(f"    out = _empty({first}, {_shape_code(rt.shape)}, {rt.dtype!r})")
         call_args = ", ".join([f"_arg({a})" for a, _ in args]
                               + [f"_constant({c!r}, {first})" for c, _ in self._consts.get(name, [])])
+        kshape = self._kernel_shapes.get(name)
+        dest = "out" if kshape is None else f"out.reshape({_shape_code(kshape)})"
+        if kshape is not None:
+            out.append("    # the kernel writes the result before its final reshape (same memory, row-major)")
         if self.gpu:
-            out.append(f"    out = _call(_lib[{name!r}], [{call_args}], out)")
+            out.append(f"    _call(_lib[{name!r}], [{call_args}], {dest})")
         else:
-            out.append(f"    _lib[{name!r}]({call_args + ', ' if call_args else ''}out)")
+            out.append(f"    _lib[{name!r}]({call_args + ', ' if call_args else ''}{dest})")
         sites = sorted({site(g[v].span) for v in g.live([root]) if g[v].kind in SINGULAR_PRIMS})
         if sites:
             out.append(f"    _finite({'; '.join(sites)!r}, out)")
@@ -383,8 +393,11 @@ class TvmBackend(PythonBackend):
                            for s in sp.sympify(g.dims.subs(d)).free_symbols})
             consts = [{"name": c, "shape": list(v.shape), "dtype": str(v.dtype), "data": v.reshape(-1).tolist()}
                       for c, v in self._consts.get(name, [])]
+            output = {"name": name, "shape": dims_of(rt.shape), "dtype": rt.dtype}
+            if name in self._kernel_shapes:   # the kernel's out buffer: the same memory, another shape
+                output["buffer_shape"] = dims_of(self._kernel_shapes[name])
             funcs.append({"name": name, "symbol": name, "args": args, "constants": consts,
-                          "output": {"name": name, "shape": dims_of(rt.shape), "dtype": rt.dtype},
+                          "output": output,
                           "free_dims": free})
         return {"format": "opdsl-tvm-kernels/1", "opdsl_version": __version__,
                 "source_file": g.meta.get("file", "<string>"), "target": str(self.target),

@@ -124,18 +124,28 @@ def _vec_width(ext, dtype_bits=32, cap=16):
     return None
 
 
-def schedule_injective_cpu(sch, block, bits=32):
+def _const_prod(sch, loops):
+    """The product of the loops' extents (a large number when one is symbolic)."""
+    out = 1
+    for lp in loops:
+        e = _extent(sch, lp)
+        out *= e if e is not None else 1 << 20
+    return out
+
+
+def schedule_injective_cpu(sch, block, bits=32, vectorize=True):
     loops = sch.get_loops(block)
     if not loops:
         return "scalar"
     inner = loops[-1]
     ext = _extent(sch, inner)
-    w = _vec_width(ext, bits)
+    w = _vec_width(ext, bits) if vectorize else None
     note = []
     outer = list(loops[:-1])
     if w is not None and ext > w:
         o, v = sch.split(inner, factors=[None, w])
-        outer.append(o)
+        if _const_prod(sch, outer) < 64:      # too few outer iterations to share: add the vector chunks
+            outer.append(o)
         if _try(sch.vectorize, v) is not None:
             note.append(f"vectorized x{w}")
     elif w is not None:
@@ -152,7 +162,13 @@ def schedule_injective_cpu(sch, block, bits=32):
     return ", ".join(note)
 
 
-def schedule_reduction_cpu(sch, block, n_spatial: int, epilogue: str | None, bits=32):
+DEFAULT_TILE = {"it": 8, "jvecs": 4, "unroll_i": False}
+
+
+def schedule_reduction_cpu(sch, block, n_spatial: int, epilogue: str | None, bits=32, params=None):
+    """Tile the two innermost output axes (rows by `it`, columns by `jvecs` vectors), accumulate a
+    tile in a local buffer, run the fused outer tile loops in parallel, vectorize the columns."""
+    params = {**DEFAULT_TILE, **(params or {})}
     loops = sch.get_loops(block)
     spatial, reduce_ = list(loops[:n_spatial]), list(loops[n_spatial:])
     if not spatial:
@@ -164,7 +180,7 @@ def schedule_reduction_cpu(sch, block, n_spatial: int, epilogue: str | None, bit
         f = sch.fuse(*outer) if len(outer) > 1 else outer[0]
         sch.parallel(f)
         return "parallel", None
-    jt = vec * 4 if J % (vec * 4) == 0 else (vec * 2 if J % (vec * 2) == 0 else vec)
+    jt = next(vec * m for m in (params["jvecs"], 4, 2, 1) if J % (vec * m) == 0)
     j0, j1 = sch.split(spatial[-1], factors=[None, jt])
     j1o, j1v = sch.split(j1, factors=[None, vec])
     outer = spatial[:-2]
@@ -172,7 +188,7 @@ def schedule_reduction_cpu(sch, block, n_spatial: int, epilogue: str | None, bit
     note = []
     if len(spatial) >= 2:
         I = _extent(sch, spatial[-2])
-        it = next((t for t in (8, 4, 2) if I is not None and I % t == 0 and I >= t), None)
+        it = next((t for t in (params["it"], 8, 4, 2) if I is not None and I % t == 0 and I >= t), None)
         if it is not None and I > it:
             i0, i1 = sch.split(spatial[-2], factors=[None, it])
             outer = outer + [i0]
@@ -184,13 +200,15 @@ def schedule_reduction_cpu(sch, block, n_spatial: int, epilogue: str | None, bit
     order = outer + [j0] + reduce_ + ([i1] if i1 is not None else []) + [j1o, j1v]
     sch.reorder(*order)
     top = sch.fuse(*(outer + [j0])) if outer else j0
+    sch.parallel(top)
     cw = sch.cache_write(block, 0, "global")
     sch.reverse_compute_at(cw, top)
     sch.vectorize(j1v)
     sch.unroll(j1o)
+    if params["unroll_i"] and i1 is not None:
+        sch.unroll(i1)
     if reduce_:
         sch.decompose_reduction(block, reduce_[0])
-    sch.parallel(top)
     # the copy back from the tile buffer: vectorize its innermost loop
     cl = sch.get_loops(cw)
     if len(cl) > 1:
@@ -220,7 +238,7 @@ def schedule_reduction_cpu(sch, block, n_spatial: int, epilogue: str | None, bit
 
 
 
-def schedule_cpu(mod, stages: dict, out_name: str):
+def schedule_cpu(mod, stages: dict, out_name: str, params=None):
     """The CPU schedule of one PrimFunc; returns (module, {stage: what was done})."""
     sch = s_tir.Schedule(mod)
     decided = fuse_stages(sch, stages, out_name)
@@ -239,10 +257,10 @@ def schedule_cpu(mod, stages: dict, out_name: str):
             ep = _epilogue(stages, name, decided)
             n_sp = len(sch.get(block).iter_vars) - sum(1 for iv in sch.get(block).iter_vars if iv.iter_type == 2)
             trial = sch.copy()
-            r = _try(schedule_reduction_cpu, trial, block, n_sp, ep, bits)
+            r = _try(schedule_reduction_cpu, trial, block, n_sp, ep, bits, params)
             if r is None:
                 trial = sch.copy()
-                r = _try(schedule_reduction_cpu, trial, block, n_sp, None, bits)
+                r = _try(schedule_reduction_cpu, trial, block, n_sp, None, bits, params)
             if r is None:
                 notes[name] = "default loop nest"
                 continue
@@ -253,7 +271,9 @@ def schedule_cpu(mod, stages: dict, out_name: str):
                 notes[fused] = f"computed per tile of {name}"
         else:
             trial = sch.copy()
-            r = _try(schedule_injective_cpu, trial, block, bits)
+            # FFT stages gather through bit-reversed / mirrored indices: TVM's vectorizer
+            # miscompiles some of those (wrong lanes), so they stay scalar loops
+            r = _try(schedule_injective_cpu, trial, block, bits, st.role != FFT_STAGE)
             if r is not None:
                 sch = trial
             notes[name] = r or "default loop nest"

@@ -190,6 +190,16 @@ class Builder:
             base = n.name if n.name else None
             self._base = base
             vals[v] = emit(self, n, [vals[o] for o in n.operands])
+        # a trailing reshape of a computed stage is left to the caller: the kernel writes the
+        # stage itself into the output's memory (row-major, so the same bytes), no copy pass
+        self.out_view = None
+        while g[root].kind == "reshape" and not isinstance(vals[g[root].operands[0]], Cplx) \
+                and vals[g[root].operands[0]].op.name in self.stages \
+                and g[g[root].operands[0]].kind != "arg":
+            if self.out_view is None:
+                self.out_view = tuple(g.type(root).shape)
+            root = g[root].operands[0]
+        self.kernel_root = root
         out = vals[root]
         self._node = root
         if isinstance(out, Cplx):
@@ -772,64 +782,61 @@ def _zeros_like(b, shape, dt, base):
 
 
 def _radix2(b, base, re, im, shape_b, size, dt, inverse):
-    """Unnormalized DFT (inverse: exp(+2 pi i tk/n)) of [*shape_b, size], size a power of two."""
+    """Unnormalized DFT (inverse: exp(+2 pi i tk/n)) of [*shape_b, size], size a power of two.
+
+    One te.extern: per row (rows in parallel) a bit-reversed copy, then log2(size) in-place
+    butterfly passes, with the twiddles read from a table computed once per call."""
     bits = size.bit_length() - 1
     if bits == 0:
         return re, im
-    shape = tuple(shape_b) + (size,)
-    re = b.compute(shape, _bitrev_load(re, bits), f"{base}_rev_re", VIEW, [re], keeps_last_axis=False)
-    im = b.compute(shape, _bitrev_load(im, bits), f"{base}_rev_im", VIEW, [im], keeps_last_axis=False)
-    sign = 1.0 if inverse else -1.0
     half = size // 2
+    sign = 1.0 if inverse else -1.0
     tw_re = b.compute((half,), _twiddle(te.cos, 1.0, size, dt), f"{base}_tw_re", FFT_STAGE)
     tw_im = b.compute((half,), _twiddle(te.sin, sign, size, dt), f"{base}_tw_im", FFT_STAGE)
-    for s in range(1, bits + 1):
-        h = 1 << (s - 1)
-        parts = _butterfly(re, im, tw_re, tw_im, h, size // (2 * h))
-        nre = b.compute(shape, _pick(parts, 0), f"{base}_s{s}_re", FFT_STAGE, [re, im, tw_re, tw_im])
-        nim = b.compute(shape, _pick(parts, 1), f"{base}_s{s}_im", FFT_STAGE, [re, im, tw_re, tw_im])
-        re, im = nre, nim
-    return re, im
+    rows = _prod(shape_b)
+    shape = tuple(shape_b) + (size,)
 
-
-def _bitrev_load(t, bits):
-    def f(*i):
-        return t(*i[:-1], _bitrev(i[-1], bits))
-    return f
+    def gen(ins, outs):
+        from tvm.script.ir_builder import IRBuilder
+        from tvm.script.ir_builder import tirx as T
+        with IRBuilder() as ib:
+            xr, xi, wr, wi = (T.buffer_proxy(x) for x in ins)
+            yr, yi = (T.buffer_proxy(x) for x in outs)
+            with T.parallel(0, rows) as r:
+                o = r * size
+                with T.serial(0, size) as p:
+                    src = o + _bitrev(p, bits)
+                    yr[o + p] = xr[src]
+                    yi[o + p] = xi[src]
+                tr = T.buffer_proxy(T.decl_buffer([1], dt, scope="local"))
+                ti = T.buffer_proxy(T.decl_buffer([1], dt, scope="local"))
+                with T.serial(0, bits) as s:
+                    h = tirx.const(1, "int32") << s
+                    with T.serial(0, half) as q:
+                        k = tirx.floormod(q, h)
+                        i = o + tirx.floordiv(q, h) * 2 * h + k
+                        j = i + h
+                        t = k * tirx.floordiv(tirx.const(half, "int32"), h)
+                        tr[0] = yr[j] * wr[t] - yi[j] * wi[t]
+                        ti[0] = yr[j] * wi[t] + yi[j] * wr[t]
+                        yr[j] = yr[i] - tr[0]
+                        yi[j] = yi[i] - ti[0]
+                        yr[i] = yr[i] + tr[0]
+                        yi[i] = yi[i] + ti[0]
+        return ib.get()
+    name = b.fresh(base + "_fft")
+    from tvm.tirx import decl_buffer
+    bufs = [decl_buffer(shape, dt, f"{name}_re"), decl_buffer(shape, dt, f"{name}_im")]
+    outs = te.extern([shape, shape], [re, im, tw_re, tw_im], gen, dtype=[dt, dt], out_buffers=bufs,
+                     name=name, tag=name)
+    b.record(outs[0].op.name, EXTERN, [re, im, tw_re, tw_im], dtype=str(dt))
+    return outs[0], outs[1]
 
 
 def _twiddle(fn, sign, size, dt):
     def f(k):
         v = fn(_const(2 * math.pi / size, dt) * k.astype(dt))
         return v if sign == 1.0 else _const(sign, dt) * v
-    return f
-
-
-def _butterfly(re, im, tw_re, tw_im, h, step):
-    """Stage with half-span h: out[p] = e + w o (top half of each span), e - w o (bottom half)."""
-    span = 2 * h
-
-    def parts(i):
-        p = i[-1]
-        pre = tuple(i[:-1])
-        q = tirx.floormod(p, span)
-        k = tirx.floormod(q, h)
-        top = q < h
-        e_idx = tirx.Select(top, p, p - h)
-        o_idx = tirx.Select(top, p + h, p)
-        er, ei = re(*pre, e_idx), im(*pre, e_idx)
-        orr, oi = re(*pre, o_idx), im(*pre, o_idx)
-        wr, wi = tw_re(k * step), tw_im(k * step)
-        tr = orr * wr - oi * wi
-        ti = orr * wi + oi * wr
-        return top, (er + tr, ei + ti), (er - tr, ei - ti)
-    return parts
-
-
-def _pick(parts, which):
-    def f(*i):
-        top, plus, minus = parts(i)
-        return tirx.Select(top, plus[which], minus[which])
     return f
 
 
