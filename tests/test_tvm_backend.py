@@ -1,0 +1,163 @@
+"""The TVM backend: numpy and torch through DLPack, symbolic dims, checks, FFT, solves, CUDA, tuning."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+
+import opdsl  # noqa: E402
+from opdsl.errors import BackendError, CallError  # noqa: E402
+from opdsl.primitives import PRIMS  # noqa: E402
+from opdsl.reference import dense_eval, random_inputs  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("OPDSL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "tvm-cache"))
+
+
+KRON = """dim a = 3
+dim b = 4
+dim k
+input A : [a, a]
+input B : [b, b]
+input x : [a * b, k]
+export y = kron(A, B) @ x
+"""
+
+LOWRANK = """dim n = 16
+input d : [n]
+input U : [n, 2]
+input V : [n, 2]
+input x : [n, 32]
+export y = (diag(d) + lowrank(U, V)) @ x
+"""
+
+
+def _ref(p, name, inp):
+    return dense_eval(p.graph, p.graph.exports[name], inp)
+
+
+def test_every_primitive_has_a_tvm_stage():
+    from opdsl.backends.tvm_te import EMIT
+    missing = sorted(set(PRIMS) - set(EMIT) - {"arg"})
+    assert not missing, f"primitives without a TVM implementation: {missing}"
+
+
+def test_numpy_in_numpy_out_with_a_free_dim_compiled_once():
+    p = opdsl.compile(KRON, backend="tvm")
+    for k in (1, 5, 64):                                    # one kernel, any k (te.var)
+        inp = random_inputs(p.graph, "y", free={"k": k})
+        out = p.y(**inp)
+        assert isinstance(out, np.ndarray) and out.shape == (12, k) and out.dtype == np.float32
+        np.testing.assert_allclose(out, _ref(p, "y", inp), rtol=1e-5, atol=1e-5)
+
+
+def test_torch_in_torch_out_float64():
+    torch = pytest.importorskip("torch")
+    p = opdsl.compile(LOWRANK, backend="tvm", dtype="float64")
+    inp = random_inputs(p.graph, "y")
+    out = p.y(**{k: torch.from_numpy(v) for k, v in inp.items()})
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float64
+    np.testing.assert_allclose(out.numpy(), _ref(p, "y", inp), rtol=1e-12, atol=1e-12)
+
+
+def test_non_contiguous_and_unaligned_arguments():
+    torch = pytest.importorskip("torch")
+    p = opdsl.compile(LOWRANK, backend="tvm")
+    inp = random_inputs(p.graph, "y")
+    ref = _ref(p, "y", inp)
+    # a transposed torch view and a numpy array whose data is not 64-byte aligned
+    xt = torch.from_numpy(np.ascontiguousarray(inp["x"].T)).T
+    assert not xt.is_contiguous()
+    np.testing.assert_allclose(p.y(**dict({k: torch.from_numpy(v) for k, v in inp.items()}, x=xt)).numpy(),
+                               ref, rtol=1e-5, atol=1e-5)
+    buf = np.empty(inp["x"].size + 1, np.float32)[1:]
+    x = buf.reshape(inp["x"].shape)
+    x[...] = inp["x"]
+    assert x.ctypes.data % 64 != 0
+    np.testing.assert_allclose(p.y(**dict(inp, x=x)), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_argument_errors_match_the_python_backends():
+    p = opdsl.compile(KRON, backend="tvm")
+    q = opdsl.compile(KRON, backend="numpy")
+    inp = random_inputs(p.graph, "y")
+    for bad in (dict(inp, x=inp["x"].astype(np.float64)), dict(inp, A=inp["A"][:2]), dict(inp, x=inp["x"][:5])):
+        with pytest.raises(CallError) as mine:
+            p.y(**bad)
+        with pytest.raises(CallError) as theirs:
+            q.y(**bad)
+        assert str(mine.value) == str(theirs.value)
+    with pytest.raises(CallError, match="missing x"):
+        p.y(A=inp["A"], B=inp["B"])
+
+
+@pytest.mark.parametrize("n", [8, 6])                      # radix-2, and Bluestein on radix-2 stages
+def test_fft_convolution(n):
+    src = f"input c : [{n}]\ninput x : [{n}, 3]\nexport y = circulant(c) @ x\nexport z = circulant(c).T @ x"
+    p = opdsl.compile(src, backend="tvm", dtype="float64")
+    assert "rfft" in {p.primitive[v].kind for v in p.primitive.live()}
+    for name in ("y", "z"):
+        inp = random_inputs(p.graph, name)
+        np.testing.assert_allclose(p[name](**inp), _ref(p, name, inp), rtol=1e-10, atol=1e-10)
+
+
+def test_solve_and_singular_matrix():
+    from opdsl.api import SingularError
+    src = "dim n = 5\ninput W : [n, n]\ninput x : [n, 2]\nexport y = inv(3 * eye(n) + W) @ x"
+    p = opdsl.compile(src, backend="tvm", dtype="float64")
+    inp = random_inputs(p.graph, "y")
+    np.testing.assert_allclose(p.y(**inp), _ref(p, "y", inp), rtol=1e-9, atol=1e-9)
+    with pytest.raises(SingularError):
+        p.y(W=-3 * np.eye(5), x=inp["x"])
+
+
+def test_conjugate_gradients_are_refused_by_name():
+    src = "dim n = 4\ninput W : [n, n]\ninput x : [n, 2]\nexport y = inv(W, method=cg) @ x"
+    with pytest.raises(BackendError, match="primitive 'cg'"):
+        opdsl.compile(src, backend="tvm")
+
+
+def test_source_is_readable_and_names_the_op_lines():
+    p = opdsl.compile(LOWRANK, backend="tvm")
+    src = p.source
+    assert "def y(*, d, U, V, x):" in src
+    assert "# ---- y: TE stages" in src and "export y = (diag(d) + lowrank(U, V)) @ x" in src
+    assert "@T.prim_func" in src                            # the TVMScript of the kernel
+    assert "tiled" in src and "parallel" in src             # what the CPU schedule did
+
+
+def test_trailing_reshape_is_written_in_place():
+    p = opdsl.compile("input W : [4, 8, 8]\ninput x : [32, 16]\nexport y = blockdiag(W) @ x", backend="tvm")
+    assert "out.reshape((4, 8, 16))" in p.source
+    inp = random_inputs(p.graph, "y")
+    np.testing.assert_allclose(p.y(**inp), _ref(p, "y", inp), rtol=1e-5, atol=1e-5)
+
+
+def test_cuda_kernels_build_without_a_gpu():
+    p = opdsl.compile(LOWRANK, backend="tvm", target="cuda", cache=False)
+    assert "__global__" in p.source and "blockIdx" in p.source
+    assert p._backend.manifest["device"] == "cuda"
+
+
+def test_unknown_target_and_bad_options():
+    with pytest.raises(BackendError, match="TVM target"):
+        opdsl.compile(LOWRANK, backend="tvm", target="no-such-target")
+    with pytest.raises(BackendError, match="tune"):
+        opdsl.compile(LOWRANK, backend="tvm", tune=-1)
+    with pytest.raises(BackendError, match="options"):
+        opdsl.compile(LOWRANK, backend="tvm", colour="red")
+
+
+@pytest.mark.skipif(os.environ.get("OPDSL_SLOW") != "1", reason="tuning takes a minute: OPDSL_SLOW=1")
+def test_tuning_keeps_a_correct_schedule(recwarn):
+    src = "input W : [16, 32, 32]\ninput x : [512, 64]\nexport y = blockdiag(W) @ x"
+    p = opdsl.compile(src, backend="tvm", tune=3, cache=False)
+    head = p.source[p.source.index("# ---- y: TE stages"):].splitlines()[0]
+    assert "MetaSchedule" in head or "template search" in head or "fastest after tuning" in head
+    inp = random_inputs(p.graph, "y")
+    np.testing.assert_allclose(p.y(**inp), _ref(p, "y", inp), rtol=1e-5, atol=1e-5)
