@@ -6,6 +6,7 @@ with a caret, a hint) and the command exits 1; no traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -167,6 +168,13 @@ def main(argv=None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # noqa: BLE001 - a bug in opdsl: a message, not a traceback (docs/reliability.md)
+        if os.environ.get("OPDSL_TRACEBACK"):
+            raise
+        print(f"opdsl: internal error: {type(e).__name__}: {e}\n"
+              "hint: this is a bug in opdsl, not in your program; please report it with the .op file "
+              "(OPDSL_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -374,7 +374,7 @@ def test_ten_thousand_line_files():
 def run_cli(argv, capsys):
     rc = cli.main(argv)
     out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
+    assert "Traceback" not in out + err and "internal error" not in err
     return rc, out, err
 
 
@@ -383,8 +383,33 @@ def run_cli(argv, capsys):
 def test_cli_compile_never_shows_a_traceback(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("cli") / "m.op"
     path.write_text(text)
-    rc = cli.main(["compile", str(path), "--backend", "numpy", "-o", str(path.with_suffix(".py"))])
+    import contextlib
+    import io
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = cli.main(["compile", str(path), "--backend", "numpy", "-o", str(path.with_suffix(".py"))])
     assert rc in (0, 1)
+    assert "internal error" not in err.getvalue() and "Traceback" not in err.getvalue()
+    assert rc == 0 or err.getvalue().startswith(f"{path}:"), err.getvalue()
+
+
+def test_cli_internal_errors_are_a_message(tmp_path, capsys, monkeypatch):
+    """A bug in opdsl (simulated) is reported as one, with exit code 1 and no traceback."""
+    good = tmp_path / "good.op"
+    good.write_text("dim n = 4\ninput x : [n]\nexport y = 2 * x\n")
+
+    def broken(*a, **k):
+        raise KeyError("simulated bug")
+
+    monkeypatch.setattr(cli, "cmd_compile", broken)     # parser() binds it when main() builds it
+    monkeypatch.delenv("OPDSL_TRACEBACK", raising=False)
+    rc = cli.main(["compile", str(good)])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("opdsl: internal error: KeyError") and "Traceback" not in err
+    monkeypatch.setenv("OPDSL_TRACEBACK", "1")
+    with pytest.raises(KeyError):
+        cli.main(["compile", str(good)])
+
 
 
 def test_cli_errors_exit_1_with_a_message(tmp_path, capsys):
