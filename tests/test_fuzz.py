@@ -128,7 +128,10 @@ def check_small_program(prog):
             continue
         inputs = random_inputs(g, name, seed=3)
         with np.errstate(all="ignore"):
-            ref = dense_eval(g, g.exports[name], inputs)
+            try:
+                ref = dense_eval(g, g.exports[name], inputs)
+            except np.linalg.LinAlgError:      # e.g. inv() of a mutated low-rank sum: no reference value
+                continue
             if not np.all(np.isfinite(ref)) or (ref.size and np.max(np.abs(ref)) > 1e30):
                 continue
             out = np.asarray(prog[name](**inputs), dtype=np.float64)
