@@ -13,8 +13,8 @@ Fusion (both targets)
 
 CPU
     Contractions: the two innermost output axes are tiled (rows by 8,
-    columns by 64 = 4 vectors of 16), the tile is accumulated in a local
-    buffer, the outer tile loops are fused and run in parallel, the inner
+    columns by one vector of 16, see DEFAULT_TILE), the tile is accumulated
+    in a local buffer, the outer tile loops are fused and run in parallel, the inner
     column loop is vectorized.  Other stages: the outer loops are fused and
     parallel, the innermost loop is vectorized when its length allows.
 
@@ -162,7 +162,10 @@ def schedule_injective_cpu(sch, block, bits=32, vectorize=True):
     return ", ".join(note)
 
 
-DEFAULT_TILE = {"it": 8, "jvecs": 4, "unroll_i": False}
+# rows x (vectors of columns) per register tile; measured on the benchmark workloads
+# (benchmarks/bench_backends.py): one vector of columns and 8 unrolled rows keeps the
+# accumulators in registers; `tune=` searches the alternatives
+DEFAULT_TILE = {"it": 8, "jvecs": 1, "unroll_i": True}
 
 
 def schedule_reduction_cpu(sch, block, n_spatial: int, epilogue: str | None, bits=32, params=None):
