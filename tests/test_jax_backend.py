@@ -114,3 +114,21 @@ def test_singular_solve_raises_the_modules_singular_error():
     from opdsl.api import SingularError
     with pytest.raises(SingularError, match="singular"):
         p.y(W=-3 * np.eye(3), b=b)
+
+
+def test_every_primitive_has_a_jax_emit():
+    from opdsl.backends.jax_backend import JaxBackend
+    from opdsl.primitives import PRIMS
+    missing = sorted(set(PRIMS) - set(JaxBackend.emit) - {"arg"})
+    assert not missing, f"primitives the jax backend cannot emit: {missing}"
+
+
+def test_conjugate_gradients_run_op_by_op():
+    src = "dim n = 4\ninput W : [n, n]\ninput x : [n, 2]\nexport y = inv(W, method=cg, tol=1e-10, maxiter=50) @ x"
+    p = opdsl.compile(src, backend="jax", dtype="float64")
+    assert "jit=False" in p.source
+    rng = np.random.default_rng(0)
+    m = rng.standard_normal((4, 4))
+    w = m @ m.T + 4 * np.eye(4)                    # symmetric positive definite
+    x = rng.standard_normal((4, 2))
+    np.testing.assert_allclose(np.asarray(p.y(W=w, x=x)), np.linalg.solve(w, x), rtol=1e-7, atol=1e-8)
