@@ -177,10 +177,6 @@ def make_target(target: str, num_cores: int | None = None):
 class TvmBackend(PythonBackend):
     name = "tvm"
     reserved = ("np", "tvm", "torch", "_lib")
-    # Compiling a TVM kernel takes about a second (LLVM); the catalogue test runs every
-    # `catalogue_stride`-th example on this backend to keep the suite fast.
-    catalogue_stride = 3
-
     def __init__(self, target: str = "llvm", tune: int = 0, cache: bool = True, **options):
         if options:
             raise BackendError(f"the tvm backend takes the options target, tune and cache; got {', '.join(options)}")
