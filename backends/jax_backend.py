@@ -33,11 +33,30 @@ ENTRY = '''
 X64 = {x64}  # {x64_why}
 
 
+def _compiler_options():
+    """XLA options for every export: XLA:CPU's YNNPACK fusions off.  In jaxlib 0.10 they run a
+    batched matmul (blockdiag, Monarch, kron's second factor) on one thread, where XLA's own
+    kernels use all cores (blockdiag n=4096 on 2 cores: 9.3 -> 4.8 ms; docs/backends.md).
+    None where this jaxlib does not know the option."""
+    options = {{"xla_cpu_experimental_ynn_fusion_type": ""}}
+    try:
+        jax.jit(lambda v: v, compiler_options=options).lower(np.zeros(1, np.float32)).compile()
+    except Exception:  # noqa: BLE001 - an older or newer XLA: its defaults
+        return None
+    return options
+
+
+_XLA_OPTIONS = _compiler_options()
+
+
 def _jit(fn, dtypes, jit=True, singular=None):
     """The entry point of export `fn`: dtype checks, then fn under jax.jit (jit=False: op by op,
     for exports whose loops need values on the host, e.g. conjugate gradients); `singular` names
     the solves of the export, whose non-finite result raises SingularError after the call."""
     traced = jax.jit(fn) if jit else fn
+    # compiler options are for top-level jits only: inside the user's jit / vmap / grad the
+    # plain one is traced into the user's computation
+    top = jax.jit(fn, compiler_options=_XLA_OPTIONS) if jit and _XLA_OPTIONS else traced
 
     @functools.wraps(fn)
     def call(**kwargs):
@@ -51,12 +70,13 @@ def _jit(fn, dtypes, jit=True, singular=None):
         return run(kwargs)
 
     def run(kwargs):
-        out = traced(**kwargs)
+        nested = any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(kwargs))
+        out = (traced if nested else top)(**kwargs)
         if singular is not None:
             _finite(singular, out)
         return out
 
-    call.traced = traced
+    call.traced = top                  # the jit function direct calls go through
     return call
 '''
 

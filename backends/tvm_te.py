@@ -72,11 +72,11 @@ class StageInfo:
 class Builder:
     """Builds the TE graph of one export of a primitive graph."""
 
-    def __init__(self, g, export: str, gpu: bool = False):
+    def __init__(self, g, export: str, gpu: bool = False, dims=None):
         self.g = g
         self.gpu = gpu
         self.export = export
-        self.dims = g.dims
+        self.dims = dims if dims is not None else g.dims    # with values for free dims: a specialized kernel
         self.vars: dict = {}
         self.names = Names(("main",))
         self.stages: dict[str, StageInfo] = {}

@@ -6,6 +6,10 @@ from hypothesis import HealthCheck, settings
 
 # Every compile in the tests re-checks every shape rule after each pass.
 os.environ.setdefault("OPDSL_VERIFY", "1")
+# Compiled kernels go to a cache of this test session, not the user's (opdsl/cache.py).
+if "OPDSL_CACHE_DIR" not in os.environ:
+    import tempfile
+    os.environ["OPDSL_CACHE_DIR"] = tempfile.mkdtemp(prefix="opdsl-test-cache-")
 
 settings.register_profile("ci", max_examples=25, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -132,3 +132,16 @@ def test_conjugate_gradients_run_op_by_op():
     w = m @ m.T + 4 * np.eye(4)                    # symmetric positive definite
     x = rng.standard_normal((4, 2))
     np.testing.assert_allclose(np.asarray(p.y(W=w, x=x)), np.linalg.solve(w, x), rtol=1e-7, atol=1e-8)
+
+
+def test_batched_matmuls_use_xla_kernels_not_ynnpack():
+    """XLA:CPU's YNNPACK fusions run a batched matmul on one thread (jaxlib 0.10); the generated
+    module turns them off for its own top-level jits, and a user's jit around it still works."""
+    p = opdsl.compile("input W : [4, 8, 8]\ninput x : [32, 16]\nexport y = blockdiag(W) @ x", backend="jax")
+    inp = random_inputs(p.graph, "y")
+    if p.module._XLA_OPTIONS is None:
+        pytest.skip("this jaxlib has no xla_cpu_experimental_ynn_fusion_type option")
+    hlo = p.module.y.traced.lower(**inp).compile().as_text()
+    assert "dot" in hlo and "ynn_fusion" not in hlo
+    outer = jax.jit(lambda W, x: p.y(W=W, x=x) * 2)
+    np.testing.assert_allclose(np.asarray(outer(**inp)), 2 * np.asarray(p.y(**inp)), rtol=1e-4, atol=1e-6)

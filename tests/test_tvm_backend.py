@@ -161,3 +161,38 @@ def test_tuning_keeps_a_correct_schedule(recwarn):
     assert "MetaSchedule" in head or "template search" in head or "fastest after tuning" in head
     inp = random_inputs(p.graph, "y")
     np.testing.assert_allclose(p.y(**inp), _ref(p, "y", inp), rtol=1e-5, atol=1e-5)
+
+
+FREE_DIM_EXAMPLES = sorted(p for p in __import__("glob").glob("examples/*.op")
+                           if "dim k" in open(p).read() and "cg" not in p)     # cg: refused by TVM
+
+
+@pytest.mark.parametrize("path", FREE_DIM_EXAMPLES)
+def test_kernels_specialized_to_the_sizes_of_a_call(path, monkeypatch):
+    """A call with free dims runs a kernel compiled for its sizes (tiled and vectorized, which a
+    symbolic size prevents); it agrees with the dense reference like the symbolic kernel does."""
+    from opdsl.backends import tvm_backend
+    monkeypatch.setattr(tvm_backend, "SPECIALIZE_MIN_ELEMENTS", 0)
+    p = opdsl.compile_file(path, backend="tvm")
+    for name in p.functions:
+        inp = random_inputs(p.graph, name, free={"k": 40})
+        out = p[name](**inp)
+        np.testing.assert_allclose(out, _ref(p, name, inp), rtol=2e-4, atol=2e-4 * max(1, np.abs(out).max()))
+    with_free = sorted(n for n in p.functions if p._backend._free_dims(p.primitive, n))
+    assert with_free and sorted(n for n, _ in p._backend.specialized) == with_free
+
+
+def test_small_calls_run_the_symbolic_kernel_and_sizes_are_capped(monkeypatch):
+    from opdsl.backends import tvm_backend
+    p = opdsl.compile(KRON, backend="tvm")
+    p.y(**random_inputs(p.graph, "y", free={"k": 3}))              # 36 elements: not worth a compile
+    assert ("y", ("k", 3)) in p.module._KERNELS and not p._backend.specialized
+    monkeypatch.setattr(tvm_backend, "SPECIALIZE_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(tvm_backend, "SPECIALIZE_MAX", 2)
+    for k in (4, 5, 6):
+        inp = random_inputs(p.graph, "y", free={"k": k})
+        np.testing.assert_allclose(p.y(**inp), _ref(p, "y", inp), rtol=1e-4, atol=1e-5)
+    assert p._backend.specialized == [("y", {"k": 4}), ("y", {"k": 5})]   # the third size: symbolic
+    q = opdsl.compile(KRON, backend="tvm", specialize=False)
+    q.y(**random_inputs(q.graph, "y", free={"k": 4}))
+    assert ("y", ("k", 4)) in q.module._KERNELS and not q._backend.specialized
