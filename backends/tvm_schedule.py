@@ -291,7 +291,25 @@ def _epilogue(stages, name, decided):
     c = stages.get(cons[0])
     if c is None or decided.get(c.name) != "kept" or c.role not in (ELEMENTWISE, VIEW):
         return None
+    # Moved into the contraction's tile loop, the epilogue runs before every stage that comes
+    # after the contraction; what else it reads must be computed by then.  TVM cannot check
+    # this itself where a producer is an extern (FFT) block, which declares no reads or writes.
+    order = list(stages)
+    for p in _producers(stages, c.name, decided):
+        if p != name and p in stages and order.index(p) > order.index(name):
+            return None
     return c.name
+
+
+def _producers(stages, name, decided):
+    """The kept stages `name` reads, looking through the ones inlined into it."""
+    out = []
+    for i in stages[name].inputs:
+        if i in stages and decided.get(i) == "inlined":
+            out.extend(_producers(stages, i, decided))
+        else:
+            out.append(i)
+    return out
 
 
 # ---- GPU --------------------------------------------------------------------------

@@ -196,3 +196,15 @@ def test_small_calls_run_the_symbolic_kernel_and_sizes_are_capped(monkeypatch):
     q = opdsl.compile(KRON, backend="tvm", specialize=False)
     q.y(**random_inputs(q.graph, "y", free={"k": 4}))
     assert ("y", ("k", 4)) in q.module._KERNELS and not q._backend.specialized
+
+
+def test_epilogue_is_not_moved_before_a_later_fft():
+    """Found by the random compositions: `kron(attention + circulant, attention) @ x` adds an FFT
+    result to a matmul; fused into the matmul's tile loop, the add ran before the FFT (an extern
+    block, which declares no reads or writes to TVM) and read uninitialized memory."""
+    src = ("input Q0 : [2, 2]\ninput K0 : [2, 2]\ninput c1 : [2]\ninput Q2 : [4, 2]\ninput K2 : [4, 2]\n"
+           "input x : [8, 3]\nexport y = kron((attention(Q0, K0, normalize=false) + circulant(c1)), "
+           "attention(Q2, K2, normalize=false)) @ x\n")
+    p = opdsl.compile(src, backend="tvm")
+    inp = random_inputs(p.graph, "y", seed=1)
+    np.testing.assert_allclose(p.y(**inp), _ref(p, "y", inp), rtol=1e-4, atol=1e-5)
