@@ -19,7 +19,7 @@ import opdsl
 from opdsl import backends
 from opdsl.reference import random_inputs
 
-from .common import export_flops, median_ms, row, setup_threads
+from .common import aligned, export_flops, median_ms, row, setup_threads
 
 WORKLOADS = {
     "kron 64x64, N=4096, 256 cols": (
@@ -43,12 +43,15 @@ def _timed_compile(src, backend, **kw):
 
 
 def _runner(p, backend, inp):
+    """A call of export y on arguments made for the backend; a short pause first lets the worker
+    threads of the runtime timed before go idle (on 2 cores their spinning would be timed too)."""
+    time.sleep(0.05)
     if backend == "jax":
         import jax.numpy as jnp
         args = {k: jnp.asarray(v) for k, v in inp.items()}
         return lambda: p.y(**args).block_until_ready()
     import torch
-    args = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inp.items()}
+    args = {k: aligned(torch.from_numpy(np.ascontiguousarray(v))) for k, v in inp.items()}
     return lambda: p.y(**args)
 
 

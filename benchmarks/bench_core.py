@@ -5,7 +5,7 @@ import torch
 
 import opdsl
 
-from .common import export_flops, median_ms, row, setup_threads
+from .common import export_flops, median_ms, other_backends, row, setup_threads
 
 WORKLOADS = [
     # (name, example, dims, free dims, target speed-up)
@@ -47,6 +47,7 @@ def rows(quick: bool = False):
         t_o = median_ms(f_opdsl, reps)
         t_d = median_ms(f_dense, max(3, reps // 2))
         ratio = 2.0 * n * n * x.shape[1] / export_flops(prog, "apply", **free)
-        out.append(row(name, "dense torch matmul", t_o, t_d, ratio, target, f"rel err {err:.1e}"))
+        others = other_backends(prog, "apply", {**inputs, "x": x}, reps)
+        out.append(row(name, "dense torch matmul", t_o, t_d, ratio, target, f"rel err {err:.1e}", others))
         del M
     return out

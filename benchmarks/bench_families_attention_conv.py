@@ -18,7 +18,7 @@ import torch
 import opdsl
 from opdsl.kinds.attention import replace_softmax
 
-from .common import export_flops, median_ms, row, setup_threads
+from .common import export_flops, median_ms, other_backends, row, setup_threads
 
 H, D = 8, 64
 
@@ -83,9 +83,11 @@ def attention_rows(quick):
             out_rows.append(row(f"attention elu1 {'causal' if causal else 'non-causal'} L={L} (B=1, H=8, d=64)",
                            f"SDPA{' is_causal' if causal else ''} (quadratic)", t, sdpa_ms[causal],
                            dense_fl[causal] / export_flops(prog, name), target,
-                           "flop ratio: SDPA's QKᵀ and PV FLOPs (causal: half) over the cost rule"))
+                           "flop ratio: SDPA's QKᵀ and PV FLOPs (causal: half) over the cost rule",
+                           other_backends(prog, name, {"Q": q, "K": k, "V": v}, reps)))
         if L == 16384:
             mod = _favor_module(L)
+            exact = opdsl.compile(FAVOR_SRC.format(L=L, H=H, D=D), backend="torch")   # for other_backends
             n = 2048
             for name, causal in (("causal", True), ("bidirectional", False)):
                 fn = getattr(mod, name)
@@ -100,7 +102,9 @@ def attention_rows(quick):
                 out_rows.append(row(f"FAVOR+ m=256 {'causal' if causal else 'non-causal'} L={L} "
                                     "(softmax_attention -> favor)",
                                     f"SDPA{' is_causal' if causal else ''} (quadratic)", t, sdpa_ms[causal], None, 4,
-                                    f"approximation: {err}"))
+                                    f"approximation: {err}",
+                                    other_backends(exact, name, {"Q": q, "K": k, "V": v}, reps,
+                                                   softmax_to_favor=256)))
         del q, k, v
     return out_rows
 
@@ -127,7 +131,8 @@ def conv_rows(quick):
     ratio = 2.0 * B * C * L * L / export_flops(prog, "filtered")
     return [row(f"causal conv, full-length kernel L={L}, {C} channels, batch {B}",
                 "conv1d (groups=C, padding L-1)", t_o, t_b, ratio, 30,
-                f"rel err vs conv1d {err:.1e}; flop ratio: dense L x L Toeplitz per channel over the cost rule")]
+                f"rel err vs conv1d {err:.1e}; flop ratio: dense L x L Toeplitz per channel over the cost rule",
+                other_backends(prog, "filtered", {"h": h, "x": x}, reps))]
 
 
 def allocator_note():

@@ -16,7 +16,7 @@ from opdsl.kinds.basic import stride_perm_index
 from opdsl.kinds.butterfly import split_levels
 from opdsl.kinds.householder import HH_BLOCK
 
-from .common import export_flops, median_ms, row, setup_threads
+from .common import export_flops, median_ms, other_backends, row, setup_threads
 
 
 def one_thread(f_opdsl, f_base, reps=3):
@@ -75,7 +75,8 @@ def monarch_rows(quick):
                 note += f"1 thread: {o1:.0f} vs {d1:.0f} ms ({d1 / o1:.1f}x); "
         ratio = 2.0 * n * n * k / export_flops(prog, "apply", k=k)
         out.append(row(f"monarch n={n} (b={b}), {k} cols, float32", "dense torch matmul", t_o, t_d, ratio,
-                       target, note + f"rel err {err:.1e}"))
+                       target, note + f"rel err {err:.1e}", other_backends(prog, "apply", {"L": L, "R": R, "x": x},
+                                                                           reps)))
         del M
     return out
 
@@ -118,7 +119,7 @@ def butterfly_rows(quick):
         out.append(row(f"butterfly n={n}, {k} cols, float32", "dense torch matmul", t_o, t_d, ratio, target,
                        f"Monarch form b1={b1}, b2={b2} (factors built per call); stage-by-stage "
                        f"{t_s:.0f} ms ({t_d / t_s:.1f}x dense); 1 thread: {o1:.0f} vs {d1:.0f} ms ({d1 / o1:.1f}x); "
-                       f"rel err {err:.1e}"))
+                       f"rel err {err:.1e}", other_backends(prog, "apply", {"T": T, "x": x}, reps)))
         del M
     return out
 
@@ -160,7 +161,8 @@ def householder_rows(quick):
     ratio = 2.0 * n * n * c / export_flops(prog, "apply", c=c)
     out.append(row(f"householder n=k={n}, {c} cols, float64", "sequential reflector loop (torch, addr_)",
                    t_o, t_l, ratio, 7, f"compact WY, blocks of {HH_BLOCK}; flop ratio is dense/opdsl; "
-                   f"1 thread: {o1:.0f} vs {l1:.0f} ms ({l1 / o1:.1f}x); {naive}rel err vs loop {err:.1e}"))
+                   f"1 thread: {o1:.0f} vs {l1:.0f} ms ({l1 / o1:.1f}x); {naive}rel err vs loop {err:.1e}",
+                   other_backends(prog, "apply", {"V": V, "x": x}, reps)))
     # orthogonality in float32 at n = 4096: ‖HᵀH − I‖, largest entry
     n = 4096
     cols = 256 if quick else n

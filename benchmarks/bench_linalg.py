@@ -34,7 +34,7 @@ import torch  # noqa: E402
 import opdsl  # noqa: E402
 from opdsl.cost import Evaluator, graph_flops  # noqa: E402
 
-from .common import setup_threads  # noqa: E402
+from .common import other_backends, row, same_columns, setup_threads  # noqa: E402
 
 N, R, K = 4096, 64, 16
 A_SIZE = 64
@@ -109,13 +109,6 @@ def opt_flops(prog, export) -> float:
     return Evaluator(g.dims).num(graph_flops(g, [g.exports[export]]))
 
 
-def _row(workload, baseline, t_o, t_b, flop_ratio=None, target=None, note=""):
-    speedup = t_b / t_o if t_o and t_b else None
-    return {"workload": workload, "baseline": baseline, "flop_ratio": flop_ratio, "opdsl_ms": t_o,
-            "baseline_ms": t_b, "speedup": speedup, "target": f">= {target}x" if target else "",
-            "met": (speedup >= target) if (target and speedup) else None, "note": note}
-
-
 def _peers():
     out = {}
     try:
@@ -132,7 +125,7 @@ def _peers():
 
 
 def _absent(workload, peer, err, t_o):
-    return _row(workload, peer, t_o, None, note=f"{peer} not available ({type(err).__name__}); "
+    return row(workload, peer, t_o, None, note=f"{peer} not available ({type(err).__name__}); "
                 "pip install cola-ml linear_operator into .venv (torch stays 2.13.0)")
 
 
@@ -153,9 +146,9 @@ def woodbury_rows(reps, peers):
     f_o = lambda: prog.solve(d=d, U=U, V=V, B=B)  # noqa: E731
     err = relerr(f_o(), ref)
     t = interleaved({"o": f_o, "dense": lambda: torch.linalg.solve(M, B)}, reps)
-    rows.append(_row(f"Woodbury solve diag+UVᵀ n={N} r={R} k={K} f64", "dense torch.linalg.solve (LU)",
+    rows.append(row(f"Woodbury solve diag+UVᵀ n={N} r={R} k={K} f64", "dense torch.linalg.solve (LU)",
                      t["o"], t["dense"], dense_lu / opt_flops(prog, "solve"), 300,
-                     f"rel err {err:.1e}; {fastest(t)}"))
+                     f"rel err {err:.1e}; {fastest(t)}", other_backends(prog, "solve", dict(d=d, U=U, V=V, B=B), reps)))
     cola = peers["cola"]
     if isinstance(cola, Exception):
         rows.append(_absent("Woodbury solve diag+UVᵀ", "CoLA", cola, t["o"]))
@@ -165,7 +158,7 @@ def woodbury_rows(reps, peers):
         f_c = lambda: cola.solve(op(), B, cola.LU())  # noqa: E731
         e = relerr(f_c(), ref)
         tc = interleaved({"o": f_o, "c": f_c}, max(2, reps // 2))
-        rows.append(_row(f"Woodbury solve diag+UVᵀ n={N} r={R} k={K} f64", "CoLA 0.0.7 solve (LU)",
+        rows.append(row(f"Woodbury solve diag+UVᵀ n={N} r={R} k={K} f64", "CoLA 0.0.7 solve (LU)",
                          tc["o"], tc["c"], note=f"CoLA has no Woodbury rule for a general U Vᵀ (its default, "
                          f"GMRES, is slower); its rel err {e:.1e}; {fastest(tc, 'o', 'c')}"))
 
@@ -199,20 +192,25 @@ def woodbury_rows(reps, peers):
         ts = interleaved(cands_s, reps)
         tl = interleaved(cands_l, reps)
     w = f"diag+UUᵀ n={N} r={R}"
-    rows.append(_row(f"Woodbury solve {w} k={K} f64", "dense torch Cholesky solve", ts["o"], ts["dense"],
-                     dense_chol / opt_flops(prog, "solve_spd"), None, f"rel err {errs_s['o']:.1e}; {fastest(ts)}"))
-    rows.append(_row(f"logdet {w} (determinant lemma) f64", "dense torch.linalg.slogdet", tl["o"], tl["dense"],
-                     (2 / 3 * N ** 3) / opt_flops(prog, "logdet_spd"), None,
-                     f"rel err {errs_l['o']:.1e}; {fastest(tl)}"))
+    os_, ol = other_backends(prog, "solve_spd", dict(d=d, U=U, B=B), reps), other_backends(prog, "logdet_spd",
+                                                                                          dict(d=d, U=U), reps)
+    rows.append(row(f"Woodbury solve {w} k={K} f64", "dense torch Cholesky solve", ts["o"], ts["dense"],
+                    dense_chol / opt_flops(prog, "solve_spd"), None, f"rel err {errs_s['o']:.1e}; {fastest(ts)}",
+                    os_))
+    rows.append(row(f"logdet {w} (determinant lemma) f64", "dense torch.linalg.slogdet", tl["o"], tl["dense"],
+                    (2 / 3 * N ** 3) / opt_flops(prog, "logdet_spd"), None,
+                    f"rel err {errs_l['o']:.1e}; {fastest(tl)}", ol))
     for key, label in (("cola", "CoLA 0.0.7"), ("lo", "linear_operator 0.6")):
         peer = peers["cola" if key == "cola" else "linear_operator"]
         if isinstance(peer, Exception):
             rows.append(_absent(f"Woodbury solve {w}", label, peer, ts["o"]))
             continue
-        rows.append(_row(f"Woodbury solve {w} k={K} f64", label, ts["o"], ts[key],
-                         note=f"{notes_s[key]}; its rel err {errs_s[key]:.1e}; {fastest(ts, 'o', key)}"))
-        rows.append(_row(f"logdet {w} f64", label, tl["o"], tl[key],
-                         note=f"{notes_l[key]}; its rel err {errs_l[key]:.1e}; {fastest(tl, 'o', key)}"))
+        rows.append(row(f"Woodbury solve {w} k={K} f64", label, ts["o"], ts[key],
+                        note=f"{notes_s[key]}; its rel err {errs_s[key]:.1e}; {fastest(ts, 'o', key)}",
+                        others=same_columns(os_)))
+        rows.append(row(f"logdet {w} f64", label, tl["o"], tl[key],
+                        note=f"{notes_l[key]}; its rel err {errs_l[key]:.1e}; {fastest(tl, 'o', key)}",
+                        others=same_columns(ol)))
     return rows
 
 
@@ -252,20 +250,24 @@ def kron_rows(reps, peers):
         ts = interleaved(cands_s, reps)
         tl = interleaved(cands_l, reps)
     w = f"kron {A_SIZE}⊗{A_SIZE} (N={n})"
-    rows = [_row(f"{w} solve k={K} f64", "dense torch.linalg.solve (LU)", ts["o"], ts["dense"],
-                 (2 / 3 * n ** 3 + 2 * n * n * K) / opt_flops(prog, "solve"), 50,
-                 f"rel err {errs_s['o']:.1e}; {fastest(ts)}"),
-            _row(f"{w} logdet f64", "dense torch.linalg.slogdet", tl["o"], tl["dense"],
-                 (2 / 3 * n ** 3) / opt_flops(prog, "logdet"), 50, f"rel err {errs_l['o']:.1e}; {fastest(tl)}")]
+    os_, ol = other_backends(prog, "solve", dict(KA=KA, KB=KB, B=B), reps), other_backends(prog, "logdet",
+                                                                                          dict(KA=KA, KB=KB), reps)
+    rows = [row(f"{w} solve k={K} f64", "dense torch.linalg.solve (LU)", ts["o"], ts["dense"],
+                (2 / 3 * n ** 3 + 2 * n * n * K) / opt_flops(prog, "solve"), 50,
+                f"rel err {errs_s['o']:.1e}; {fastest(ts)}", os_),
+            row(f"{w} logdet f64", "dense torch.linalg.slogdet", tl["o"], tl["dense"],
+                (2 / 3 * n ** 3) / opt_flops(prog, "logdet"), 50, f"rel err {errs_l['o']:.1e}; {fastest(tl)}", ol)]
     for key, label in (("cola", "CoLA 0.0.7"), ("lo", "linear_operator 0.6")):
         peer = peers["cola" if key == "cola" else "linear_operator"]
         if isinstance(peer, Exception):
             rows.append(_absent(w, label, peer, ts["o"]))
             continue
-        rows.append(_row(f"{w} solve k={K} f64", label, ts["o"], ts[key],
-                         note=f"{notes[key]}; its rel err {errs_s[key]:.1e}; {fastest(ts, 'o', key)}"))
-        rows.append(_row(f"{w} logdet f64", label, tl["o"], tl[key],
-                         note=f"{notes[key]}; its rel err {errs_l[key]:.1e}; {fastest(tl, 'o', key)}"))
+        rows.append(row(f"{w} solve k={K} f64", label, ts["o"], ts[key],
+                        note=f"{notes[key]}; its rel err {errs_s[key]:.1e}; {fastest(ts, 'o', key)}",
+                        others=same_columns(os_)))
+        rows.append(row(f"{w} logdet f64", label, tl["o"], tl[key],
+                        note=f"{notes[key]}; its rel err {errs_l[key]:.1e}; {fastest(tl, 'o', key)}",
+                        others=same_columns(ol)))
     return rows
 
 
@@ -283,8 +285,9 @@ def cg_rows(reps):
     err = relerr(f_o(), torch.linalg.solve(M, B))
     steps, res = next(iter(prog.module.CG_RESIDUALS.values()))
     t = interleaved({"o": f_o, "dense": lambda: torch.cholesky_solve(B, torch.linalg.cholesky(M))}, reps)
-    return [_row("CG kron 64⊗64 + 0.1 I, k=16, tol 1e-8, Jacobi f64", "dense torch Cholesky solve", t["o"], t["dense"],
-                 None, None, f"{steps} steps, relative residual {res:.1e}, rel err {err:.1e}; {fastest(t)}")]
+    return [row("CG kron 64⊗64 + 0.1 I, k=16, tol 1e-8, Jacobi f64", "dense torch Cholesky solve", t["o"], t["dense"],
+                None, None, f"{steps} steps, relative residual {res:.1e}, rel err {err:.1e}; {fastest(t)}",
+                other_backends(prog, "solve", dict(KA=KA, KB=KB, B=B), reps))]
 
 
 def small_rows(reps):
@@ -297,10 +300,10 @@ def small_rows(reps):
         y = prog.y
         t = interleaved({"o": lambda: y(W=W, b=b), "torch": lambda: torch.linalg.solve(W, b)},
                         reps * 6, inner=200, warmup=50)
-        rows.append(_row(f"dense {n}x{n} solve f64, per call", "torch.linalg.solve called directly",
+        rows.append(row(f"dense {n}x{n} solve f64, per call", "torch.linalg.solve called directly",
                          t["o"], t["torch"], 1.0, 0.5,
-                         "overhead: argument checks + the singular check; target: opdsl within 2x of torch; "
-                         + fastest(t, "o", "torch")))
+                        "overhead: argument checks + the singular check; target: opdsl within 2x of torch; "
+                        + fastest(t, "o", "torch"), other_backends(prog, "y", dict(W=W, b=b), reps * 20)))
     return rows
 
 

@@ -25,7 +25,7 @@ import torch
 import opdsl
 from opdsl.kinds.basic import stride_perm_index
 
-from .common import row, setup_threads
+from .common import other_backends, row, same_columns, setup_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 K = 256            # columns
@@ -115,15 +115,6 @@ def workloads():
     return out
 
 
-def _row(workload, baseline, opdsl_ms, baseline_ms, flop_ratio=None, target=None, note=""):
-    """common.row, also for rows without a baseline time (peer not installed, compile time)."""
-    if opdsl_ms and baseline_ms:
-        return row(workload, baseline, opdsl_ms, baseline_ms, flop_ratio, target, note)
-    return {"workload": workload, "baseline": baseline, "flop_ratio": flop_ratio, "opdsl_ms": opdsl_ms,
-            "baseline_ms": baseline_ms, "speedup": None, "target": f">= {target}x" if target else "",
-            "met": None, "note": note}
-
-
 def _compile(src, dims=None):
     return opdsl.compile(src, backend="torch", dims=dims)
 
@@ -162,11 +153,12 @@ def operator_rows(quick: bool) -> list[dict]:
             del M
         summary = opdsl.cost.summarize(prog, prog.functions[0]).numbers()
         ratio = summary["dense"] / summary["optimized"] if summary["optimized"] else None
+        others = other_backends(prog, prog.functions[0], w["inputs"], 3 if quick else 7)
         out.append(row(w["name"], "dense torch matmul", t_o, t_d, ratio, w["target_dense"],
-                       f"rel err {dense_err:.1e}"))
+                       f"rel err {dense_err:.1e}", others))
         for (peer, mod), target in zip(peers.items(), w["target_peers"] or (None, None)):
             if mod is None:
-                out.append(_row(w["name"], peer, t_o, None, None, target, "not installed"))
+                out.append(row(w["name"], peer, t_o, None, None, target, "not installed", same_columns(others)))
                 continue
             try:
                 with warnings.catch_warnings(), torch.no_grad():
@@ -179,9 +171,10 @@ def operator_rows(quick: bool) -> list[dict]:
                     t_o2, t_p = _pair(f_o, f_p, quick)
                 note = f"rel err {err:.1e}; {type(op).__name__[:40]}"
             except Exception as e:      # a peer that cannot express the operator
-                out.append(_row(w["name"], peer, t_o, None, None, target, f"failed: {type(e).__name__}: {e}"[:120]))
+                out.append(row(w["name"], peer, t_o, None, None, target, f"failed: {type(e).__name__}: {e}"[:120],
+                               same_columns(others)))
                 continue
-            out.append(row(w["name"], peer, t_o2, t_p, ratio, target, note))
+            out.append(row(w["name"], peer, t_o2, t_p, ratio, target, note, same_columns(others)))
     return out
 
 
@@ -198,7 +191,8 @@ def attention_rows(quick: bool) -> list[dict]:
     t_o, t_t = _pair(f_o, f_t, quick)
     return [row(f"(Q Kᵀ) V as a tensor product, L={L} d={dh}", "torch, as written", t_o, t_t,
                 s["source"] / s["optimized"], None,
-                f"rel err {err:.1e}; opdsl evaluates Q (Kᵀ V)")]
+                f"rel err {err:.1e}; opdsl evaluates Q (Kᵀ V)",
+                other_backends(prog, "y", dict(Q=Q, K=Km, V=V), 3 if quick else 7))]
 
 
 def chain40_source(m: int = 40) -> str:
@@ -224,16 +218,28 @@ def chain40_source(m: int = 40) -> str:
     return "\n".join(decl) + "\nexport y = " + " @ ".join(terms) + " @ x\n"
 
 
-def compile_ms(src_or_path, reps: int) -> float:
+def compile_ms(src_or_path, reps: int, backend: str = "torch", **options) -> float:
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
         if isinstance(src_or_path, Path):
-            opdsl.compile_file(src_or_path, backend="torch")
+            opdsl.compile_file(src_or_path, backend=backend, **options)
         else:
-            opdsl.compile(src_or_path, backend="torch")
+            opdsl.compile(src_or_path, backend=backend, **options)
         times.append((time.perf_counter() - t0) * 1e3)
     return float(np.median(times))
+
+
+def compile_columns(src_or_path, reps: int) -> dict:
+    """Compile times on jax (source and module; XLA compiles on the first call) and tvm (LLVM, no cache)."""
+    out, notes = {}, []
+    for backend, options in (("jax", {}), ("tvm", {"cache": False})):
+        try:
+            out[f"{backend}_ms"] = compile_ms(src_or_path, reps, backend, **options)
+        except Exception as e:  # noqa: BLE001 - the reason goes into the table
+            notes.append(f"{backend}: {type(e).__name__}: {str(e).strip().splitlines()[0]}"[:120])
+    out["backends_note"] = "; ".join(notes)
+    return out
 
 
 def compile_rows(quick: bool) -> list[dict]:
@@ -245,14 +251,16 @@ def compile_rows(quick: bool) -> list[dict]:
     prog = opdsl.compile(src, backend="torch")
     passes = ", ".join(f"{r.name} {r.seconds * 1e3:.0f} ms" for r in prog.records)
     out.append(row("compile: chain of 40 operators (mixed kinds)", "1 s budget", ms, 1000.0, None, 1.0,
-                   f"{passes}; rules: {sum(sum(r.fired.values()) for r in prog.records)} fired"))
+                   f"{passes}; rules: {sum(sum(r.fired.values()) for r in prog.records)} fired",
+                   compile_columns(src, reps)))
     for path in sorted((ROOT / "examples").glob("*.op")):
         try:
             ms = compile_ms(path, reps)
         except Exception as e:
-            out.append(_row(f"compile: examples/{path.name}", "", None, None, None, None, f"failed: {e}"[:100]))
+            out.append(row(f"compile: examples/{path.name}", "", None, None, None, None, f"failed: {e}"[:100]))
             continue
-        out.append(_row(f"compile: examples/{path.name}", "", ms, None, None, None, "torch backend, all passes"))
+        out.append(row(f"compile: examples/{path.name}", "", ms, None, None, None,
+                       "compile times in ms: opdsl ms = torch backend, all passes", compile_columns(path, reps)))
     return out
 
 

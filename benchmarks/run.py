@@ -46,13 +46,15 @@ def fmt(x, spec):
 
 
 def table(rows) -> list[str]:
-    out = ["| workload | baseline | FLOP ratio | opdsl ms | baseline ms | speed-up | efficiency | target | met | note |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| workload | baseline | FLOP ratio | opdsl ms | jax ms | tvm ms | baseline ms | speed-up | efficiency | "
+           "target | met | note |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         eff = (r["speedup"] / r["flop_ratio"]) if r.get("flop_ratio") and r.get("speedup") else None
         met = {True: "yes", False: "**no**", None: ""}[r.get("met")]
         out.append(f"| {r['workload']} | {r['baseline']} | {fmt(r.get('flop_ratio'), '.1f')} | "
-                   f"{fmt(r.get('opdsl_ms'), '.3f')} | {fmt(r.get('baseline_ms'), '.3f')} | "
+                   f"{fmt(r.get('opdsl_ms'), '.3f')} | {fmt(r.get('jax_ms'), '.3f')} | {fmt(r.get('tvm_ms'), '.3f')} | "
+                   f"{fmt(r.get('baseline_ms'), '.3f')} | "
                    f"{fmt(r.get('speedup'), '.2f')} | {fmt(eff, '.2f')} | {r.get('target', '')} | {met} | "
                    f"{r.get('note', '')} |")
     return out
@@ -73,7 +75,14 @@ def main(argv=None) -> int:
              f"Machine: {machine()}.", "",
              "Speed-up = baseline time / opdsl time, both timed in this run (median of several runs after "
              "warm-up). FLOP ratio = baseline FLOPs / opdsl FLOPs where both are known; efficiency = "
-             "speed-up / FLOP ratio.", ""]
+             "speed-up / FLOP ratio.", "",
+             "*opdsl ms* is the program compiled for the torch backend; *jax ms* and *tvm ms* are the same "
+             "program compiled for the jax and tvm backends, timed on the same arguments in the same run "
+             "(benchmarks/common.py, other_backends; compile times and any disagreement with torch are in "
+             "the note). Speed-ups and targets are the torch backend's, except in the `backends` section, "
+             "which times jax and tvm against torch. A blank jax / tvm cell is a row that does not time a "
+             "compiled program (compile time, call overhead, argument checks), or a backend that cannot run "
+             "it (the note says why).", ""]
     failures = 0
     for m in mods:
         t0 = time.time()
