@@ -63,6 +63,32 @@ def aligned(t):
     return t.clone() if t.data_ptr() % 64 else t
 
 
+def intermediate_gb(prog, export: str) -> float:
+    """GB of every value an export computes (the primitive graph's live nodes with known sizes).  A TVM
+    kernel allocates all of its intermediates for the whole call; torch and XLA free or reuse them."""
+    import numpy as np
+    g = prog.primitive
+    total = 0
+    for v in g.live([g.exports[export]]):
+        t = g.type(v)
+        try:
+            n = int(np.prod([int(g.dims.subs(d)) for d in t.shape]))
+            total += n * np.dtype(t.dtype or "float32").itemsize
+        except (TypeError, AttributeError):     # a free size, or not an array
+            continue
+    return total / 1e9
+
+
+def available_gb() -> float:
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1e6
+    except OSError:
+        pass
+    return float("inf")
+
+
 def other_backends(prog, export: str, args: dict, reps: int = 5, max_call_s: float = 5.0, **options) -> dict:
     """The jax and tvm columns of a row: the program `prog` (compiled for torch) compiled again for
     jax and tvm and timed on the same arguments, each backend in a block of its own (a short pause
@@ -88,6 +114,11 @@ def other_backends(prog, export: str, args: dict, reps: int = 5, max_call_s: flo
             t0 = time.perf_counter()
             p = opdsl.compile(prog.text, backend=name, dims=prog.dims, dtype=prog.dtype, filename=prog.filename,
                               **({"cache": False} if name == "tvm" else {}), **options)
+            need, have_gb = intermediate_gb(p, export), available_gb()
+            if name == "tvm" and need > 0.5 * have_gb:
+                notes.append(f"tvm: not run, its kernel would hold {need:.0f} GB of intermediates at once "
+                             f"({have_gb:.0f} GB available)")
+                continue
             if name == "jax":
                 import jax
                 import jax.numpy as jnp

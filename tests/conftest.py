@@ -8,8 +8,11 @@ from hypothesis import HealthCheck, settings
 os.environ.setdefault("OPDSL_VERIFY", "1")
 # Compiled kernels go to a cache of this test session, not the user's (opdsl/cache.py).
 if "OPDSL_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
     import tempfile
     os.environ["OPDSL_CACHE_DIR"] = tempfile.mkdtemp(prefix="opdsl-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["OPDSL_CACHE_DIR"], ignore_errors=True)
 
 settings.register_profile("ci", max_examples=25, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
