@@ -138,8 +138,10 @@ def other_backends(prog, export: str, args: dict, reps: int = 5, max_call_s: flo
             compile_s = (time.perf_counter() - t0) if name == "jax" else (t1 - t0)
             ms = first * 1e3 if first > max_call_s else median_ms(call, reps, warmup=1)
             out[f"{name}_ms"] = ms
-            if ref is None:
-                ref = np.asarray(prog[export](**{k: (v.clone() if hasattr(v, "clone") else v)
+            if ref is None:        # the torch result of the same program, compiled with the same options
+                base = prog if not options else opdsl.compile(prog.text, backend="torch", dims=prog.dims,
+                                                              dtype=prog.dtype, filename=prog.filename, **options)
+                ref = np.asarray(base[export](**{k: (v.clone() if hasattr(v, "clone") else v)
                                                   for k, v in args.items()}))
             got = np.asarray(res)
             err = float(np.abs(got - ref).max() / max(float(np.abs(ref).max()), 1e-30))
