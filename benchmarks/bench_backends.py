@@ -11,6 +11,7 @@ without the compile cache; tuned: the whole search, whose result the cache keeps
 from __future__ import annotations
 
 import os
+import statistics
 import time
 
 import numpy as np
@@ -19,7 +20,7 @@ import opdsl
 from opdsl import backends
 from opdsl.reference import random_inputs
 
-from .common import aligned, export_flops, median_ms, row, setup_threads
+from .common import aligned, export_flops, row, setup_threads
 
 WORKLOADS = {
     "kron 64x64, N=4096, 256 cols": (
@@ -55,40 +56,52 @@ def _runner(p, backend, inp):
     return lambda: p.y(**args)
 
 
+def _rounds(calls: dict, reps: int, rounds: int = 5) -> dict:
+    """Median ms of each call, timed in `rounds` rounds of one block per call (the machine drifts:
+    every backend sees the same drift), a short pause before each block (_runner's reason)."""
+    times = {k: [] for k in calls}
+    for _ in range(rounds):
+        for k, f in calls.items():
+            time.sleep(0.05)
+            f()
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                f()
+                times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def rows(quick: bool) -> list[dict]:
     setup_threads(2)
     have = backends.available()
-    reps = 3 if quick else 7
+    reps = 3 if quick else 5
     out = []
-    names = list(WORKLOADS)
-    for name in names:
-        src, n, k = WORKLOADS[name]
+    for name, (src, n, k) in WORKLOADS.items():
         torch_p, torch_ct = _timed_compile(src, "torch")
         inp = random_inputs(torch_p.graph, "y")
         ratio = 2.0 * n * n * k / export_flops(torch_p, "y")
-        base_ms = median_ms(_runner(torch_p, "torch", inp), reps)
+        calls, notes = {"torch": _runner(torch_p, "torch", inp)}, {}
         if "jax" in have:
             p, ct = _timed_compile(src, "jax")
-            f = _runner(p, "jax", inp)
+            f = calls["jax"] = _runner(p, "jax", inp)
             t0 = time.perf_counter()
             f()                                                  # trace + XLA compile
-            first = time.perf_counter() - t0
-            ms = median_ms(f, reps)
-            out.append(row(f"{name} [jax]", "torch backend", ms, base_ms, ratio, 0.67,
-                           f"compile: torch {torch_ct:.2f} s, jax {ct:.2f} s + {first:.2f} s first call (jit)"))
+            notes["jax"] = (f"compile: torch {torch_ct:.2f} s, jax {ct:.2f} s + {time.perf_counter() - t0:.2f} s "
+                            "first call (jit)", 0.67)
         if "tvm" in have:
             p, ct = _timed_compile(src, "tvm", cache=False)
-            ms = median_ms(_runner(p, "tvm", inp), reps)
-            out.append(row(f"{name} [tvm]", "torch backend", ms, base_ms, ratio, 0.33,
-                           f"compile: tvm {ct:.2f} s (LLVM, no cache), built-in schedule"))
+            calls["tvm"] = _runner(p, "tvm", inp)
+            notes["tvm"] = (f"compile: tvm {ct:.2f} s (LLVM, no cache), built-in schedule", 0.33)
             if not quick and TUNE_TRIALS:
                 p, ct = _timed_compile(src, "tvm", tune=TUNE_TRIALS)
-                ms = median_ms(_runner(p, "tvm", inp), reps)
+                calls["tvm tuned"] = _runner(p, "tvm", inp)
                 head = p.source[p.source.index("# ---- y: TE stages"):].splitlines()[0]
                 how = head.split("(", 1)[1].rsplit(")", 1)[0] if "(" in head else ""
-                out.append(row(f"{name} [tvm tuned]", "torch backend", ms, base_ms, ratio, 0.67,
-                               f"tune={TUNE_TRIALS}: {ct:.0f} s ({'cache hit' if p._backend.cache_hit else 'searched'}); "
-                               f"{how}"))
+                notes["tvm tuned"] = (f"tune={TUNE_TRIALS}: {ct:.0f} s "
+                                      f"({'cache hit' if p._backend.cache_hit else 'searched'}); {how}", 0.67)
+        ms = _rounds(calls, reps)
+        for label, (note, target) in notes.items():
+            out.append(row(f"{name} [{label}]", "torch backend", ms[label], ms["torch"], ratio, target, note))
     return out
 
 
