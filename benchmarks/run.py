@@ -50,6 +50,7 @@ def table(rows) -> list[str]:
            "target | met | note |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        r = {k: (v.replace("|", "\\|") if isinstance(v, str) else v) for k, v in r.items()}   # a | ends a cell
         eff = (r["speedup"] / r["flop_ratio"]) if r.get("flop_ratio") and r.get("speedup") else None
         met = {True: "yes", False: "**no**", None: ""}[r.get("met")]
         out.append(f"| {r['workload']} | {r['baseline']} | {fmt(r.get('flop_ratio'), '.1f')} | "
