@@ -15,15 +15,10 @@ entry point.  The entry point
 """
 from __future__ import annotations
 
-from .pycodegen import PythonBackend, index_expr, pyexpr, shape_code
-from .pycodegen import emit_cg, fill_value, site
+from opdsl.primitives import orf_expr
 
-UNARY = {
-    "neg": "-{x}", "exp": "jnp.exp({x})", "log": "jnp.log({x})", "sqrt": "jnp.sqrt({x})",
-    "recip": "1.0 / {x}", "relu": "jnp.maximum({x}, 0)", "abs": "jnp.abs({x})",
-    "square": "jnp.square({x})",
-    "elu1": "jnp.where({x} >= 0, {x} + 1, jnp.exp(jnp.minimum({x}, 0)))",
-}
+from .array_api import array_api_emit
+from .pycodegen import PythonBackend, nested_function, site
 
 ENTRY = '''
 
@@ -98,6 +93,21 @@ EAGER_PRIMS = ("cg",)
 SINGULAR_PRIMS = ("solve", "cholesky", "cho_solve", "checked")
 
 
+def uses_float64(g) -> bool:
+    """Whether any value of the primitive graph is float64 (or complex128)."""
+    return any(g.type(v).dtype in ("float64", "complex128") for v in g.live())
+
+
+def _cg(c, n, a):
+    """jax.scipy.sparse.linalg.cg on the loop body as a nested function (implicitly differentiated,
+    no residual report; docs/linalg.md)."""
+    jac = n.attrs.get("precond") == "jacobi"
+    fname, lines = nested_function(c, n.attrs["body"], a[1 + jac:])
+    m = f", M=lambda _r: {a[1]} * _r" if jac else ""
+    return lines, (f"jax.scipy.sparse.linalg.cg({fname}, {a[0]}, tol={n.attrs['tol']!r}, "
+                   f"maxiter={int(n.attrs['maxiter'])}{m})[0]")
+
+
 class JaxBackend(PythonBackend):
     name = "jax"
     imports = ("import functools", "", "import jax", "import jax.numpy as jnp", "import jax.scipy.linalg",
@@ -106,27 +116,20 @@ class JaxBackend(PythonBackend):
               "bfloat16": "jnp.bfloat16"}
     reserved = ("np", "jnp", "jax", "functools", "X64")
     emit = {
-        "eye": lambda c, n, a: f"jnp.eye({pyexpr(n.attrs['n'])}, dtype={c.backend.dtype(n.attrs['dtype'])})",
-        "zeros": lambda c, n, a: f"jnp.zeros({shape_code(n.attrs['shape'])}, dtype={c.backend.dtype(n.attrs['dtype'])})",
-        "reshape": lambda c, n, a: f"{a[0]}.reshape{shape_code(n.attrs['shape'])}",
-        "permute": lambda c, n, a: f"jnp.transpose({a[0]}, {tuple(n.attrs['perm'])})",
-        "swap": lambda c, n, a: f"jnp.swapaxes({a[0]}, -1, -2)",
-        "matmul": lambda c, n, a: f"{a[0]} @ {a[1]}",
+        **array_api_emit("jnp"),
         "einsum": lambda c, n, a: f"jnp.einsum({n.attrs['spec']!r}, {', '.join(a)})",
-        "add": lambda c, n, a: f"{a[0]} + {a[1]}",
-        "sub": lambda c, n, a: f"{a[0]} - {a[1]}",
-        "mul": lambda c, n, a: f"{a[0]} * {a[1]}",
-        "div": lambda c, n, a: f"{a[0]} / {a[1]}",
-        "scale": lambda c, n, a: f"{a[0]} * {n.attrs['c']!r}",
-        "unary": lambda c, n, a: UNARY[n.attrs["fn"]].format(x=a[0]),
-        "sum": lambda c, n, a: f"jnp.sum({a[0]}, axis={n.attrs['axis']}, keepdims={bool(n.attrs.get('keepdims'))})",
-        "cumsum": lambda c, n, a: f"jnp.cumsum({a[0]}, axis={n.attrs['axis']})",
-        "concat": lambda c, n, a: f"jnp.concatenate([{', '.join(a)}], axis={n.attrs['axis']})",
-        "slice": lambda c, n, a: a[0] + index_expr(None, n.attrs["axis"], pyexpr(n.attrs["start"]),
-                                                   pyexpr(n.attrs["stop"])),
-        "rfft": lambda c, n, a: f"jnp.fft.rfft({a[0]}, n={pyexpr(n.attrs['n'])}, axis=-1)",
-        "irfft": lambda c, n, a: f"jnp.fft.irfft({a[0]}, n={pyexpr(n.attrs['n'])}, axis=-1)",
-        "cast": lambda c, n, a: f"{a[0]}.astype({c.backend.dtype(n.attrs['dtype'])})",
+        # FAVOR+ features: numpy at trace time, a constant of the compiled function
+        "orf": lambda c, n, a: (f"jnp.asarray({orf_expr(n.attrs['m'], n.attrs['d'], n.attrs['seed'])}, "
+                                f"dtype={c.backend.dtype(n.attrs['dtype'])})"),
+        # linear algebra: inside jit nothing can raise, so a singular matrix shows as a non-finite
+        # result, which the entry point reports as SingularError (see _jit)
+        "solve": lambda c, n, a: f"jnp.linalg.solve({a[0]}, {a[1]})",
+        "cholesky": lambda c, n, a: f"jnp.linalg.cholesky({a[0]})",
+        "cho_solve": lambda c, n, a: f"_cho_solve(*_batched({a[0]}, {a[1]}))",
+        "solve_triangular": lambda c, n, a: (f"jax.lax.linalg.triangular_solve(*_batched({a[0]}, {a[1]}), "
+                                             f"left_side=True, lower={not bool(n.attrs.get('upper', True))})"),
+        "checked": lambda c, n, a: a[0],
+        "cg": _cg,
     }
 
     def generate(self, g) -> str:
@@ -149,121 +152,5 @@ class JaxBackend(PythonBackend):
                 extra += f", singular={'; '.join(sites)!r}"
             lines.append("")
             lines.append(f"{name} = _jit({name}, {{{want}}}{extra})")
-        return src + "\n".join(lines) + "\n"
-
-
-def _num(v) -> str:
-    v = float(v)
-    return f"float('{v}')" if v in (float("inf"), float("-inf")) else repr(v)
-
-
-def _tril(c, n, a):
-    k, fill = int(n.attrs.get("k", 0)), n.attrs.get("fill", 0.0)
-    if fill == 0.0:
-        return f"jnp.tril({a[0]}, {k})"
-    r, cl = (pyexpr(s) for s in n.type.shape[-2:])
-    return f"jnp.where(jnp.tri({r}, {cl}, {k}, dtype=bool), {a[0]}, {_num(fill)})"
-
-
-def _orf(c, n, a):
-    from opdsl.primitives import orf_expr
-    return f"jnp.asarray({orf_expr(n.attrs['m'], n.attrs['d'], n.attrs['seed'])}, dtype={c.backend.dtype(n.attrs['dtype'])})"
-
-
-JaxBackend.emit = dict(JaxBackend.emit)
-JaxBackend.emit.update({
-    # structured families (attention, FFT convolution)
-    "max": lambda c, n, a: f"jnp.max({a[0]}, axis={n.attrs['axis']}, keepdims={bool(n.attrs.get('keepdims'))})",
-    "tril": _tril,
-    "flip": lambda c, n, a: f"jnp.flip({a[0]}, axis={n.attrs['axis']})",
-    "shift": lambda c, n, a: f"{a[0]} + {_num(n.attrs['c'])}",
-    "tri": lambda c, n, a: (f"jnp.tri({pyexpr(n.attrs['n'])}, {pyexpr(n.attrs['m'])}, {int(n.attrs['k'])}, "
-                            f"dtype={c.backend.dtype(n.attrs['dtype'])})"),
-    "orf": _orf,
-    # linear algebra: inside jit nothing can raise, so a singular matrix shows as a non-finite
-    # result, which the entry point reports as SingularError (see _jit)
-    "solve_triangular": lambda c, n, a: (f"jax.lax.linalg.triangular_solve(*_batched({a[0]}, {a[1]}), left_side=True, "
-                                         f"lower={not bool(n.attrs.get('upper', True))})"),
-    "solve": lambda c, n, a: f"jnp.linalg.solve({a[0]}, {a[1]})",
-    "cholesky": lambda c, n, a: f"jnp.linalg.cholesky({a[0]})",
-    "cho_solve": lambda c, n, a: f"_cho_solve(*_batched({a[0]}, {a[1]}))",
-    "checked": lambda c, n, a: a[0],
-    "slogdet": lambda c, n, a: f"jnp.linalg.slogdet({a[0]})[1]",
-    "diagonal": lambda c, n, a: f"jnp.diagonal({a[0]}, axis1=-2, axis2=-1)",
-    "fill": lambda c, n, a: (f"jnp.full({shape_code(n.attrs['shape'])}, {fill_value(n.attrs['value'])}, "
-                             f"dtype={c.backend.dtype(n.attrs['dtype'])})"),
-    "cg": emit_cg,
-})
-
-
-def uses_float64(g) -> bool:
-    """Whether any value of the primitive graph is float64 (or complex128)."""
-    return any(g.type(v).dtype in ("float64", "complex128") for v in g.live())
-
-
-# ---- structured families: attention and FFT convolution (opdsl/kinds/attention.py, fftconv.py) ----
-def _jnp_num(v) -> str:
-    v = float(v)
-    return ("jnp.inf" if v > 0 else "-jnp.inf") if v in (float("inf"), float("-inf")) else repr(v)
-
-
-def _jnp_tril(c, n, a):
-    k, fill = int(n.attrs.get("k", 0)), n.attrs.get("fill", 0.0)
-    if fill == 0.0:
-        return f"jnp.tril({a[0]}, {k})"
-    r, cl = (pyexpr(s) for s in n.type.shape[-2:])
-    return f"jnp.where(jnp.tri({r}, {cl}, {k}, dtype=bool), {a[0]}, {_jnp_num(fill)})"
-
-
-def _jnp_orf(c, n, a):
-    from opdsl.primitives import orf_expr   # numpy at trace time: a constant of the compiled function
-    return f"jnp.asarray({orf_expr(n.attrs['m'], n.attrs['d'], n.attrs['seed'])}, dtype={c.backend.dtype(n.attrs['dtype'])})"
-
-
-JaxBackend.emit.update({
-    "max": lambda c, n, a: f"jnp.max({a[0]}, axis={n.attrs['axis']}, keepdims={bool(n.attrs.get('keepdims'))})",
-    "tril": _jnp_tril,
-    "flip": lambda c, n, a: f"jnp.flip({a[0]}, axis={n.attrs['axis']})",
-    "shift": lambda c, n, a: f"{a[0]} + {_jnp_num(n.attrs['c'])}",
-    "tri": lambda c, n, a: f"jnp.tri({pyexpr(n.attrs['n'])}, {pyexpr(n.attrs['m'])}, {int(n.attrs['k'])}, dtype={c.backend.dtype(n.attrs['dtype'])})",
-    "orf": _jnp_orf,
-})
-
-
-# ---- params: init_params(key) and exports that take the params pytree (code in opdsl/jax.py) ----
-_generate_entries = JaxBackend.generate
-
-
-def _generate_with_params(self, g) -> str:
-    from opdsl.jax import params_source
-    return _generate_entries(self, g) + params_source(self, g)
-
-
-JaxBackend.generate = _generate_with_params
-
-
-# ---- linear algebra (opdsl/kinds/linalg.py, docs/linalg.md) ----
-# Under jax.jit a value cannot decide whether to raise: a singular matrix gives inf / nan here
-# (as jnp.linalg.solve does), and cg runs jax.scipy.sparse.linalg.cg (no residual report).
-from .pycodegen import fill_value, nested_function  # noqa: E402
-
-
-def _jax_cg(c, n, a):
-    jac = n.attrs.get("precond") == "jacobi"
-    fname, lines = nested_function(c, n.attrs["body"], a[1 + jac:])
-    m = f", M=lambda _r: {a[1]} * _r" if jac else ""
-    return lines, (f"jax.scipy.sparse.linalg.cg({fname}, {a[0]}, tol={n.attrs['tol']!r}, "
-                   f"maxiter={int(n.attrs['maxiter'])}{m})[0]")
-
-
-JaxBackend.emit.update({
-    "solve": lambda c, n, a: f"jnp.linalg.solve({a[0]}, {a[1]})",
-    "cholesky": lambda c, n, a: f"jnp.linalg.cholesky({a[0]})",
-    "cho_solve": lambda c, n, a: f"jax.scipy.linalg.cho_solve(({a[0]}, True), {a[1]})",
-    "checked": lambda c, n, a: a[0],
-    "slogdet": lambda c, n, a: f"jnp.linalg.slogdet({a[0]})[1]",
-    "diagonal": lambda c, n, a: f"jnp.diagonal({a[0]}, axis1=-2, axis2=-1)",
-    "fill": lambda c, n, a: (f"jnp.full({shape_code(n.attrs['shape'])}, {fill_value(n.attrs['value'])}, "
-                             f"dtype={c.backend.dtype(n.attrs['dtype'])})"),
-    "cg": _jax_cg,
-})
+        from opdsl.jax import params_source   # init_params(key), exports taking the params pytree
+        return src + "\n".join(lines) + "\n" + params_source(self, g)

@@ -123,9 +123,6 @@ class PythonBackend:
     emit: dict = {}                # primitive name -> fn(ctx, node, args: list[str]) -> str
     has_device = False
     reserved = ("np",)
-    # The catalogue test runs every `catalogue_stride`-th example on this backend
-    # (1 = all); a slow-compiling backend may raise it to keep the suite fast.
-    catalogue_stride = 1
 
     def __init__(self, **options):
         if options:

@@ -1,8 +1,8 @@
 """The PyTorch backend: emit table for torch (CPU or GPU, whichever device the arguments are on)."""
 from __future__ import annotations
 
-from .pycodegen import (PythonBackend, index_expr, init_scale, param_dims, param_specs, pyexpr,
-                        shape_code)
+from .array_api import python_emit
+from .pycodegen import PythonBackend, init_scale, param_dims, param_specs, pyexpr, shape_code
 
 UNARY = {
     "neg": "-{x}", "exp": "torch.exp({x})", "log": "torch.log({x})", "sqrt": "torch.sqrt({x})",
@@ -20,24 +20,16 @@ class TorchBackend(PythonBackend):
     has_device = True
     reserved = ("np", "torch", "_dev")
     emit = {
+        **python_emit(),
         "eye": lambda c, n, a: f"torch.eye({pyexpr(n.attrs['n'])}, dtype={c.backend.dtype(n.attrs['dtype'])}, device={c.dev})",
         "zeros": lambda c, n, a: f"torch.zeros({shape_code(n.attrs['shape'])}, dtype={c.backend.dtype(n.attrs['dtype'])}, device={c.dev})",
-        "reshape": lambda c, n, a: f"{a[0]}.reshape{shape_code(n.attrs['shape'])}",
         "permute": lambda c, n, a: f"{a[0]}.permute{tuple(n.attrs['perm'])}",
         "swap": lambda c, n, a: f"{a[0]}.mT",
-        "matmul": lambda c, n, a: f"{a[0]} @ {a[1]}",
         "einsum": lambda c, n, a: f"torch.einsum({n.attrs['spec']!r}, {', '.join(a)})",
-        "add": lambda c, n, a: f"{a[0]} + {a[1]}",
-        "sub": lambda c, n, a: f"{a[0]} - {a[1]}",
-        "mul": lambda c, n, a: f"{a[0]} * {a[1]}",
-        "div": lambda c, n, a: f"{a[0]} / {a[1]}",
-        "scale": lambda c, n, a: f"{a[0]} * {n.attrs['c']!r}",
         "unary": lambda c, n, a: UNARY[n.attrs["fn"]].format(x=a[0]),
         "sum": lambda c, n, a: f"{a[0]}.sum(dim={n.attrs['axis']}, keepdim={bool(n.attrs.get('keepdims'))})",
         "cumsum": lambda c, n, a: f"torch.cumsum({a[0]}, dim={n.attrs['axis']})",
         "concat": lambda c, n, a: f"torch.cat([{', '.join(a)}], dim={n.attrs['axis']})",
-        "slice": lambda c, n, a: a[0] + index_expr(None, n.attrs["axis"], pyexpr(n.attrs["start"]),
-                                                   pyexpr(n.attrs["stop"])),
         "rfft": lambda c, n, a: f"torch.fft.rfft({a[0]}, n={pyexpr(n.attrs['n'])}, dim=-1)",
         "irfft": lambda c, n, a: f"torch.fft.irfft({a[0]}, n={pyexpr(n.attrs['n'])}, dim=-1)",
         "cast": lambda c, n, a: f"{a[0]}.to({c.backend.dtype(n.attrs['dtype'])})",
