@@ -125,7 +125,7 @@ def node_flops(g: Graph, v: int):
     """FLOPs of computing tensor node v from its operands (0 for inputs and operators)."""
     n = g[v]
     spec = g.registry[n.kind]
-    if spec.produces != "tensor" or n.kind == "input":
+    if spec.produces != "tensor":
         return sp.Integer(0)
     return sp.sympify(spec.flops(g, v))
 

@@ -164,23 +164,11 @@ def _rest(g, rest, span):
 # ---- matrices written as tensor expressions --------------------------------------------------------------
 
 def _as_operator(g, t, span):
-    """The operator form of the matrix expression t (a tensor used as a matrix), or None:
-    dense(X @ Y) = X dense(Y), dense(cW) = c dense(W), dense(Wᵀ) = dense(W)ᵀ, dense(V + W) = dense(V) + dense(W)."""
-    n = g[t]
+    """The operator form of the matrix expression t (a tensor used as a matrix), or None: each tensor
+    kind's `operator_form` (dense(X @ Y) = X dense(Y), dense(cW) = c dense(W), ...)."""
     if len(g.type(t).shape) != 2:
         return None
-    if n.kind == "apply":
-        x, y = n.operands
-        if g.type(x).batch or len(g.type(y).shape) != 2:
-            return None
-        return g.add("compose", [x, g.add("dense", [y], span=span)], span=span)
-    if n.kind == "tscale":
-        return g.add("scale", [g.add("dense", [n.operands[0]], span=span)], {"c": n.attrs["c"]}, span=span)
-    if n.kind == "tT":
-        return g.add("transpose", [g.add("dense", [n.operands[0]], span=span)], span=span)
-    if n.kind == "tadd":
-        return g.add("sum", [g.add("dense", [o], span=span) for o in n.operands], span=span)
-    return None
+    return g.spec(t).operator_form(g, t, span)
 
 
 def _operator_form(fn, where=None):

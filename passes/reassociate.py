@@ -331,15 +331,10 @@ class Reassociator:
             return hit
         g, ev = self.out, self.ev
         t = g.type(op)
-        n = g[op]
         cls, rank = "other", 0.0
         if not t.batch:
-            if n.kind == "lowrank":
-                cls, rank = "lowrank", ev.num(g.type(n.operands[0]).shape[1])
-            elif n.kind == "dense" and len(g.type(n.operands[0]).shape) == 2:
-                cls = "dense"
-            elif n.kind == "diag":
-                cls = "diag"
+            cls, r = g.spec(op).chain_factor(g, op)     # the kind's registry entry
+            rank = ev.num(r) if r else 0.0
         f = Factor(op, ev.num(t.rows), ev.num(t.cols), ev.num(g.spec(op).flops(g, op, 1)), cls,
                    bool(t.batch), rank)
         self.fcache[op] = f

@@ -97,6 +97,18 @@ class Kind:
         """An operator equal to the transpose of node v, or None to keep transpose(v)."""
         return None
 
+    # ---- structure the passes read -------------------------------------
+    def operator_form(self, g, v, span):
+        """A tensor kind: the operator equal to dense(v) for a matrix v, built from v's operands so
+        that the rules see their structure (dense(X @ Y) = X dense(Y)), or None."""
+        return None
+
+    def chain_factor(self, g, v):
+        """An operator kind: how reassociation (passes/reassociate.py) may merge it with a
+        neighbouring factor of a chain: "lowrank" (with its rank), "dense" or "diag", else
+        ("other", 0).  The rank is a sympy size."""
+        return "other", 0
+
 
 # ---- shared helpers for shape rules ------------------------------------
 

@@ -37,6 +37,9 @@ class Dense(Kind):
     def transpose(self, g, v):
         return g.add("dense", [g.add("tT", [g[v].operands[0]], span=g[v].span)], span=g[v].span)
 
+    def chain_factor(self, g, v):           # a matrix: merged into a neighbour by a matmul
+        return ("dense", 0) if len(g.type(g[v].operands[0]).shape) == 2 else ("other", 0)
+
 
 @register
 class Eye(Kind):
@@ -112,6 +115,9 @@ class Diag(Kind):
 
     name = "diag"
     examples = ("dim n = 5\ninput d : [n]\ninput x : [n, 2]\nexport y = diag(d) @ x",)
+
+    def chain_factor(self, g, v):           # diagonals next to each other multiply elementwise
+        return "diag", 0
 
     def sample(self, n, tag):
         return f"input d{tag} : [{n}]", f"diag(d{tag})"

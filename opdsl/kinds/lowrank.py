@@ -15,6 +15,9 @@ class LowRank(Kind):
 
     def sample(self, n, tag):
         return f"input U{tag} : [{n}, 2]\ninput V{tag} : [{n}, 2]", f"lowrank(U{tag}, V{tag})"
+
+    def chain_factor(self, g, v):           # U Vᵀ: a neighbour is absorbed into U or V
+        return "lowrank", g.type(g[v].operands[0]).shape[1]
     constructors = ("lowrank",)
 
     def construct(self, b, args, kwargs, span):

@@ -91,6 +91,12 @@ class Apply(Kind):
             return lw.reshape(y, lw.shape(y)[:-1])
         return lw.apply(op, px)
 
+    def operator_form(self, g, v, span):
+        x, y = g[v].operands          # dense(X @ Y) = X dense(Y), for an unbatched X and a matrix Y
+        if g.type(x).batch or len(g.type(y).shape) != 2:
+            return None
+        return g.add("compose", [x, g.add("dense", [y], span=span)], span=span)
+
 
 @register
 class TAdd(Kind):
@@ -118,6 +124,9 @@ class TAdd(Kind):
         a, b = lw.src[v].operands
         return lw.add(lw.tensor(a), lw.tensor(b))
 
+    def operator_form(self, g, v, span):          # dense(V + W) = dense(V) + dense(W)
+        return g.add("sum", [g.add("dense", [o], span=span) for o in g[v].operands], span=span)
+
 
 @register
 class TScale(Kind):
@@ -138,6 +147,9 @@ class TScale(Kind):
 
     def lower(self, lw, v, x=None):
         return lw.scale(lw.tensor(lw.src[v].operands[0]), lw.src[v].attrs["c"])
+
+    def operator_form(self, g, v, span):          # dense(cW) = c dense(W)
+        return g.add("scale", [g.add("dense", [g[v].operands[0]], span=span)], {"c": g[v].attrs["c"]}, span=span)
 
 
 @register
@@ -163,3 +175,6 @@ class TTranspose(Kind):
 
     def lower(self, lw, v, x=None):
         return lw.swap(lw.tensor(lw.src[v].operands[0]))
+
+    def operator_form(self, g, v, span):          # dense(Wᵀ) = dense(W)ᵀ
+        return g.add("transpose", [g.add("dense", [g[v].operands[0]], span=span)], span=span)
