@@ -50,17 +50,38 @@ def _ir():
     return IRBuilder, T
 
 
-def e_solve_triangular(b, n, a):
-    """x with triu(A) x = B (tril when upper=False): back / forward substitution."""
+def _solve_args(b, n, a, base, a_suffix):
+    """(A, B, output shape, extern name, rows, cols, batch) of a solve-like primitive A x = B, both
+    operands broadcast to the output's batch."""
     A, B = a
     _real(n, A, B)
-    upper = bool(n.attrs.get("upper", True))
     out = b.shape(n.id)
     ob_sym = b.sym_shape(n.id)[:-2]
-    base = n.name or "solve"
-    A = _broadcast(b, n, A, n.operands[0], ob_sym, out[:-2], base + "_A")
+    base = n.name or base
+    A = _broadcast(b, n, A, n.operands[0], ob_sym, out[:-2], base + a_suffix)
     B = _broadcast(b, n, B, n.operands[1], ob_sym, out[:-2], base + "_B")
-    rows, cols, batch = out[-2], out[-1], _prod(out[:-2])
+    return A, B, out, base, out[-2], out[-1], _prod(out[:-2])
+
+
+def _substitute(T, M, a0, X, x0, rows, cols, upper, transposed=False):
+    """X <- (triangle of M)^-1 X in place, one batch element: back substitution (upper) or forward
+    substitution (lower); `transposed` reads M[j, i] for M[i, j] (Lᵀ from L)."""
+    def m(i, j):
+        return M[a0 + j * rows + i] if transposed else M[a0 + i * rows + j]
+    with T.serial(0, rows) as r:
+        i = rows - 1 - r if upper else r
+        with T.serial(0, r) as t:
+            j = i + 1 + t if upper else t
+            with T.serial(0, cols) as c:
+                X[x0 + i * cols + c] = X[x0 + i * cols + c] - m(i, j) * X[x0 + j * cols + c]
+        with T.serial(0, cols) as c:
+            X[x0 + i * cols + c] = X[x0 + i * cols + c] / m(i, i)
+
+
+def e_solve_triangular(b, n, a):
+    """x with triu(A) x = B (tril when upper=False): back / forward substitution."""
+    A, B, out, base, rows, cols, batch = _solve_args(b, n, a, "solve", "_A")
+    upper = bool(n.attrs.get("upper", True))
 
     def gen(ins, outs):
         IRBuilder, T = _ir()
@@ -68,16 +89,9 @@ def e_solve_triangular(b, n, a):
             Am, Bm, X = (T.buffer_proxy(x) for x in (ins[0], ins[1], outs[0]))
             with T.parallel(0, batch) as bt:
                 a0, x0 = bt * rows * rows, bt * rows * cols
-                with T.serial(0, rows) as r:
-                    i = rows - 1 - r if upper else r
-                    with T.serial(0, cols) as c:
-                        X[x0 + i * cols + c] = Bm[x0 + i * cols + c]
-                    with T.serial(0, r) as t:
-                        j = i + 1 + t if upper else t
-                        with T.serial(0, cols) as c:
-                            X[x0 + i * cols + c] = X[x0 + i * cols + c] - Am[a0 + i * rows + j] * X[x0 + j * cols + c]
-                    with T.serial(0, cols) as c:
-                        X[x0 + i * cols + c] = X[x0 + i * cols + c] / Am[a0 + i * rows + i]
+                with T.serial(0, rows * cols) as c:
+                    X[x0 + c] = Bm[x0 + c]
+                _substitute(T, Am, a0, X, x0, rows, cols, upper)
         return ib.get()
     return _extern(b, n, [out], [A, B], gen, base)[0]
 
@@ -127,14 +141,7 @@ def _lu_ir(T, LU, a0, n_, dt, X=None, x0=None, k=None):
 
 def e_solve(b, n, a):
     """x with A x = B: LU with partial pivoting, then back substitution."""
-    A, B = a
-    _real(n, A, B)
-    out = b.shape(n.id)
-    ob_sym = b.sym_shape(n.id)[:-2]
-    base = n.name or "solve"
-    A = _broadcast(b, n, A, n.operands[0], ob_sym, out[:-2], base + "_A")
-    B = _broadcast(b, n, B, n.operands[1], ob_sym, out[:-2], base + "_B")
-    rows, cols, batch = out[-2], out[-1], _prod(out[:-2])
+    A, B, out, base, rows, cols, batch = _solve_args(b, n, a, "solve", "_A")
     dt = B.dtype
 
     def gen(ins, outs):
@@ -147,15 +154,8 @@ def e_solve(b, n, a):
                     LU[a0 + c] = Am[a0 + c]
                 with T.serial(0, rows * cols) as c:
                     X[x0 + c] = Bm[x0 + c]
-                _lu_ir(T, LU, a0, rows, dt, X, x0, cols)
-                with T.serial(0, rows) as r:
-                    i = rows - 1 - r
-                    with T.serial(0, r) as t:
-                        j = i + 1 + t
-                        with T.serial(0, cols) as c:
-                            X[x0 + i * cols + c] = X[x0 + i * cols + c] - LU[a0 + i * rows + j] * X[x0 + j * cols + c]
-                    with T.serial(0, cols) as c:
-                        X[x0 + i * cols + c] = X[x0 + i * cols + c] / LU[a0 + i * rows + i]
+                _lu_ir(T, LU, a0, rows, dt, X, x0, cols)       # applies L^-1 (and the row swaps) to X
+                _substitute(T, LU, a0, X, x0, rows, cols, upper=True)
         return ib.get()
     lu_shape = tuple(out[:-2]) + (rows, rows)
     return _extern(b, n, [out, lu_shape], [A, B], gen, base)[0]
@@ -218,14 +218,7 @@ def e_cholesky(b, n, a):
 
 def e_cho_solve(b, n, a):
     """x with L Lᵀ x = B: forward substitution with L, back substitution with Lᵀ."""
-    Lt, B = a
-    _real(n, Lt, B)
-    out = b.shape(n.id)
-    ob_sym = b.sym_shape(n.id)[:-2]
-    base = n.name or "cho_solve"
-    Lt = _broadcast(b, n, Lt, n.operands[0], ob_sym, out[:-2], base + "_L")
-    B = _broadcast(b, n, B, n.operands[1], ob_sym, out[:-2], base + "_B")
-    rows, cols, batch = out[-2], out[-1], _prod(out[:-2])
+    Lt, B, out, base, rows, cols, batch = _solve_args(b, n, a, "cho_solve", "_L")
 
     def gen(ins, outs):
         IRBuilder, T = _ir()
@@ -233,22 +226,10 @@ def e_cho_solve(b, n, a):
             L, Bm, X = (T.buffer_proxy(x) for x in (ins[0], ins[1], outs[0]))
             with T.parallel(0, batch) as bt:
                 a0, x0 = bt * rows * rows, bt * rows * cols
-                with T.serial(0, rows) as i:
-                    with T.serial(0, cols) as c:
-                        X[x0 + i * cols + c] = Bm[x0 + i * cols + c]
-                    with T.serial(0, i) as t:
-                        with T.serial(0, cols) as c:
-                            X[x0 + i * cols + c] = X[x0 + i * cols + c] - L[a0 + i * rows + t] * X[x0 + t * cols + c]
-                    with T.serial(0, cols) as c:
-                        X[x0 + i * cols + c] = X[x0 + i * cols + c] / L[a0 + i * rows + i]
-                with T.serial(0, rows) as r:
-                    i = rows - 1 - r
-                    with T.serial(0, r) as t:
-                        j = i + 1 + t
-                        with T.serial(0, cols) as c:
-                            X[x0 + i * cols + c] = X[x0 + i * cols + c] - L[a0 + j * rows + i] * X[x0 + j * cols + c]
-                    with T.serial(0, cols) as c:
-                        X[x0 + i * cols + c] = X[x0 + i * cols + c] / L[a0 + i * rows + i]
+                with T.serial(0, rows * cols) as c:
+                    X[x0 + c] = Bm[x0 + c]
+                _substitute(T, L, a0, X, x0, rows, cols, upper=False)
+                _substitute(T, L, a0, X, x0, rows, cols, upper=True, transposed=True)
         return ib.get()
     return _extern(b, n, [out], [Lt, B], gen, base)[0]
 
