@@ -134,7 +134,7 @@ class Builder:
 
     def times(self, a: Val, b: Val, span) -> Val:
         if a.tag in ("num", "dim") and b.tag in ("num", "dim"):
-            return arith(a, b, lambda x, y: x * y, span)
+            return nonzero(arith(a, b, lambda x, y: x * y, span), a, b, "*")
         if a.tag == "node" and b.tag in ("num", "dim"):
             a, b = b, a
         if a.tag in ("num", "dim") and b.tag == "node":
@@ -155,7 +155,7 @@ class Builder:
         if a.tag in ("num", "dim") and b.tag in ("num", "dim"):
             if b.tag == "num" and b.v == 0:
                 raise TypeError_("division by zero", b.span)
-            return arith(a, b, lambda x, y: x / y, span)
+            return nonzero(arith(a, b, lambda x, y: x / y, span), a, b, "/")
         if a.tag == "node" and b.tag in ("num", "dim"):
             c = finite(self.num(b), b.span)
             if c == 0:
@@ -173,15 +173,46 @@ class Builder:
             return self.node(self.add("transpose", [a.v], span=span), span)
         return self.node(self.add("tT", [a.v], span=span), span)
 
-    def call(self, fname: str, args: list[Val], kwargs: dict, span) -> Val:
+    def call(self, fname: str, args: list[Val], kwargs: dict, span, names: dict | None = None) -> Val:
+        """fname(*args, **kwargs); `names` gives the span of each keyword's name (for its errors)."""
         kind = CONSTRUCTORS.get(fname)
         if kind is None:
             close = difflib.get_close_matches(fname, sorted(CONSTRUCTORS), n=3)
             hint = f"did you mean {', '.join(close)}?" if close else \
                 f"known operators: {', '.join(sorted(CONSTRUCTORS))}"
             raise TypeError_(f"unknown operator {fname}(...)", span, hint=hint)
+        args, kwargs = self.bind(fname, kind, list(args), dict(kwargs), span, names or {})
         out = kind.construct(self, args, kwargs, span)
         return out if isinstance(out, Val) else self.node(out, span)
+
+    def bind(self, fname, kind, args, kwargs, span, names):
+        """Keywords as a Python function takes them: one naming a parameter (kind.params, e.g.
+        conv(h, n=K)) fills its position; the others must be options of the kind (kind.options).
+        A kind that declares neither (params None) checks its keywords itself."""
+        params, options = getattr(kind, "params", None), getattr(kind, "options", ())
+        if params is None:
+            return args, kwargs
+        where = {k: names.get(k, v.span) for k, v in kwargs.items()}
+        slots: dict[int, Val] = {}
+        for key in list(kwargs):
+            if key in params:
+                i = params.index(key)
+                if i < len(args):
+                    raise TypeError_(f"{fname}(...) got two values for {key!r}: by position and by name",
+                                     where[key], hint=f"usage: {_usage(fname, kind)}")
+                slots[i] = kwargs.pop(key)
+            elif key not in options:
+                close = difflib.get_close_matches(key, list(params) + list(options), n=1)
+                usage = f"usage: {_usage(fname, kind)}" if params or options else \
+                    f"{fname}(...) takes its arguments by position, without names"
+                raise TypeError_(f"{fname}(...) has no option {key!r}", where[key],
+                                 hint=(f"did you mean {close[0]}? " if close else "") + usage)
+        for i in sorted(slots):
+            if i > len(args):
+                raise TypeError_(f"{fname}(...) is missing its argument {params[len(args)]!r}", span,
+                                 hint=f"usage: {_usage(fname, kind)}")
+            args.append(slots[i])
+        return args, kwargs
 
     def _nodes(self, a: Val, b: Val, sym: str, span):
         for x in (a, b):
@@ -195,7 +226,16 @@ MAX_DIM = 2**63 - 1        # the largest size of one dimension (frontend.MAX_DIM
 # the largest finite value of each narrow dtype: a scale beyond it makes every entry inf
 FLOAT_MAX = {"float32": 3.4028234663852886e38, "bfloat16": 3.3895313892515355e38, "float16": 65504.0}
 # the smallest positive (subnormal) value: a nonzero scale below it rounds to 0 in that dtype
-FLOAT_MIN = {"float32": 1.401298464324817e-45, "bfloat16": 9.183549615799121e-41, "float16": 5.960464477539063e-08}
+FLOAT_MIN = {"float32": 1.401298464324817e-45, "bfloat16": 9.183549615799121e-41, "float16": 5.960464477539063e-08,
+             "float64": 5e-324}
+
+
+def _usage(fname, kind) -> str:
+    """`conv(h, n, causal=...)`: a constructor's parameters and options, for hints."""
+    parts = list(kind.params) + [f"{o}=..." for o in kind.options]
+    if kind.arity[1] is None:
+        parts.append("...")
+    return f"{fname}({', '.join(parts)})"
 
 
 def finite(x, span) -> float:
@@ -208,6 +248,16 @@ def finite(x, span) -> float:
         raise TypeError_("this number is out of range", span,
                          hint="constants must be finite float64 numbers (|c| < 1.8e308)")
     return f
+
+
+def nonzero(out: Val, a: Val, b: Val, op: str) -> Val:
+    """out = a * b or a / b, unless it underflowed float64 to 0 (1e-200 * 1e-200): an error, as
+    1e200 * 1e200 is (finite) and a literal that is 0 without being written 0 (frontend)."""
+    if out.tag == "num" and out.v == 0 and a.v != 0 and b.v != 0:
+        raise TypeError_(f"the constant {a.v:g} {op} {b.v:g} is 0 in float64 "
+                         f"(smallest {FLOAT_MIN['float64']:g})", out.span,
+                         hint="write 0 if 0 is meant, or use larger constants")
+    return out
 
 
 def arith(a: Val, b: Val, fn, span) -> Val:

@@ -66,18 +66,46 @@ class OpdslError(Exception):
         return "\n".join(out)
 
 
+# The most characters of a source line an error message or a generated comment quotes: a line of
+# 800 KB is shown as a window around the caret, not copied whole into every message or statement.
+QUOTE_WIDTH = 160
+
+
+def clip(text: str, width: int = QUOTE_WIDTH) -> str:
+    """text, cut to `width` characters with "..." when longer (a source line quoted in generated code)."""
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def written(span: Span | None, default: str, width: int = 60) -> str:
+    """What the user wrote at span (one line, at most `width` characters), else default: a message
+    names the user's own expression (`lowrank(U, U)`), not the signature (`lowrank(U, V)`)."""
+    if span is None or span.end_column is None:
+        return default
+    line = span.source_line()
+    text = line[span.column - 1:span.end_column - 1].strip() if line is not None else ""
+    return text if text and len(text) <= width else default
+
+
 def _located(span: Span | None, headline: str) -> list[str]:
     if span is None:
         return [headline]
     lines = [f"{span}: {headline}"]
     src = span.source_line()
     if src is not None:
-        # one column per character: tabs and unprintable characters (\\x0b, \\u2028, ...) as spaces / '?'
-        src = "".join(" " if c == "\t" else c if c.isprintable() else "?" for c in src)
         width = max(1, (span.end_column or span.column + 1) - span.column)
         width = min(width, max(1, len(src) - span.column + 1))
+        col = span.column - 1                  # 0-based column of the caret in src
+        if len(src) > QUOTE_WIDTH:             # a window of the line around the caret
+            start = max(0, min(col - QUOTE_WIDTH // 2, len(src) - QUOTE_WIDTH))
+            head = "..." if start > 0 else ""
+            tail = "..." if start + QUOTE_WIDTH < len(src) else ""
+            src = head + src[start:start + QUOTE_WIDTH] + tail
+            col = col - start + len(head)
+            width = max(1, min(width, len(src) - len(tail) - col))
+        # one column per character: tabs and unprintable characters (\\x0b, \\u2028, ...) as spaces / '?'
+        src = "".join(" " if c == "\t" else c if c.isprintable() else "?" for c in src)
         lines.append("    " + src)
-        lines.append("    " + " " * (span.column - 1) + "^" + "~" * (width - 1))
+        lines.append("    " + " " * col + "^" + "~" * (width - 1))
     return lines
 
 
@@ -103,6 +131,10 @@ class TypeError_(OpdslError):
 
 class CallError(OpdslError):
     """A compiled function called with missing, extra or ill-shaped arguments."""
+
+
+class LimitError(OpdslError):
+    """A program beyond a documented limit of size (docs/reliability.md, "Limits")."""
 
 
 class BackendError(OpdslError):

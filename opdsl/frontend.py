@@ -17,9 +17,9 @@ import sympy as sp
 from lark import Token, Tree
 
 from .builder import MAX_DIM as _builder_max_dim
-from .builder import Builder, describe, finite
+from .builder import FLOAT_MIN, Builder, describe, finite
 from .dims import DimTable, sym
-from .errors import DimError, NameError_, OpdslError, ParseError, Span, TypeError_, text_lines
+from .errors import DimError, LimitError, NameError_, OpdslError, ParseError, Span, TypeError_, clip, text_lines
 from .ir import Graph
 from .kinds import REGISTRY, Val
 from .kinds.base import DTYPES
@@ -29,6 +29,13 @@ INITS = ("normal", "zeros", "ones", "eye", "orthogonal", "uniform")
 KEYWORDS = ("dim", "input", "param", "let", "export")
 # The largest size of one tensor dimension: every framework stores sizes as signed 64-bit integers.
 MAX_DIM = _builder_max_dim
+
+# Limits of size (docs/reliability.md, "Limits"), chosen from measurements so that a program at
+# every limit compiles in about 10-20 s of CPU and under ~1.5 GB: parsing costs ~6 s per MB of
+# dense tokens, the passes ~0.4 s per 1,000 nodes.
+MAX_SOURCE_CHARS = 1_000_000     # characters of .op text
+MAX_NODES = 25_000               # operator-graph nodes the frontend builds (after sharing)
+MAX_INT_DIGITS = 19              # digits of an integer literal, leading zeros aside (2**63 has 19)
 
 # Lark terminal names, in words, for "expected ..." messages.
 TERMINAL_WORDS = {
@@ -54,6 +61,15 @@ def _expected(names) -> str:
 
 
 def parse(text: str, filename: str = "<string>") -> Tree:
+    if len(text) > MAX_SOURCE_CHARS:
+        # located at the first character beyond the limit; the span quotes only the text up to the
+        # end of that line (a 50 MB file is not split into lines to show one)
+        line = text.count("\n", 0, MAX_SOURCE_CHARS) + 1
+        column = MAX_SOURCE_CHARS - (text.rfind("\n", 0, MAX_SOURCE_CHARS) + 1) + 1
+        end = text.find("\n", MAX_SOURCE_CHARS)
+        raise LimitError(f"the program is longer than {MAX_SOURCE_CHARS:,} characters ({len(text):,})",
+                         Span(filename, line, column, None, text[:end if end >= 0 else len(text)]),
+                         hint="opdsl compiles programs up to that size; split it into several programs")
     try:
         return parser().parse(text)
     except lark.exceptions.UnexpectedCharacters as e:
@@ -171,10 +187,19 @@ class Frontend:
                                    self.span(value))
                 self.table.derived[s] = e
         if hint is not None:
-            if not 1 <= int(hint) <= MAX_DIM:
+            if not 1 <= self.integer(hint) <= MAX_DIM:
                 raise DimError(f"the size hint of dim {name} must be a positive integer below 2**63, got {hint}",
                                self.span(hint))
             self.table.hints[s] = int(hint)
+
+    def integer(self, tok: Token) -> int:
+        """An integer literal; one of more than MAX_INT_DIGITS digits is beyond any size (and beyond
+        what Python converts from text by default, 4,300 digits), an error at the token."""
+        digits = len(str(tok).lstrip("0"))
+        if digits > MAX_INT_DIGITS:
+            raise DimError(f"the integer {clip(str(tok), 24)} ({digits} digits) is too large", self.span(tok),
+                           hint="a tensor dimension must be below 2**63 (sizes are signed 64-bit integers)")
+        return int(tok)
 
     def dim_expr(self, t) -> sp.Expr:
         stack, out = [(t, False)], []
@@ -196,7 +221,7 @@ class Frontend:
     def _dim_node(self, node, args):
         op = node.data
         if op == "dint":
-            return sp.Integer(int(args[0]))
+            return sp.Integer(self.integer(args[0]))
         if op == "dname":
             name = str(args[0])
             val = self.env.get(name)
@@ -270,6 +295,8 @@ class Frontend:
         elif role == "param":
             attrs["init"] = ("normal", ())
         v = self.graph.add("input", [], attrs, self.span(name), str(name))
+        if len(self.graph.g) > MAX_NODES:
+            self.too_many_nodes(name)
         self.graph.meta.setdefault("decl_order", []).append(str(name))
         self.define(name, Val("node", v, self.span(name)))
 
@@ -317,7 +344,14 @@ class Frontend:
             args = out[len(out) - n:]
             del out[len(out) - n:]
             out.append(self._expr_node(node, args))
+            if len(self.graph.g) > MAX_NODES:
+                self.too_many_nodes(node)
         return out[0]
+
+    def too_many_nodes(self, t):
+        raise LimitError(f"the program has more than {MAX_NODES:,} operations (graph nodes)", self.span(t),
+                         hint="opdsl compiles programs up to that size; split it into several programs, "
+                              "or bind a repeated expression once with `let`")
 
     def _expr_node(self, node, args):
         span = self.span(node)
@@ -325,6 +359,12 @@ class Frontend:
         op = node.data
         if op == "number":
             x = finite(float(args[0]), span)
+            text = str(args[0])
+            if x == 0 and text.lower().split("e")[0].strip("0.") != "":
+                # not written as zero, yet 0 in float64 (1e-400): an error, as 1e400 is and as
+                # 1e-320 * A is in float32 (builder.times)
+                raise TypeError_(f"the constant {clip(text, 24)} is 0 in float64 (smallest {FLOAT_MIN['float64']:g})",
+                                 span, hint="write 0 if 0 is meant")
             return Val("num", int(x) if x.is_integer() and "." not in str(args[0]) else x, span)
         if op == "name":
             return self.lookup(args[0])
@@ -341,18 +381,18 @@ class Frontend:
             return [a for a in args if a is not None]
         if op == "call":
             fname, arglist = args
-            pos, kw = [], {}
+            pos, kw, names = [], {}, {}
             for a in arglist or []:
                 if isinstance(a, tuple):
                     key = str(a[1])
                     if key in kw:
                         raise TypeError_(f"option {key!r} given twice", self.span(a[1]))
-                    kw[key] = a[2]
+                    kw[key], names[key] = a[2], self.span(a[1])
                 else:
                     if kw:
                         raise TypeError_("a positional argument follows a keyword argument", a.span)
                     pos.append(a)
-            return b.call(str(fname), pos, kw, span)
+            return b.call(str(fname), pos, kw, span, names)
         raise OpdslError(f"internal: unhandled syntax {op}", span)
 
     def lookup(self, tok: Token) -> Val:

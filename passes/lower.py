@@ -7,6 +7,8 @@ swap) so the generated code stays short.
 """
 from __future__ import annotations
 
+import math
+
 import sympy as sp
 
 from opdsl.ir import Graph
@@ -113,6 +115,10 @@ class Lowerer:
     def scale(self, x: int, c: float) -> int:
         if c == 1.0:
             return x
+        if not math.isfinite(c):     # never `x * inf` in generated code (a NameError there)
+            from opdsl.errors import TypeError_
+            raise TypeError_(f"the constants of this expression multiply to a number beyond float64 ({c})",
+                             self._span, hint="scale by smaller constants (|c| < 1.8e308 for their product)")
         return self.prim("scale", x, c=float(c))
 
     def einsum(self, spec: str, *xs) -> int:

@@ -29,11 +29,13 @@ otherwise: every node is visited once.
 """
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from functools import reduce
 
 from opdsl.cost import Evaluator
+from opdsl.errors import TypeError_
 from opdsl.ir import Graph
 
 from .rewrite import RewriteLog
@@ -125,6 +127,11 @@ class Reassociator:
 
     def add(self, kind, ops, attrs=None, span=None, name=None) -> int:
         g = self.out
+        if kind in ("scale", "tscale") and not math.isfinite(attrs["c"]):
+            # the constants pulled out of a chain multiply beyond float64 (1e300 * A @ (1e300 * B))
+            raise TypeError_("the constants of this expression multiply to a number beyond float64 "
+                             f"({attrs['c']})", span or self._span,
+                             hint="scale by smaller constants (|c| < 1.8e308 for their product)")
         if kind not in self.PURE:
             return g.add(kind, ops, attrs, span, name)
         key = (kind, tuple(g.type(o) for o in ops), tuple(sorted((attrs or {}).items())))

@@ -11,6 +11,8 @@ which asks the cost model.
 """
 from __future__ import annotations
 
+import math
+
 import sympy as sp
 
 from opdsl.ir import Graph
@@ -34,6 +36,13 @@ def _rebuild(g, n, ops):
     if len(ops) == 1 and n.kind in ("compose", "sum", "kron"):
         return ops[0]
     return g.add(n.kind, ops, n.attrs, n.span)
+
+
+def _representable(c, *factors) -> bool:
+    """A constant the rules combined (a product or sum of the program's constants) is a finite
+    float64 that is 0 only when one of them is: otherwise the rule declines and the constants stay
+    apart, as written (1e300 * (1e300 * A) must not become `inf * A` in the generated code)."""
+    return math.isfinite(c) and (c != 0 or any(f == 0 for f in factors) or not factors)
 
 
 def _zeros(g, t, span):
@@ -184,14 +193,20 @@ def _fold_scale(g, m):
     """a (b A) = (ab) A."""
     outer = g[m["_"]]
     inner = g[outer.operands[0]]       # the matched inner scale; m["B"] is its operand
-    return g.add("scale", [m["B"]], {"c": outer.attrs["c"] * inner.attrs["c"]}, outer.span)
+    c = outer.attrs["c"] * inner.attrs["c"]
+    if not _representable(c, outer.attrs["c"], inner.attrs["c"]):
+        return None
+    return g.add("scale", [m["B"]], {"c": c}, outer.span)
 
 
 def _fold_tscale(g, m):
     """a (b x) = (ab) x."""
     outer = g[m["_"]]
     inner = g[outer.operands[0]]       # the matched inner tscale; m["y"] is its operand
-    return g.add("tscale", [m["y"]], {"c": outer.attrs["c"] * inner.attrs["c"]}, outer.span)
+    c = outer.attrs["c"] * inner.attrs["c"]
+    if not _representable(c, outer.attrs["c"], inner.attrs["c"]):
+        return None
+    return g.add("tscale", [m["y"]], {"c": c}, outer.span)
 
 
 def _scale_one(g, m):
@@ -212,13 +227,17 @@ def _pull_scale(g, m):
     n = _node(g, m)
     c = 1.0
     ops = []
+    cs = []
     for o in n.operands:
         if g.kind(o) == "scale":
             c *= g[o].attrs["c"]
+            cs.append(g[o].attrs["c"])
             ops.append(g[o].operands[0])
         else:
             ops.append(o)
     if c == 1.0 and ops == list(n.operands):
+        return None
+    if not _representable(c, *cs):
         return None
     inner = g.add(n.kind, ops, n.attrs, n.span)
     return inner if c == 1.0 else g.add("scale", [inner], {"c": c}, n.span)
@@ -246,7 +265,7 @@ def _collect_terms(g, m):
         coef[base] += c
     if len(order) == len(n.operands):
         return None
-    if _has_batch(g, n.id):
+    if _has_batch(g, n.id) or not all(math.isfinite(c) for c in coef.values()):
         return None
     ops = []
     for base in order:
@@ -272,6 +291,8 @@ def _collect_tensor_terms(g, m, limit: int = 8):
         if k == "tadd":
             stack.extend((c, o) for o in reversed(g[v].operands))
         elif k == "tscale":
+            if not _representable(c * g[v].attrs["c"], c, g[v].attrs["c"]):
+                return None
             stack.append((c * g[v].attrs["c"], g[v].operands[0]))
         else:
             terms.append((c, v))
@@ -282,7 +303,7 @@ def _collect_tensor_terms(g, m, limit: int = 8):
             order.append(v)
             coef[v] = 0.0
         coef[v] += c
-    if len(order) == len(terms):
+    if len(order) == len(terms) or not all(_representable(c) for c in coef.values()):
         return None
     kept = [(coef[v], v) for v in order if coef[v] != 0]
     if not kept:

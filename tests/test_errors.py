@@ -141,3 +141,112 @@ def test_unknown_export(prog):
         prog["z"]
     with pytest.raises(AttributeError):
         prog.z
+
+
+# ---- constructors' keyword arguments (issue 12) ----------------------------------------------
+
+KW_HEAD = ("input h : [4]\ninput c : [6]\ninput r : [6]\ninput U : [6, 2]\ninput W : [6, 2]\ninput Q : [6, 3]\n"
+           "input K : [6, 3]\ninput S : [6, 6]\ninput x : [6, 2]\ninput v : [4]\n")
+
+
+@pytest.mark.parametrize("by_name,by_position", [
+    ("conv(h, n=6)", "conv(h, 6)"),                             # docs/families_attention_conv.md
+    ("conv(n=6, h=h, causal=false)", "conv(h, 6, causal=false)"),
+    ("lowrank(V=W, U=U)", "lowrank(U, W)"),
+    ("toeplitz(c=c, r=r)", "toeplitz(c, r)"),
+    ("circulant(c=c)", "circulant(c)"),
+    ("eye(n=6) + zeros(m=6, n=6) + diag(d=c)", "eye(6) + zeros(6, 6) + diag(c)"),
+    ("perm(m=2, n=3)", "perm(2, 3)"),
+    ("inv(A=S @ S.T + eye(6), method=cholesky)", "inv(S @ S.T + eye(6), method=cholesky)"),
+    ("attention(Q, K=K, feature=favor(8, seed=3))", "attention(Q, K, feature=favor(8, 3))"),
+    ("softmax_attention(Q=Q, K=K, causal=true)", "softmax_attention(Q, K, causal=true)"),
+])
+def test_constructor_arguments_by_name(by_name, by_position):
+    """A parameter may be given by the name the docs use, as in a Python call; the result is the
+    positional form's."""
+    from opdsl.reference import random_inputs
+    src = KW_HEAD + f"export y = ({by_name}) @ x\nexport z = ({by_position}) @ x\n"
+    prog = opdsl.compile(src, backend="numpy", dtype="float64")
+    args = random_inputs(prog.graph, "y", seed=1)
+    np.testing.assert_allclose(prog.y(**args), prog.z(**args), rtol=1e-12, atol=1e-12)
+
+
+def test_documented_keyword_forms_exist():
+    """Every `f(..., key=...)` of a constructor in the docs names a parameter or an option of f."""
+    import re
+    from pathlib import Path
+
+    from opdsl.kinds import CONSTRUCTORS
+    names = "|".join(sorted(CONSTRUCTORS, key=len, reverse=True))
+    call = re.compile(r"(?:(?<![\w.])|(?<=opdsl\.))(" + names + r")\(((?:[^()]|\([^()]*\))*)\)")
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    seen = []
+    for path in sorted(docs.glob("*.md")):
+        for m in call.finditer(path.read_text()):
+            kind = CONSTRUCTORS[m.group(1)]
+            top = re.sub(r"\([^()]*\)", "()", m.group(2))        # the call's own arguments
+            for key in re.findall(r"(?:^|,)\s*([A-Za-z_]\w*)\s*=(?!=)", top):
+                seen.append(key)
+                assert key in (kind.params or ()) + tuple(kind.options), f"{path.name}: {m.group(0)}"
+    assert {"n", "causal", "seed", "method"} <= set(seen)
+
+
+@pytest.mark.parametrize("call,name,hint", [
+    ("conv(h, foo=true)", "foo", "usage: conv(h, n, causal=...)"),
+    ("inv(S, meth=lu)", "meth", "did you mean method?"),
+    ("kron(S, B=S)", "B", "takes its arguments by position"),
+    ("conv(h, h=h)", "h", "usage: conv(h, n, causal=...)"),        # a parameter given twice
+])
+def test_unknown_option_caret_is_on_its_name(call, name, hint):
+    src = KW_HEAD + f"export y = {call} @ x\n"
+    e = err(src, TypeError_)
+    line = src.splitlines()[e.span.line - 1]
+    assert line[e.span.column - 1:e.span.end_column - 1] == name, str(e)
+    assert hint in e.hint
+
+
+def test_messages_name_the_users_expression():
+    """An error shows lowrank(U, U), not the signature lowrank(U, V)."""
+    e = err("dim n = 4\ninput U : [n, 2]\ninput x : [n, 1]\nexport y = inv(lowrank(U, U)) @ x", ShapeError)
+    assert "lowrank(U, U) has rank at most 2 < n" in e.message and "lowrank(U, V)" not in e.message
+    e = err("input U : [4, 2]\ninput W : [4, 3]\ninput x : [4, 1]\nexport y = lowrank(U, W) @ x", ShapeError)
+    assert e.message.startswith("lowrank(U, W) needs U and W with the same rank") and "W [4, 3]" in e.message
+    e = err("input P : [8, 4]\ninput K : [8, 3]\ninput x : [8, 2]\nexport y = attention(P, K) @ x", ShapeError)
+    assert e.message.startswith("attention(P, K) needs P and K") and "P [8, 4] and K [8, 3]" in e.message
+
+
+@pytest.mark.parametrize("expr,where", [
+    ("(1e-400 * A) @ x", "1e-400"),
+    ("(A / 1e400) @ x", "1e400"),                   # overflow: already an error, the same way
+    ("(0.00000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+     "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+     "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+     "0000000000000000000000000000000000000000000000000000000000000000000000001 * A) @ x", "0.000"),
+    ("(1e-200 * 1e-200 * A) @ x", "1e-200 * 1e-200"),
+    ("(1e-200 / 1e200 * A) @ x", "1e-200 / 1e200"),
+])
+def test_number_literals_that_underflow_are_errors(expr, where):
+    """A literal that float64 rounds to 0 without it being written 0 is a located error, like
+    1e-320 * A in float32; zeros written as zeros, and the smallest subnormal, are fine."""
+    src = f"input A : [4, 4] float64\ninput x : [4, 2] float64\nexport y = {expr}\n"
+    e = err(src, TypeError_)
+    assert (e.span.line, e.span.column) == (3, len("export y = ") + expr.index(where) + 1), str(e)
+    for fine in ("(0e-400 * A + A) @ x", "(0.000 * A + A) @ x", "(5e-324 * A) @ x", "(1e-200 * 1e-100 * A) @ x"):
+        opdsl.compile(src.replace(expr, fine), backend="numpy")
+
+
+@pytest.mark.parametrize("expr", [
+    "(1e300 * A) @ ((1e300 * B) @ x)",
+    "((1e300 * A) @ (1e300 * B)) @ x",
+    "(1e300 * (1e300 * A)) @ x",
+])
+def test_constants_combined_beyond_float64_are_errors(expr):
+    """Scales the compiler multiplies together that leave float64 are an error at the expression,
+    never `inf` in the generated code (it was a NameError when called)."""
+    src = f"input A : [4, 4] float64\ninput B : [4, 4] float64\ninput x : [4, 2] float64\nexport y = {expr}\n"
+    e = err(src, TypeError_)
+    assert e.span.line == 4 and "beyond float64" in e.message
+    ok = opdsl.compile(src.replace("1e300", "1e150"), backend="numpy")
+    args = {"A": np.eye(4), "B": np.eye(4), "x": np.ones((4, 2))}
+    y = ok.y(**{a: args[a] for a in ok.y.params})
+    np.testing.assert_allclose(y, 1e300 * np.ones((4, 2)), rtol=1e-12)

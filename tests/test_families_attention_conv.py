@@ -404,7 +404,7 @@ def test_conv_properties_and_fft_length():
 
 @pytest.mark.parametrize("src,msg", [
     ("export y = toeplitz(c, x) @ x", "same leading"),
-    ("export y = conv(h, causal=false, n=3) @ x", "no option 'n'"),
+    ("export y = conv(h, causal=false, size=3) @ x", "no option 'size'"),   # n= is conv's length (test_limits.py)
     ("export y = conv(x2) @ x", "must be a tensor"),
     ("export y = circulant(h) @ x", "cannot apply"),
 ])

@@ -43,7 +43,7 @@ import math
 import numpy as np
 import sympy as sp
 
-from ..errors import ShapeError, TypeError_
+from ..errors import ShapeError, TypeError_, written
 from ..primitives import UNARY, broadcast, orthogonal_features
 from .base import CONSTRUCTORS, Kind, OpType, Val, join_dtype, register, sym_prod, tensor_of_rank
 
@@ -77,6 +77,7 @@ FAVOR_MAX_D = 4096
 class Favor(FeatureMap):
     name = "favor"
     constructors = ("favor",)
+    params = ("m", "seed")
     usage = "favor(m, seed)"
     doc = "FAVOR+ positive orthogonal random features: favor(m, seed=0)"
 
@@ -97,6 +98,7 @@ class Favor(FeatureMap):
 class Hedgehog(FeatureMap):
     name = "hedgehog"
     constructors = ("hedgehog",)
+    params = ("W",)
     usage = "hedgehog(W)"
     doc = "Hedgehog learnable features: softmax([x W, -x W]) with W [..., d, m]"
 
@@ -117,7 +119,9 @@ def _qk_types(g, ops, span, who):
     q = tensor_of_rank(g, ops[0], range(2, 9), span, f"{who}'s Q")
     k = tensor_of_rank(g, ops[1], range(2, 9), span, f"{who}'s K")
     if not g.dims.equal(q.shape[-1], k.shape[-1]):
-        raise ShapeError(f"{who}(Q, K) needs Q and K with the same feature size d (last dim), got Q {q} and K {k}",
+        qn, kn = written(g[ops[0]].span, "Q"), written(g[ops[1]].span, "K")     # the user's names
+        raise ShapeError(f"{written(span, who + '(Q, K)')} needs {qn} and {kn} with the same feature size d "
+                         f"(last dim), got {qn} {q} and {kn} {k}",
                          span, hint="Q is [..., L, d] and K is [..., L, d]")
     return q, k
 
@@ -191,6 +195,8 @@ class Attention(Kind):
 
     name = "attention"
     constructors = ("attention",)
+    params = ("Q", "K")
+    options = OPTIONS
     examples = (
         "dim L = 6\ndim d = 3\ninput Q : [2, L, d]\ninput K : [2, L, d]\ninput V : [2, L, 4]\n"
         "export y = attention(Q, K) @ V",
@@ -514,6 +520,8 @@ class SoftmaxAttention(Kind):
 
     name = "softmax_attention"
     constructors = ("softmax_attention",)
+    params = ("Q", "K")
+    options = ("causal", "scale")
     examples = (
         "dim L = 7\ninput Q : [2, L, 4]\ninput K : [2, L, 4]\ninput V : [2, L, 3]\n"
         "export y = softmax_attention(Q, K) @ V\nexport z = softmax_attention(Q, K, causal=true) @ V",

@@ -9,6 +9,7 @@ through ``REGISTRY``; nothing else switches on kind names.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,16 +52,62 @@ class Val:
     span: Any = None
 
 
+def node_memo(g, key, compute):
+    """compute(), once per graph and key (a node id and the question asked about it).
+
+    Analyses that recurse into their operands (FLOPs, triangularity, singularity) must not
+    visit a shared operand once per path through the DAG: `let a_i = inv(a_{i-1}) + a_{i-1}`
+    has 2**i paths to a_0.  A node never changes once added (hash-consing; a rename changes
+    only its name), so an answer stays valid for the graph's life; a copy of the graph with
+    other dim values (reference._with_free_dims) starts a memo of its own."""
+    d = getattr(g, "__dict__", None)
+    if d is None:
+        return compute()
+    memo = d.get("_node_memo")
+    if memo is None or memo[0] is not g.dims:
+        memo = d["_node_memo"] = (g.dims, {})
+    try:
+        return memo[1][key]
+    except KeyError:
+        pass
+    except TypeError:             # an unhashable argument: nothing to share
+        return compute()
+    out = memo[1][key] = compute()
+    return out
+
+
+def _memoized_flops(fn):
+    @functools.wraps(fn)
+    def flops(self, g, v, *args, **kwargs):
+        if kwargs:
+            return fn(self, g, v, *args, **kwargs)
+        return node_memo(g, (fn, v) + args, lambda: fn(self, g, v, *args))
+    flops.memoized = True
+    return flops
+
+
 class Kind:
     name: str = ""
     constructors: tuple = ()      # names in the language and in opdsl.<name>
     arity: tuple = (0, 0)         # (min, max); max None = variadic
+    # The names of the positional parameters, so that a keyword may give one (`conv(h, n=K)`, as in
+    # Python), and the keyword-only options; Builder.bind checks keywords against both.  None: the
+    # kind checks its keywords itself.
+    params: tuple | None = None
+    options: tuple = ()
     produces: str = "op"          # "op" or "tensor"
     doc: str = ""
     # Catalogue entries: small complete .op programs that use this kind.  The
     # catalogue test compiles each on every backend and compares with the dense
     # reference; a kind with no example fails the catalogue.
     examples: tuple = ()
+
+    def __init_subclass__(cls, **kwargs):
+        # every kind's FLOPs are memoized per node (node_memo): kinds add up their operands' costs
+        super().__init_subclass__(**kwargs)
+        fn = cls.__dict__.get("flops")
+        if fn is not None and not getattr(fn, "memoized", False):
+            cls.flops = _memoized_flops(fn)
 
     def sample(self, n: int, tag: str):
         """A square n x n instance for random compositions: (declarations, expression) or None.
@@ -145,6 +192,6 @@ def sym_prod(xs):
     return out
 
 
-__all__ = ["Kind", "REGISTRY", "CONSTRUCTORS", "register", "Val", "OpType", "TensorType",
+__all__ = ["Kind", "REGISTRY", "node_memo", "CONSTRUCTORS", "register", "Val", "OpType", "TensorType",
            "join_dtype", "op_type", "require_equal", "check_square", "tensor_of_rank", "sym_prod",
            "DTYPES"]

@@ -51,6 +51,7 @@ class Eye(Kind):
     def sample(self, n, tag):
         return "", f"eye({n})"
     constructors = ("eye",)
+    params = ("n",)
 
     def construct(self, b, args, kwargs, span):
         b.no_kwargs(self, kwargs)
@@ -84,6 +85,7 @@ class Zeros(Kind):
     def sample(self, n, tag):
         return "", f"zeros({n}, {n})"
     constructors = ("zeros",)
+    params = ("m", "n")
 
     def construct(self, b, args, kwargs, span):
         b.no_kwargs(self, kwargs)
@@ -122,6 +124,7 @@ class Diag(Kind):
     def sample(self, n, tag):
         return f"input d{tag} : [{n}]", f"diag(d{tag})"
     constructors = ("diag",)
+    params = ("d",)
 
     def construct(self, b, args, kwargs, span):
         b.no_kwargs(self, kwargs)
@@ -172,6 +175,7 @@ class Perm(Kind):
                 return "", f"perm({m}, {n // m})"
         return None
     constructors = ("perm",)
+    params = ("m", "n")
 
     def construct(self, b, args, kwargs, span):
         b.no_kwargs(self, kwargs)

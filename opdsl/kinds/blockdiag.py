@@ -33,6 +33,7 @@ class BlockDiag(Kind):
             return None
         return f"input P{tag} : [1, 1]\ninput Q{tag} : [{n - 1}, {n - 1}]", f"blockdiag(P{tag}, Q{tag})"
     constructors = ("blockdiag",)
+    params = ()
     arity = (1, None)
 
     def construct(self, b, args, kwargs, span):

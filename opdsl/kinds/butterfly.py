@@ -160,6 +160,7 @@ class Butterfly(Kind):
 
     name = "butterfly"
     constructors = ("butterfly",)
+    params = ("T",)
     arity = (1, 1)
     examples = (
         "input T : [2, 2, 2, 2]\ninput x : [4, 3]\nexport y = butterfly(T) @ x",

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from ..errors import ShapeError, TypeError_
+from ..errors import ShapeError, TypeError_, written
 from ..primitives import broadcast
 from .base import Kind, OpType, join_dtype, register, sym_prod, tensor_of_rank
 
@@ -113,6 +113,7 @@ class Circulant(Kind):
 
     name = "circulant"
     constructors = ("circulant",)
+    params = ("c",)
     examples = (
         "input c : [5]\ninput x : [5, 2]\nexport y = circulant(c) @ x\nexport z = circulant(c).T @ x",
         "input c : [3, 6]\ninput x : [2, 3, 6, 1]\nexport y = circulant(c) @ x",
@@ -165,6 +166,7 @@ class Toeplitz(Kind):
 
     name = "toeplitz"
     constructors = ("toeplitz",)
+    params = ("c", "r")
     examples = (
         "input c : [4]\ninput r : [6]\ninput x : [6, 2]\ninput w : [4, 3]\n"
         "export y = toeplitz(c, r) @ x\nexport z = toeplitz(c, r).T @ w",
@@ -188,7 +190,9 @@ class Toeplitz(Kind):
         c = tensor_of_rank(g, ops[0], range(1, 9), span, "toeplitz's c")
         r = tensor_of_rank(g, ops[1], range(1, 9), span, "toeplitz's r")
         if len(c.shape) != len(r.shape) or not all(g.dims.equal(a, b) for a, b in zip(c.shape[:-1], r.shape[:-1])):
-            raise ShapeError(f"toeplitz(c, r) needs c and r with the same leading (channel) dims, got c {c} and r {r}",
+            cn, rn = written(g[ops[0]].span, "c"), written(g[ops[1]].span, "r")     # the user's names
+            raise ShapeError(f"{written(span, 'toeplitz(c, r)')} needs {cn} and {rn} with the same leading (channel) "
+                             f"dims, got {cn} {c} and {rn} {r}",
                              span)
         m, n = c.shape[-1], r.shape[-1]
         if attrs["T"]:
@@ -234,6 +238,8 @@ class Conv(Kind):
 
     name = "conv"
     constructors = ("conv",)
+    params = ("h", "n")
+    options = ("causal",)
     examples = (
         "input h : [8]\ninput x : [8, 3]\nexport y = conv(h) @ x\nexport z = conv(h).T @ x",
         "input h : [4]\ninput x : [10, 2]\nexport y = conv(h, 10) @ x\nexport z = conv(h, 10, causal=false) @ x",

@@ -114,6 +114,7 @@ class Householder(Kind):
 
     name = "householder"
     constructors = ("householder",)
+    params = ("V",)
     arity = (1, 1)
     examples = (
         "dim n = 6\ninput V : [n, 3]\ninput x : [n, 2]\nexport y = householder(V) @ x\n"

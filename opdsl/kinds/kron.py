@@ -58,6 +58,7 @@ class Kron(Kind):
                 return f"input A{tag} : [{a}, {a}]\ninput B{tag} : [{n // a}, {n // a}]", f"kron(A{tag}, B{tag})"
         return None
     constructors = ("kron",)
+    params = ()
     arity = (2, None)
 
     def infer(self, g, ops, attrs, span):

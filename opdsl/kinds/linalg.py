@@ -33,8 +33,8 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from ..errors import ShapeError, TypeError_
-from .base import Kind, OpType, TensorType, op_type, register, sym_prod
+from ..errors import ShapeError, TypeError_, written
+from .base import Kind, OpType, TensorType, node_memo, op_type, register, sym_prod
 
 METHODS = ("auto", "lu", "cholesky", "cg")
 PRECONDS = ("none", "jacobi")
@@ -62,7 +62,8 @@ def tensor_props(g, t):
     """The properties of matrix tensor t, through transposes (Lᵀ of a lower L is upper)."""
     n = g[t]
     if n.kind == "tT":
-        return frozenset(_flip(p) for p in tensor_props(g, n.operands[0]))
+        return node_memo(g, ("tensor_props", t),
+                         lambda: frozenset(_flip(p) for p in tensor_props(g, n.operands[0])))
     return g.type(t).props
 
 
@@ -95,7 +96,7 @@ def triangular(g, v):
     if tri is not None:
         return tri
     fn = TRIANGULAR_THROUGH.get(g.kind(v))
-    return fn(g, g[v]) if fn is not None else None
+    return node_memo(g, ("triangular", v), lambda: fn(g, g[v])) if fn is not None else None
 
 
 def square(g, v):
@@ -113,7 +114,7 @@ def _singular_lowrank(g, n):
     r = g.type(n.operands[0]).shape[1]
     t = g.type(n.id)
     if _less(g, r, t.rows):
-        return f"lowrank(U, V) has rank at most {r} < {t.rows}"
+        return f"{written(n.span, 'lowrank(U, V)')} has rank at most {r} < {t.rows}"
     return None
 
 
@@ -166,7 +167,7 @@ SINGULAR = {
 def singular_reason(g, v):
     """Why square operator v is singular by its structure alone, or None."""
     fn = SINGULAR.get(g.kind(v))
-    return fn(g, g[v]) if fn is not None else None
+    return node_memo(g, ("singular", v), lambda: fn(g, g[v])) if fn is not None else None
 
 
 def _square_operand(g, ops, span, fname, hint):
@@ -205,7 +206,12 @@ def materialize(lw, a, dtype="float32"):
     t = lw.src.type(a)
     fn = MATERIALIZE.get(lw.src.kind(a))
     if fn is not None:
-        return fn(lw, a, t.dtype or dtype)
+        # once per operand: a sum shared by several users is written down once, not once per path
+        done = lw.__dict__.setdefault("_materialized", {})
+        key = (a, t.dtype or dtype)
+        if key not in done:
+            done[key] = fn(lw, a, t.dtype or dtype)
+        return done[key]
     return lw.apply(a, eye_like(lw, t.cols, t.dtype or dtype))
 
 
@@ -339,6 +345,8 @@ class Inv(Kind):
 
     name = "inv"
     constructors = ("inv",)
+    params = ("A",)
+    options = ("method", "tol", "maxiter", "precond")
     arity = (1, 2)
     examples = (
         # a dense leaf (LU), a vector right-hand side, and a composition that is solved factor by factor
@@ -449,6 +457,7 @@ class LogDet(Kind):
 
     name = "logdet"
     constructors = ("logdet",)
+    params = ("A",)
     produces = "tensor"
     examples = (
         "dim n = 4\ninput W : [n, n]\nexport y = logdet(W)",
@@ -493,6 +502,7 @@ class DiagOf(Kind):
 
     name = "diag_of"
     constructors = ("diag_of",)
+    params = ("A",)
     produces = "tensor"
     examples = (
         "input W : [4, 4]\nexport y = diag_of(W)",
@@ -532,6 +542,7 @@ class Trace(Kind):
 
     name = "trace"
     constructors = ("trace",)
+    params = ("A",)
     produces = "tensor"
     examples = (
         "input W : [4, 4]\nexport y = trace(W)",
@@ -571,6 +582,7 @@ class Materialize(Kind):
 
     name = "materialize"
     constructors = ("dense",)
+    params = ("A",)
     produces = "tensor"
     examples = (
         "input A : [2, 3]\ninput B : [3, 2]\nexport y = dense(kron(A, B))",
@@ -611,6 +623,7 @@ class Assume(Kind):
 
     name = "assume"
     constructors = ("assume",)
+    params = ("A",)
     arity = (2, None)
     examples = (
         "dim n = 5\ninput W : [n, n]\ninput x : [n, 2]\nlet S = assume(W @ W.T + eye(n), psd)\n"

@@ -1,7 +1,7 @@
 """Low-rank operators U Vᵀ, applied as U (Vᵀ x)."""
 from __future__ import annotations
 
-from ..errors import ShapeError
+from ..errors import ShapeError, written
 from .base import Kind, OpType, join_dtype, register, tensor_of_rank
 
 
@@ -19,6 +19,7 @@ class LowRank(Kind):
     def chain_factor(self, g, v):           # U Vᵀ: a neighbour is absorbed into U or V
         return "lowrank", g.type(g[v].operands[0]).shape[1]
     constructors = ("lowrank",)
+    params = ("U", "V")
 
     def construct(self, b, args, kwargs, span):
         b.no_kwargs(self, kwargs)
@@ -29,7 +30,10 @@ class LowRank(Kind):
         u = tensor_of_rank(g, ops[0], (2,), span, "lowrank's U")
         v = tensor_of_rank(g, ops[1], (2,), span, "lowrank's V")
         if not g.dims.equal(u.shape[1], v.shape[1]):
-            raise ShapeError(f"lowrank(U, V) needs U and V with the same rank (columns), got {u} and {v}", span)
+            un, vn = written(g[ops[0]].span, "U"), written(g[ops[1]].span, "V")   # the user's names
+            raise ShapeError(f"{written(span, 'lowrank(U, V)')} needs {un} and {vn} with the same rank (columns), "
+                             f"got {un} {u} and {vn} {v}", span,
+                             hint="lowrank(U, V) = U Vᵀ with U [m, r] and V [n, r]")
         return OpType(u.shape[0], v.shape[0], (), join_dtype(u.dtype, v.dtype))
 
     def dense(self, g, v, vals):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ShapeError
+from ..errors import ShapeError, written
 from .base import Kind, OpType, join_dtype, register, tensor_of_rank
 from .basic import stride_perm_index
 from .blockdiag import block_diag
@@ -94,6 +94,7 @@ class Monarch(Kind):
 
     name = "monarch"
     constructors = ("monarch",)
+    params = ("L", "R")
     arity = (2, 2)
     examples = (
         # square, b = 3 (n = 9)
@@ -136,7 +137,8 @@ class Monarch(Kind):
         k, q, p = rt.shape
         if not g.dims.equal(l * r, k * q):
             raise ShapeError(
-                f"monarch(L, R): L {lt} and R {rt} do not meet in the middle: R's blocks give "
+                f"{written(span, 'monarch(L, R)')}: {written(g[ops[0]].span, 'L')} {lt} and "
+                f"{written(g[ops[1]].span, 'R')} {rt} do not meet in the middle: R's blocks give "
                 f"k*q = {k * q} values but L's take l*r = {l * r}",
                 span, hint="with L [l, s, r] and R [k, q, p], l*r must equal k*q; "
                 "the square form is L, R : [b, b, b]")
