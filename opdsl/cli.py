@@ -41,6 +41,9 @@ def _compile(args, backend=None, **extra):
 
 
 def cmd_compile(args) -> int:
+    if args.output:       # a bad -o (the input itself, a directory, no such directory) before a slow compile
+        from .output import check_targets
+        check_targets([args.output], inputs=[args.file])
     prog = _compile(args)
     if args.output:
         for path in prog.save(args.output):
@@ -50,23 +53,31 @@ def cmd_compile(args) -> int:
     return 0
 
 
+CHECK_TOL = {"float64": 1e-9, "float32": 2e-4, "float16": 2e-2, "bfloat16": 5e-2}
+
+
 def check_program(prog, free: dict | None = None, seed: int = 0):
     """Run every export on random inputs; rows of (export, shape, abs err, rel err, ok)."""
-    from .reference import dense_eval, random_inputs
-    tol = {"float64": 1e-9, "float32": 2e-4, "float16": 2e-2, "bfloat16": 5e-2}
-    rows = []
-    for name in prog.functions:
-        inputs = random_inputs(prog.graph, name, free, seed=seed)
-        ref = dense_eval(prog.graph, prog.graph.exports[name], inputs)
-        out = to_numpy(prog[name](**to_backend(prog.backend_name, inputs)))
-        if out.shape != ref.shape:
-            rows.append((name, out.shape, float("inf"), float("inf"), False))
-            continue
-        err = float(np.max(np.abs(out - ref))) if ref.size else 0.0
-        rel = err / max(float(np.max(np.abs(ref))) if ref.size else 0.0, 1e-30)
-        dt = prog.graph.type(prog.graph.exports[name]).dtype
-        rows.append((name, ref.shape, err, rel, bool(rel <= tol.get(dt, 1e-4) or err <= tol.get(dt, 1e-4))))
-    return rows
+    return [check_export(prog, name, free, seed) for name in prog.functions]
+
+
+def check_export(prog, name, free: dict | None = None, seed: int = 0):
+    """One export against the dense reference: (export, shape, abs err, rel err, ok).
+
+    Inputs honour their declared properties and are well conditioned where inverted
+    (reference.random_inputs); a check that would allocate more than the memory limit raises
+    MemoryLimitError before allocating anything (reference.check_fits)."""
+    from .reference import check_fits, dense_eval, random_inputs
+    check_fits(prog.graph, name, free)
+    inputs = random_inputs(prog.graph, name, free, seed=seed)
+    ref = dense_eval(prog.graph, prog.graph.exports[name], inputs)
+    out = to_numpy(prog[name](**to_backend(prog.backend_name, inputs)))
+    if out.shape != ref.shape:
+        return (name, out.shape, float("inf"), float("inf"), False)
+    err = float(np.max(np.abs(out - ref))) if ref.size else 0.0
+    rel = err / max(float(np.max(np.abs(ref))) if ref.size else 0.0, 1e-30)
+    tol = CHECK_TOL.get(prog.graph.type(prog.graph.exports[name]).dtype, 1e-4)
+    return (name, ref.shape, err, rel, bool(rel <= tol or err <= tol))
 
 
 def to_backend(backend: str, arrays: dict) -> dict:
@@ -89,17 +100,53 @@ def to_numpy(x) -> np.ndarray:
 
 
 def cmd_check(args) -> int:
-    failed = 0
-    for path in args.file:
+    """Check every file, every export; an error in one (a file that does not compile, an export
+    that raises or exceeds the memory limit) is a FAIL row with its message (the full message,
+    with its location, on stderr) and the next goes on.  Exit 1 when anything failed."""
+    files = list(args.file)
+    bad_files = 0
+    for path in files:
         args.file = path
-        prog = _compile(args)
-        rows = check_program(prog)
-        print(f"{path} ({prog.backend_name})")
+        print(f"{path} ({args.backend})", flush=True)
+        try:
+            prog = _compile(args)
+        except Exception as e:      # noqa: BLE001 - reported as this file's FAIL row; the others go on
+            _check_error(path, e)
+            bad_files += 1
+            continue
         print(f"  {'export':<16} {'shape':<18} {'max abs err':>12} {'rel err':>10}  result")
-        for name, shape, err, rel, ok in rows:
+        failed = 0
+        for name in prog.functions:
+            try:
+                name, shape, err, rel, ok = check_export(prog, name)
+            except Exception as e:  # noqa: BLE001 - as above, for one export
+                _check_error(name, e)
+                failed += 1
+                continue
             failed += not ok
             print(f"  {name:<16} {str(list(shape)):<18} {err:>12.3e} {rel:>10.2e}  {'PASS' if ok else 'FAIL'}")
-    return 1 if failed else 0
+        bad_files += failed > 0
+    if len(files) > 1:
+        print(f"{len(files) - bad_files} of {len(files)} files passed")
+    return 1 if bad_files else 0
+
+
+def _check_error(what, e):
+    """A FAIL row for an error in `opdsl check` (its first line), the whole message on stderr."""
+    if not isinstance(e, OpdslError):
+        if os.environ.get("OPDSL_TRACEBACK"):
+            raise e
+        msg = _internal_error(e)
+    else:
+        msg = e.render()
+    print(msg, file=sys.stderr, flush=True)
+    print(f"  {what:<16} FAIL  {msg.splitlines()[0]}", flush=True)
+
+
+def _internal_error(e) -> str:
+    return (f"opdsl: internal error: {type(e).__name__}: {e}\n"
+            "hint: this is a bug in opdsl, not in your program; please report it with the .op file "
+            "(OPDSL_TRACEBACK=1 shows the traceback)")
 
 
 def cmd_explain(args) -> int:
@@ -171,9 +218,7 @@ def main(argv=None) -> int:
     except Exception as e:  # noqa: BLE001 - a bug in opdsl: a message, not a traceback (docs/reliability.md)
         if os.environ.get("OPDSL_TRACEBACK"):
             raise
-        print(f"opdsl: internal error: {type(e).__name__}: {e}\n"
-              "hint: this is a bug in opdsl, not in your program; please report it with the .op file "
-              "(OPDSL_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+        print(_internal_error(e), file=sys.stderr)
         return 1
 
 

@@ -13,7 +13,9 @@ Each kind knows the FLOPs of applying itself to an ``[n, k]`` tensor
   (``(Q Kᵀ) V`` forms the L×L matrix).  On the optimized graph it is the
   **optimized** cost.
 * ``dense_flops(g, roots)`` — every operator materialized: an application of
-  an ``m × n`` operator to ``k`` columns costs ``2·m·n·k``.
+  an ``m × n`` operator to ``k`` columns costs ``2·m·n·k``; an inverse or a
+  log-determinant costs the dense factorization of its operand's matrix (LU
+  ``2n³/3``, Cholesky ``n³/3`` when PSD) and its solves.
 * ``largest_intermediate(prim, roots)`` — the largest tensor a lowered graph
   computes.
 * ``Evaluator`` turns an expression into a number: concrete dims, then derived
@@ -139,17 +141,73 @@ def graph_flops(g: Graph, roots=None):
 
 
 def dense_flops(g: Graph, roots=None):
-    """FLOPs with every operator materialized: 2·m·n per column of each application."""
+    """FLOPs with every operator materialized (its matrix taken as given): 2·m·n per column of
+    each application.  Linear algebra is what a dense library does with that matrix: an inverse
+    factors its operand (``_dense_factorization``; once per operand and method) and then solves,
+    2·n² per column (n² triangular), and an inverse inside a larger operator is formed (n
+    columns); ``logdet`` factors the same way and sums n logs, ``trace`` adds n numbers,
+    ``diag_of`` and ``dense`` read the matrix."""
     total = sp.Integer(0)
-    for v in g.live(roots):
+    live = g.live(roots)
+    factored: set = set()
+
+    def factor(a, how):                 # a dense code factors a matrix once for all its uses
+        if (a, how) in factored:
+            return sp.Integer(0)
+        factored.add((a, how))
+        t = g.type(a)
+        n3 = t.cols ** 3 * numel(t.batch)
+        return {"lu": sp.Rational(2, 3) * n3, "cholesky": sp.Rational(1, 3) * n3}.get(how, sp.Integer(0))
+
+    def solve(inv, cols):               # inv(A) applied to `cols` columns
+        a = g[inv].operands[0]
+        how = _dense_factorization(g, a, g[inv].attrs.get("method", "auto"))
+        t = g.type(a)
+        per_col = (1 if how == "triangular" else 2) * t.rows * t.cols * numel(t.batch)
+        return factor(a, how) + per_col * cols
+
+    applied = {g[v].operands[0] for v in live if g[v].kind == "apply"}
+    formed = {o for v in live if g[v].kind != "apply" for o in g[v].operands if g.kind(o) == "inv"}
+    for v in live:
         n = g[v]
         if n.kind == "apply":
+            op, k = n.operands[0], _cols(g.type(n.operands[1]).shape)
+            if g.kind(op) == "inv":
+                total += solve(op, k)
+            else:
+                t = g.type(op)
+                total += 2 * t.rows * t.cols * numel(t.batch) * k
+        elif n.kind == "inv":
+            if v in formed or v not in applied:     # its matrix is needed: solve for the identity
+                total += solve(v, g.type(v).cols)
+        elif n.kind == "logdet":
+            a = n.operands[0]
+            how = _dense_factorization(g, a)
+            t = g.type(a)
+            total += factor(a, how) + (0 if how == "orthogonal" else t.cols * numel(t.batch))
+        elif n.kind == "trace":
             t = g.type(n.operands[0])
-            batch = numel(t.batch)
-            total += 2 * t.rows * t.cols * batch * _cols(g.type(n.operands[1]).shape)
+            total += t.cols * numel(t.batch)
+        elif n.kind in ("diag_of", "materialize"):
+            pass
         else:
             total += node_flops(g, v)
     return total
+
+
+def _dense_factorization(g: Graph, a: int, method: str = "auto") -> str:
+    """How a dense library inverts the matrix of operator a: 'lu' (2n³/3 FLOPs), 'cholesky'
+    (n³/3: known PSD, or asked for; conjugate gradients need an SPD matrix too), 'triangular'
+    or 'orthogonal' (no factorization)."""
+    from .kinds.linalg import triangular
+    props = g.type(a).props
+    if method in ("cholesky", "cg") or (method == "auto" and "psd" in props):
+        return "cholesky"
+    if method == "auto" and "orthogonal" in props:
+        return "orthogonal"
+    if method == "auto" and triangular(g, a) is not None:
+        return "triangular"
+    return "lu"
 
 
 def largest_intermediate(prim: Graph, roots=None, ev: Evaluator | None = None):

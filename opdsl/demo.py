@@ -1,23 +1,29 @@
-"""`make demo`: compile one example to PyTorch, run it, and report what matters.
+"""`make demo` / `python -m opdsl.demo`: compile one example to PyTorch, run it, and report
+what matters.
 
 Prints where the generated code is, dense vs compiled FLOPs, the max error
 against the dense reference, and the time against the dense matrix measured
-in the same run.
+in the same run.  The example is examples/kron.op, shipped inside the package
+as opdsl/demo.op (package data), so the demo runs from any directory with an
+installed opdsl; the generated module goes to ./out (a temporary directory
+when the current one is not writable).
 """
 from __future__ import annotations
 
 import statistics
+import sys
+import tempfile
 import time
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import sympy as sp
-import torch
 
 import opdsl
 from opdsl.reference import dense_eval
 
-EXAMPLE = "examples/kron.op"
+EXAMPLE = "demo.op"          # a copy of examples/kron.op (tests/test_demo.py keeps them equal)
 K = 256
 
 
@@ -31,12 +37,28 @@ def median_ms(fn, reps=7):
     return statistics.median(ts) * 1e3
 
 
-def main():
-    torch.set_num_threads(2)
-    prog = opdsl.compile_file(EXAMPLE, backend="torch")
+def _output_dir() -> Path:
     out = Path("out")
-    out.mkdir(exist_ok=True)
-    gen_path = out / "kron_torch.py"
+    try:
+        out.mkdir(exist_ok=True)
+        probe = out / ".opdsl-demo-write-test"
+        probe.touch()
+        probe.unlink()
+        return out
+    except OSError:
+        return Path(tempfile.mkdtemp(prefix="opdsl-demo-"))
+
+
+def main():
+    try:
+        import torch
+    except ImportError:
+        print("the demo runs the generated code with PyTorch: pip install 'opdsl[torch]'", file=sys.stderr)
+        return 1
+    torch.set_num_threads(2)
+    with resources.as_file(resources.files("opdsl") / EXAMPLE) as path:
+        prog = opdsl.compile_file(path, backend="torch")
+    gen_path = _output_dir() / "kron_torch.py"
     prog.save(gen_path)
 
     rng = np.random.default_rng(0)
@@ -58,7 +80,7 @@ def main():
     t_c = median_ms(lambda: prog.apply(**args))
     t_d = median_ms(lambda: M @ args["x"], 5)
 
-    print(f"opdsl {opdsl.__version__} demo: {EXAMPLE}, export `apply` = kron(A, B) @ x, "
+    print(f"opdsl {opdsl.__version__} demo: examples/kron.op, export `apply` = kron(A, B) @ x, "
           f"A, B 64x64, x [4096, {K}], torch on CPU ({torch.get_num_threads()} threads)")
     print(f"  generated code   {gen_path}  ({len(prog.source.splitlines())} lines, imports only torch and numpy)")
     print(f"  FLOPs            dense {dense_flops:.3e}   compiled {flops:.3e}   ({dense_flops / flops:.0f}x fewer)")
@@ -71,7 +93,8 @@ def main():
         if "_error(" in line or line.strip().startswith("if "):
             continue
         print("  " + line)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
