@@ -24,7 +24,7 @@ import sympy as sp
 import tvm
 from tvm import te, topi, tirx
 
-from opdsl.errors import BackendError
+from opdsl.errors import BackendError, clip
 
 from .pycodegen import Names
 
@@ -157,7 +157,7 @@ class Builder:
         n = self.g[self._node]
         line = ""
         if n.span is not None and n.span.source_line():
-            line = f"{n.span.file}:{n.span.line}  {n.span.source_line().strip()}"
+            line = f"{n.span.file}:{n.span.line}  {clip(n.span.source_line().strip())}"   # one per stage
         ins = []
         for r in reads:
             for t in (r.re, r.im) if isinstance(r, Cplx) else (r,):
@@ -840,12 +840,26 @@ def _twiddle(fn, sign, size, dt):
     return f
 
 
-def _chirp(n, sign, dt, which):
-    """cos / sin part of exp(sign * i * pi * (m^2 mod 2n) / n) at index m."""
+def _chirp(n, sign, dt, which, m_max):
+    """cos / sin part of exp(sign * i * pi * (m^2 mod 2n) / n) at index m (0 <= m < m_max)."""
+    # indices are int32: m * m overflows from m = 46341 on (wrong results from 65536 on, where
+    # the product no longer fits 32 bits unsigned), so longer transforms square in int64
+    wide = (m_max - 1) ** 2 >= 2 ** 31
+
     def f(m):
-        ang = _const(math.pi / n, dt) * tirx.floormod(m * m, 2 * n).astype(dt)
+        sq = m.astype("int64") * m.astype("int64") if wide else m * m
+        ang = _const(math.pi / n, dt) * tirx.floormod(sq, 2 * n).astype(dt)
         return te.cos(ang) if which == 0 else _const(sign, dt) * te.sin(ang)
     return f
+
+
+# Loads under a condition go under tirx.if_then_else, not tirx.Select: a Select evaluates both
+# arms, and TVM's simplifier rewrites each arm as if the condition were known (true in the first,
+# false in the second), so an index that is safe as written (clamped, or mirrored into range) can
+# become one that is in range only when the condition holds, yet is loaded when it does not.
+# That read before the start of a buffer in the Bluestein FFT of irfft (issue 12: a segfault
+# when the page before the buffer was unmapped).  if_then_else evaluates only the arm taken.  A
+# Select (it vectorizes) may hold only loads valid at every index: _select_safe, in e_tril.
 
 
 def _bluestein(b, base, re, im, shape_b, n, dt, inverse):
@@ -854,16 +868,16 @@ def _bluestein(b, base, re, im, shape_b, n, dt, inverse):
     while M < 2 * n - 1:
         M *= 2
     sign = 1.0 if inverse else -1.0       # w_m = exp(sign * i * pi m^2 / n)
-    wr, wi = _chirp(n, sign, dt, 0), _chirp(n, sign, dt, 1)
+    wr, wi = _chirp(n, sign, dt, 0, M), _chirp(n, sign, dt, 1, M)
     zero = _const(0, dt)
     shape = tuple(shape_b) + (M,)
 
-    def a_part(which):            # a[t] = x[t] w_t for t < n, 0 beyond
+    def a_part(which):            # a[t] = x[t] w_t for t < n, 0 beyond (x is read only for t < n)
         def f(*i):
             t = i[-1]
-            xr, xi = re(*i[:-1], tirx.Select(t < n, t, 0)), im(*i[:-1], tirx.Select(t < n, t, 0))
+            xr, xi = re(*i[:-1], t), im(*i[:-1], t)
             v = xr * wr(t) - xi * wi(t) if which == 0 else xr * wi(t) + xi * wr(t)
-            return tirx.Select(t < n, v, zero)
+            return tirx.if_then_else(t < n, v, zero)
         return f
     ar = b.compute(shape, a_part(0), f"{base}_chirp_re", ELEMENTWISE, [re, im])
     ai = b.compute(shape, a_part(1), f"{base}_chirp_im", ELEMENTWISE, [re, im])
@@ -947,10 +961,10 @@ def e_irfft(b, n, a):
         def f(*i):
             k = i[-1]
             mirrored = k > half
-            src = tirx.Select(mirrored, size - k, k)
+            src = tirx.Select(mirrored, size - k, k)          # in [0, size // 2]: arithmetic only
             v = part(*i[:-1], tirx.min(src, m - 1))
-            if conj:
-                v = tirx.Select(mirrored, -v, v)
+            if conj:                                            # the sign, not the load, is selected
+                v = v * tirx.Select(mirrored, _const(-1, dt), _const(1, dt))
             return tirx.if_then_else(src < m, v, zero)
         return f
     yr = b.compute(shape, spectrum(x.re, False), base + "_full_re", VIEW, [x.re], keeps_last_axis=False)
@@ -991,8 +1005,34 @@ def e_tril(b, n, a):
     fill = float(n.attrs.get("fill", 0.0))
     dt = x.dtype
     fv = tirx.const(fill, dt) if math.isfinite(fill) else _inf(dt, fill)
-    return b.compute(b.shape(n.id), lambda *i: tirx.Select(i[-1] - i[-2] <= k, x(*i), fv), n.name or "tril",
+    # a Select vectorizes; it is safe when x's loads are valid at every index (see _select_safe)
+    pick = tirx.Select if _select_safe(b, x) else tirx.if_then_else
+    return b.compute(b.shape(n.id), lambda *i: pick(i[-1] - i[-2] <= k, x(*i), fv), n.name or "tril",
                      ELEMENTWISE, [x])
+
+
+_RESOLVABLE = {"Select", "Min", "Max", "FloorDiv", "FloorMod"}
+
+
+def _select_safe(b, t) -> bool:
+    """Whether tensor t, inlined into an arm of a Select, loads only at indices valid for every
+    index of t: t is an argument or a stage never inlined (a matmul: what every kind masks), or an
+    elementwise / constant stage over such tensors with no condition, clamp or modulus that TVM
+    could resolve under the Select's condition (see _chirp)."""
+    import tvm_ffi
+    st = b.stages.get(t.op.name)
+    if st is None or st.role in (REDUCTION, EXTERN, FFT_STAGE):
+        return True
+    if st.role not in (ELEMENTWISE, CONST):
+        return False
+    found = []
+
+    def visit(v):
+        name = type(v).__name__
+        if name in _RESOLVABLE or (name == "Call" and str(v.op.name) == "prim.if_then_else"):
+            found.append(name)
+    tvm_ffi.structural_walk(list(t.op.body), visit)
+    return not found and all(_select_safe(b, u) for u in t.op.input_tensors)
 
 
 def _inf(dt, sign):

@@ -208,3 +208,142 @@ def test_epilogue_is_not_moved_before_a_later_fft():
     p = opdsl.compile(src, backend="tvm")
     inp = random_inputs(p.graph, "y", seed=1)
     np.testing.assert_allclose(p.y(**inp), _ref(p, "y", inp), rtol=1e-4, atol=1e-5)
+
+
+# ---- issue 12: memory safety of the kernels, zero-size dims, read-only arrays ----------------------
+
+# conv(h, 64) runs FFTs of length 72 and circulant(c) of length 6: both Bluestein (a chirp
+# convolution through power-of-two FFTs), whose inputs and the irfft spectrum are read under a
+# condition.  The free dim k leaves the column count symbolic, as in the program of the report.
+FFT_BLUESTEIN = """dim n = 64
+dim m = 6
+dim k
+input img : [n, k]
+input ha : [5]
+input c : [m]
+input x : [m, k]
+export y = conv(ha, n) @ img
+export r = circulant(c) @ x
+"""
+
+
+@pytest.fixture(scope="module")
+def bounds_checked_fft():
+    from opdsl.backends.tvm_bounds import CHECKED, bounds_checked
+    before = CHECKED[0]
+    with bounds_checked():
+        p = opdsl.compile(FFT_BLUESTEIN, backend="tvm", cache=False, specialize=False)
+    assert CHECKED[0] > before                              # the checks are in the kernels
+    return p
+
+
+@pytest.mark.parametrize("name", ["y", "r"])
+def test_bluestein_fft_reads_stay_in_bounds(bounds_checked_fft, name):
+    """Issue 12: `inv(A) @ img` then `conv(ha, n) @ img` (n = 2048) segfaulted.  The irfft read its
+    half spectrum at an index mirrored into range by a Select that TVM simplified under the
+    enclosing Select's condition (a Select evaluates both arms), so for the padding of the
+    Bluestein convolution it read up to M - n elements before the buffer (and the rfft read its
+    input past its end): harmless until the page before the buffer was unmapped.  Every access
+    of these kernels is now checked at run time (backends/tvm_bounds.py)."""
+    from opdsl.backends.tvm_bounds import OUT_OF_BOUNDS
+    p = bounds_checked_fft
+    before = len(OUT_OF_BOUNDS)
+    runs = []
+    for k in (1, 3):
+        inp = random_inputs(p.graph, name, free={"k": k})
+        runs.append((p[name](**inp), _ref(p, name, inp)))
+    assert OUT_OF_BOUNDS[before:] == []          # first: a bad access also spoils the results
+    for out, ref in runs:
+        np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_bounds_checks_catch_a_bad_index():
+    """The instrumentation the test above relies on reports an access past the end of a buffer
+    (and redirects it, so the run goes on)."""
+    from tvm import te
+
+    from opdsl.backends.tvm_bounds import OUT_OF_BOUNDS, bounds_checked
+    a, s = te.placeholder((16,), name="a"), te.var("s")
+    b = te.compute((16,), lambda j: a[j + s], name="b")
+    shifted = te.create_prim_func([a, b, s]).with_attr("global_symbol", "shifted")
+    with bounds_checked():
+        lib = tvm.compile(tvm.IRModule({"shifted": shifted}), target="llvm")
+    a, b = np.arange(16, dtype=np.float32), np.zeros(16, np.float32)
+    before = len(OUT_OF_BOUNDS)
+    lib["shifted"](a, b, 0)
+    assert OUT_OF_BOUNDS[before:] == [] and (b == a).all()
+    lib["shifted"](a, b, 2)
+    # (the index itself is reported only where no other check shares the statement: here the
+    # store's check does, see tvm_bounds._trap)
+    assert [(f, buf) for f, buf, *_ in OUT_OF_BOUNDS[before:]] == [("shifted", "a")] * 2
+    assert (b[:14] == a[2:]).all()
+
+
+def test_bluestein_fft_longer_than_65536():
+    """The chirp exp(i pi m^2 / n) squared m in int32: m * m overflowed from m = 46341 on, and from
+    65536 on (a transform longer than 65,536 that is not a power of two) the result was silently
+    wrong (relative error 0.66 here)."""
+    n = 70000
+    src = f"dim n = {n}\ninput h : [5]\ninput x : [n, 1]\nexport y = conv(h, n) @ x\n"
+    p = opdsl.compile(src, backend="tvm", dtype="float64")
+    q = opdsl.compile(src, backend="numpy", dtype="float64")
+    inp = random_inputs(p.graph, "y")
+    np.testing.assert_allclose(p.y(**inp), q.y(**inp), rtol=1e-9, atol=1e-9)
+
+
+ZERO = """dim n = 4
+dim k
+input B : [n, n]
+input X : [n, k]
+input Y : [k, 3]
+export z = dense(X) @ Y
+export e = dense(B) @ X
+"""
+
+
+@pytest.fixture(scope="module")
+def zero_program():
+    return opdsl.compile(ZERO, backend="tvm", cache=False), opdsl.compile(ZERO, backend="numpy")
+
+
+@pytest.mark.parametrize("framework", ["numpy", "torch"])
+def test_zero_size_free_dim_gives_what_numpy_and_torch_give(zero_program, framework):
+    """k = 0 was a raw ValueError (TVM refuses the strides numpy and torch give zero-size arrays).
+    Now `z` (a sum over k) is zeros of shape [4, 3], as numpy and torch compute it (TVM's
+    reduction would never initialize it), and `e` is an empty [4, 0]; in the caller's framework."""
+    p, q = zero_program
+    for k in (0, 2):
+        inp = {"B": np.eye(4, dtype=np.float32) + 1, "X": np.ones((4, k), np.float32), "Y": np.ones((k, 3), np.float32)}
+        if framework == "torch":
+            torch = pytest.importorskip("torch")
+            args = {a: torch.from_numpy(v) for a, v in inp.items()}
+        else:
+            args = inp
+        for name, shape in (("z", (4, 3)), ("e", (4, k))):
+            out = p[name](**{a: args[a] for a in p[name].params})
+            assert type(out) is type(args["X"]) and tuple(out.shape) == shape and str(out.dtype).endswith("float32")
+            want = q[name](**{a: inp[a] for a in q[name].params})
+            np.testing.assert_allclose(np.asarray(out), want, rtol=1e-6)
+            if k == 0 and name == "z":
+                assert (np.asarray(out) == 0).all()
+
+
+def test_read_only_numpy_arguments():
+    """A read-only array (np.asarray of a JAX array, a read-only memmap) was a raw BufferError from
+    DLPack; it is passed without a copy, and stays as it was (kernels write only their result)."""
+    p = opdsl.compile(LOWRANK, backend="tvm")
+    inp = random_inputs(p.graph, "y")
+    ref = _ref(p, "y", inp)
+    ro = {}
+    for a, v in inp.items():
+        w = p.module._aligned_empty(v.shape, v.dtype)     # aligned: no copy made for alignment
+        w[...] = v
+        w.setflags(write=False)
+        ro[a] = w
+    np.testing.assert_allclose(p.y(**ro), ref, rtol=1e-5, atol=1e-5)
+    assert all((ro[a] == inp[a]).all() and not ro[a].flags.writeable for a in inp)
+    alias = p.module._arg(ro["x"])
+    assert alias.ctypes.data == ro["x"].ctypes.data          # the same memory, not a copy
+    np.testing.assert_allclose(p.y(**dict(inp, x=np.broadcast_to(inp["x"][:1], inp["x"].shape))),
+                               _ref(p, "y", dict(inp, x=np.broadcast_to(inp["x"][:1], inp["x"].shape))),
+                               rtol=1e-5, atol=1e-5)      # read-only and strided: copied contiguous
