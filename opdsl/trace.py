@@ -9,7 +9,8 @@ The operators on tracers (``@ + - * / .T``, unary ``-``) and the constructors
 one meaning and one list of constructors: ``opdsl.<name>`` exists for every
 name in ``opdsl.kinds.CONSTRUCTORS``.  The graph is compiled by the same
 pipeline as an ``.op`` file (``Program.from_graph``), and later calls with the
-same signature reuse the compiled function.
+same signature reuse the compiled function (opdsl/jit_function.py; what a
+signature is and how it is keyed: opdsl/jit_cache.py).
 
 Traced values have static shapes and no data: Python code may branch on
 ``x.shape`` or on non-tensor arguments, but ``if x ...``, comparisons,
@@ -18,8 +19,6 @@ line of the function that did it.
 """
 from __future__ import annotations
 
-import functools
-import inspect
 import linecache
 import numbers
 import sys
@@ -31,12 +30,11 @@ import sympy as sp
 
 from .builder import Builder, describe
 from .dims import DimTable
-from .errors import OpdslError, Span, TypeError_
+from .errors import Span, TypeError_
 from .ir import Graph
 from .kinds import CONSTRUCTORS, REGISTRY, Val
-from .kinds.base import DTYPES
 
-_HERE = __file__
+_INTERNAL = {__file__}     # frames of opdsl's tracing machinery: caller_span looks past them
 _TEXTS: dict[str, str | None] = {}
 _STATE = threading.local()
 
@@ -58,10 +56,15 @@ def _text(filename: str) -> str | None:
     return _TEXTS[filename]
 
 
+def internal(filename: str) -> None:
+    """Declare a module of the tracing machinery (opdsl/jit_function.py): spans point past its frames."""
+    _INTERNAL.add(filename)
+
+
 def caller_span() -> Span | None:
     """The span of the innermost frame outside this module (the user's expression)."""
     f = sys._getframe(1)
-    while f is not None and f.f_code.co_filename == _HERE:
+    while f is not None and f.f_code.co_filename in _INTERNAL:
         f = f.f_back
     if f is None:
         return None
@@ -157,6 +160,7 @@ class Traced:
 
     __slots__ = ("_ctx", "_val")
     __array_ufunc__ = None   # numpy defers to our reflected operators (which then explain the error)
+    _opdsl_traced = True     # jit_cache.is_tensor: a Tracer has .shape and .dtype but is no argument
 
     def __init__(self, ctx: Context, val: Val):
         self._ctx = ctx
@@ -357,303 +361,9 @@ def constructors_over_modules(namespace: dict) -> None:
             m.__class__ = ConstructorModule
 
 
-# ---- @opdsl.jit ---------------------------------------------------------------------
+# ---- @opdsl.jit: opdsl/jit_function.py (the cache keys and guards: opdsl/jit_cache.py) -----------
 
-def _dtype_name(dt) -> str:
-    s = str(dt)
-    if s.startswith("torch."):
-        s = s[len("torch."):]
-    else:
-        try:
-            import numpy as np
-            s = np.dtype(dt).name
-        except TypeError:
-            pass
-    return s
-
-
-def _is_tensor(x) -> bool:
-    return hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, (numbers.Number, Traced))
-
-
-def _static_key(name, x):
-    try:
-        hash(x)
-    except TypeError:
-        raise OpdslError(f"argument {name!r} ({type(x).__name__}) is neither a tensor nor a hashable value",
-                         hint="@opdsl.jit arguments are tensors, or static values (numbers, strings, tuples) "
-                         "that become part of the compiled signature") from None
-    return ("static", type(x), x)
-
-
-def _flatten(name, x, out):
-    """(name, value) leaves of an argument: tensors and static values; lists, tuples, dicts recursively."""
-    if isinstance(x, (list, tuple)) and any(_is_tensor(e) or isinstance(e, (list, tuple, dict)) for e in x):
-        for i, e in enumerate(x):
-            _flatten(f"{name}_{i}", e, out)
-    elif isinstance(x, dict) and any(_is_tensor(e) for e in x.values()):
-        for k in x:
-            _flatten(f"{name}_{k}", x[k], out)
-    else:
-        out.append((name, x))
-
-
-def _structure(x, leaves):
-    """x with each leaf replaced from the iterator `leaves` (the inverse of _flatten)."""
-    if isinstance(x, (list, tuple)) and any(_is_tensor(e) or isinstance(e, (list, tuple, dict)) for e in x):
-        return type(x)(_structure(e, leaves) for e in x)
-    if isinstance(x, dict) and any(_is_tensor(e) for e in x.values()):
-        return {k: _structure(x[k], leaves) for k in x}
-    return next(leaves)
-
-
-class Compiled:
-    """One signature of a jit function: its Program and a fast caller of the generated functions."""
-
-    def __init__(self, program, outs, structure, arg_names):
-        self.program = program
-        self.structure = structure        # "one" | "tuple" | "list" | "dict"
-        self.outs = outs                  # [(result key, export name)]
-        index = {a: i for i, a in enumerate(arg_names)}
-        lines, env = [], {}
-        for j, (key, export) in enumerate(outs):
-            fn = program._backend.wrap(getattr(program.module, export), program.primitive, export)
-            env[f"f{j}"] = fn
-            used = [a for a, _ in program._backend._args(program.primitive, export)]
-            call = ", ".join(f"{a}=a[{index[a]}]" for a in used)
-            lines.append(f"f{j}({call})")
-        if structure == "one":
-            body = lines[0]
-        elif structure == "dict":
-            body = "{" + ", ".join(f"{key!r}: {line}" for (key, _), line in zip(outs, lines)) + "}"
-        elif structure == "list":
-            body = "[" + ", ".join(lines) + "]"
-        else:
-            body = "(" + ", ".join(lines) + ("," if len(lines) == 1 else "") + ")"
-        src = f"def call(a):\n    return {body}\n"
-        exec(compile(src, f"<opdsl.jit caller of {program.filename}>", "exec"), env)
-        self.call = env["call"]   # a[i] are the flattened argument values
-
-
-class JitFunction:
-    """A function traced and compiled per signature; call it like the original function."""
-
-    def __init__(self, fn, backend: str = "torch", verify: bool | None = None, **options):
-        functools.update_wrapper(self, fn)
-        self.fn = fn
-        self.backend = backend
-        self.verify = verify
-        self.options = options
-        self.signature = inspect.signature(fn)
-        kinds = [p.kind for p in self.signature.parameters.values()]
-        self._npos = len(kinds) if all(k == inspect.Parameter.POSITIONAL_OR_KEYWORD for k in kinds) else -1
-        self._fast: dict = {}       # per-tensor (shape, dtype[, device]) keys of plain positional calls
-        self._cache: dict = {}      # full signature key -> Compiled
-        self._with_device = backend == "torch"
-        self._texts = None
-
-    # -- calling --
-    def __call__(self, *args, **kwargs):
-        if not kwargs and len(args) == self._npos:
-            try:
-                key = tuple([(a.shape, a.dtype, a.device) for a in args]) if self._with_device else \
-                    tuple([(a.shape, a.dtype) for a in args])
-            except AttributeError:
-                key = None
-            if key is not None:
-                entry = self._fast.get(key)
-                if entry is not None:
-                    return entry.call(args)
-        return self._slow(args, kwargs)
-
-    def _slow(self, args, kwargs):
-        if any(isinstance(a, Traced) for a in list(args) + list(kwargs.values())):
-            return self.fn(*args, **kwargs)      # called inside another trace: inline it
-        leaves, bound = self._bind(args, kwargs)
-        entry = self._entry(leaves, bound)
-        if not kwargs and len(args) == self._npos and all(_is_tensor(a) for a in args):
-            key = tuple([(a.shape, a.dtype, a.device) for a in args]) if self._with_device else \
-                tuple([(a.shape, a.dtype) for a in args])
-            self._fast[key] = entry
-        return entry.call([v for _, v in leaves])
-
-    def _bind(self, args, kwargs):
-        try:
-            bound = self.signature.bind(*args, **kwargs)
-        except TypeError as e:
-            raise OpdslError(f"{self.__name__}(): {e}", hint=f"signature: {self.__name__}{self.signature}") from None
-        bound.apply_defaults()
-        leaves = []
-        for name, value in bound.arguments.items():
-            p = self.signature.parameters[name]
-            if p.kind == inspect.Parameter.VAR_POSITIONAL:
-                for i, v in enumerate(value):
-                    _flatten(f"{name}_{i}", v, leaves)
-            elif p.kind == inspect.Parameter.VAR_KEYWORD:
-                for k, v in value.items():
-                    _flatten(k, v, leaves)
-            else:
-                _flatten(name, value, leaves)
-        return leaves, bound
-
-    def _key(self, leaves):
-        key = []
-        for name, v in leaves:
-            if _is_tensor(v):
-                dev = getattr(v, "device", None) if self._with_device else None
-                key.append((name, tuple(v.shape), _dtype_name(v.dtype), str(dev)))
-            else:
-                key.append((name, _static_key(name, v)))
-        return tuple(key)
-
-    def _entry(self, leaves, bound) -> Compiled:
-        key = self._key(leaves)
-        entry = self._cache.get(key)
-        if entry is None:
-            entry = self._cache[key] = self._compile(leaves, bound)
-        return entry
-
-    def program(self, *args, **kwargs):
-        """The compiled Program for these arguments (compiling it if needed): .source, .explain(), ..."""
-        leaves, bound = self._bind(args, kwargs)
-        return self._entry(leaves, bound).program
-
-    @property
-    def cache_size(self) -> int:
-        return len(self._cache)
-
-    # -- tracing --
-    def _check_arg(self, name, v, span):
-        mod = type(v).__module__.split(".")[0]
-        if self.backend == "torch" and mod != "torch":
-            raise OpdslError(f"{self.__name__}(): argument {name!r} is a {type(v).__module__}.{type(v).__name__}; "
-                             "the torch backend takes torch tensors", span,
-                             hint="convert with torch.as_tensor(...) or use @opdsl.jit(backend=...) for its framework")
-        if self.backend == "numpy" and mod != "numpy":
-            raise OpdslError(f"{self.__name__}(): argument {name!r} is a {type(v).__name__}; the numpy backend "
-                             "takes numpy arrays", span)
-        dt = _dtype_name(v.dtype)
-        if dt not in DTYPES:
-            raise OpdslError(f"{self.__name__}(): argument {name!r} has dtype {dt}", span,
-                             hint=f"opdsl computes in {', '.join(DTYPES)}; convert the tensor")
-        return dt
-
-    def _compile(self, leaves, bound) -> Compiled:
-        from .api import Program
-        from .frontend import signatures
-        fn = self.fn
-        span = _def_span(fn)
-        filename = span.file if span is not None else "<opdsl.jit>"
-        try:
-            source = inspect.getsource(fn)
-        except (OSError, TypeError):
-            source = ""
-        ctx = Context(filename, source)
-        g = ctx.graph
-        g.meta["decl_order"] = []
-        names = [n for n, _ in leaves]
-        if len(set(names)) != len(names):
-            dup = sorted({n for n in names if names.count(n) > 1})
-            raise OpdslError(f"{self.__name__}(): arguments flatten to the same name {', '.join(dup)}", span)
-        tracers = []
-        for name, v in leaves:
-            if not _is_tensor(v):
-                tracers.append(v)
-                continue
-            if not name.isidentifier():
-                raise OpdslError(f"{self.__name__}(): argument name {name!r} is not a Python identifier", span)
-            dt = self._check_arg(name, v, span)
-            attrs = {"name": name, "role": "input", "shape": tuple(sp.Integer(int(s)) for s in v.shape),
-                     "dtype": dt, "props": ()}
-            node = g.add("input", [], attrs, span, name)
-            g.meta["decl_order"].append(name)
-            tracers.append(Tracer(ctx, Val("node", node, span)))
-        it = iter(tracers)
-        args, kwargs = self._rebuild(bound, it)
-        _push(ctx)
-        try:
-            out = fn(*args, **kwargs)
-        finally:
-            _pop()
-        outs, structure = self._exports(out, ctx, span, set(names))
-        g.meta["signatures"] = signatures(g)
-        g.meta["inits"] = {}
-        program = Program.from_graph(g, self.backend, verify=self.verify, **self.options)
-        return Compiled(program, outs, structure, names)
-
-    def _rebuild(self, bound, it):
-        """The bound arguments with tensors replaced by tracers, as (args, kwargs)."""
-        new = {}
-        for name, value in bound.arguments.items():
-            p = self.signature.parameters[name]
-            if p.kind == inspect.Parameter.VAR_POSITIONAL:
-                new[name] = tuple(_structure(v, it) for v in value)
-            elif p.kind == inspect.Parameter.VAR_KEYWORD:
-                new[name] = {k: _structure(v, it) for k, v in value.items()}
-            else:
-                new[name] = _structure(value, it)
-        ba = inspect.BoundArguments(self.signature, new)
-        return ba.args, ba.kwargs
-
-    def _exports(self, out, ctx, span, taken):
-        g = ctx.graph
-        base = self.__name__ if self.__name__.isidentifier() else "fn"
-        if isinstance(out, dict):
-            items, structure = list(out.items()), "dict"
-            bad = [k for k, _ in items if not (isinstance(k, str) and k.isidentifier())]
-            if bad:
-                raise OpdslError(f"{self.__name__}() returned a dict with key {bad[0]!r}, which is not a name",
-                                 span, hint="return a tensor, a tuple of tensors or a dict with identifier keys")
-            names = [k for k, _ in items]
-        elif isinstance(out, (tuple, list)):
-            items = list(enumerate(out))
-            structure = "tuple" if isinstance(out, tuple) else "list"
-            names = [f"{base}_{i}" for i in range(len(items))]
-        else:
-            items, structure, names = [(None, out)], "one", [base]
-        if not items:
-            raise OpdslError(f"{self.__name__}() returned nothing to compute", span,
-                             hint="return the result of applying an operator, e.g. `return A @ x`")
-        outs = []
-        reserved = taken | {"np", "torch", "jax", "jnp", "functools", "init", "init_params", "X64", "PARAMS"}
-        for (key, value), name in zip(items, names):
-            while name in reserved or name in g.exports:
-                name += "_out"
-            if not isinstance(value, Tracer):
-                raise OpdslError(f"{self.__name__}() returned {type(value).__name__}, not a traced tensor", span,
-                                 hint="return operators applied to the tensor arguments, e.g. `return A @ x`")
-            if value._ctx is not ctx:
-                raise TraceError("returned a traced value from another trace", span)
-            v = value._val.v
-            if g.type(v).is_op:
-                raise TraceError(f"{self.__name__}() returned an operator {g.type(v)}; the compiled function "
-                                 "returns tensors", g[v].span or span,
-                                 hint="apply it to an argument: `return A @ x`")
-            if not g[v].name and g.kind(v) != "input":
-                g.rename(v, name)
-            g.exports[name] = v
-            g.meta.setdefault("export_spans", {})[name] = g[v].span or span
-            outs.append((key, name))
-        return outs, structure
-
-    def __repr__(self):
-        return f"<opdsl.jit {self.__name__} backend={self.backend} compiled={len(self._cache)}>"
-
-
-def jit(fn=None, *, backend: str = "torch", verify: bool | None = None, **options):
-    """Trace and compile a Python function of tensors: ``@opdsl.jit`` or ``@opdsl.jit(backend="jax")``.
-
-    The first call for each signature (shapes, dtypes, device of the tensor
-    arguments; values of the others) traces the function with tracer objects and
-    compiles the IR it built; later calls with that signature call the compiled
-    function directly.  `options` go to the backend (e.g. target= for tvm).
-    """
-    if fn is None:
-        return lambda f: JitFunction(f, backend, verify, **options)
-    if not callable(fn):
-        raise OpdslError(f"@opdsl.jit decorates a function, got {type(fn).__name__}",
-                         hint="write @opdsl.jit or @opdsl.jit(backend='torch')")
-    return JitFunction(fn, backend, verify, **options)
+from .jit_function import JitFunction, jit  # noqa: E402  (it imports the tracer above)
 
 
 __all__ = ["jit", "JitFunction", "Tracer", "TraceError", "constructor", "constructor_names", "caller_span"]
