@@ -115,6 +115,8 @@ class JaxBackend(PythonBackend):
     dtypes = {"float32": "jnp.float32", "float64": "jnp.float64", "float16": "jnp.float16",
               "bfloat16": "jnp.bfloat16"}
     reserved = ("np", "jnp", "jax", "functools", "X64")
+    array = "a jax or numpy array"
+    layer_api = ("key",)              # init_params(key, ...)
     emit = {
         **array_api_emit("jnp"),
         "einsum": lambda c, n, a: f"jnp.einsum({n.attrs['spec']!r}, {', '.join(a)})",

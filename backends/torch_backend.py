@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from .array_api import python_emit
-from .pycodegen import PythonBackend, init_scale, param_dims, param_specs, pyexpr, shape_code
+from opdsl.pytext import docstring
+
+from .pycodegen import PythonBackend, function_doc, init_scale, param_dims, param_specs, pyexpr, shape_code
 
 UNARY = {
     "neg": "-{x}", "exp": "torch.exp({x})", "log": "torch.log({x})", "sqrt": "torch.sqrt({x})",
@@ -19,6 +21,8 @@ class TorchBackend(PythonBackend):
               "bfloat16": "torch.bfloat16"}
     has_device = True
     reserved = ("np", "torch", "_dev")
+    array = "a torch.Tensor"
+    layer_api = ("self", "generator", "names", "device")   # init_params(...), Layer(...), forward(self, ...)
     emit = {
         **python_emit(),
         "eye": lambda c, n, a: f"torch.eye({pyexpr(n.attrs['n'])}, dtype={c.backend.dtype(n.attrs['dtype'])}, device={c.dev})",
@@ -136,13 +140,12 @@ def _torch_layer_lines(self, g) -> list[str]:
             "    if isinstance(generator, int):",
             "        generator = torch.Generator(device=device or 'cpu').manual_seed(generator)"]
     out += [f"    {line}" for line in derived]
-    out.append("    out = {}")
+    out.append("    _out = {}")
     for a, shape, dt, (iname, args) in specs:
         out.append(f"    if {a!r} in names:")
-        out.append(f"        out[{a!r}] = {TORCH_INIT[iname](shape_code(shape), self.dtype(dt), args, shape)}")
-    out.append("    return out")
+        out.append(f"        _out[{a!r}] = {TORCH_INIT[iname](shape_code(shape), self.dtype(dt), args, shape)}")
+    out.append("    return _out")
     taken = set(g.exports) | set(g.dims.symbols) | {"PARAMS", "ArgumentError"}
-    spans = g.meta.get("export_spans", {})
     for name in g.exports:
         sig = g.meta["signatures"][name]
         params = [a for a, _, _, r in sig if r == "param"]
@@ -158,20 +161,14 @@ def _torch_layer_lines(self, g) -> list[str]:
         if clash:
             out.append(f"# no layer class for {name}: {', '.join(clash)} would shadow torch.nn.Module attributes")
             continue
-        where = spans.get(name)
-        src = where.source_line().strip() if where is not None and where.source_line() else name
-        out += [f"class {cls}(torch.nn.Module):",
-                f'    """The export `{name}` as a layer: params {", ".join(params)} are torch.nn.Parameters '
-                "initialized as declared.",
-                "",
-                f"    {src}" + (f"  ({where})" if where is not None else ""),
-                '    """',
-                "",
+        doc = (f"The export `{name}` as a layer: params {', '.join(params)} are torch.nn.Parameters "
+               f"initialized as declared.\n\n{function_doc(g, name, literal=False)}\n    ")
+        out += [f"class {cls}(torch.nn.Module):", f"    {docstring(doc)}", "",
                 f"    def __init__(self, *, {kw}device=None, generator=None):",
                 "        super().__init__()",
-                f"        params = init_params(generator, {''.join(f'{d}={d}, ' for d in free)}"
+                f"        _params = init_params(generator, {''.join(f'{d}={d}, ' for d in free)}"
                 f"names={tuple(params)!r}, device=device)"]
-        out += [f"        self.{a} = torch.nn.Parameter(params[{a!r}])" for a in params]
+        out += [f"        self.{a} = torch.nn.Parameter(_params[{a!r}])" for a in params]
         call = ", ".join([f"{a}={a}" for a in inputs] + [f"{a}=self.{a}" for a in params])
         out += ["", f"    def forward(self{''.join(f', {a}' for a in inputs)}):",
                 f"        return {name}({call})"]

@@ -11,7 +11,9 @@ take any value of the free dims, bound from the argument shapes.
 
 Calling: the Program API is the same as for the Python backends.  Arguments
 may be numpy arrays or torch tensors; they are handed to the kernel through
-DLPack without a copy (a non-contiguous argument is made contiguous first).
+DLPack without a copy (a non-contiguous argument is made contiguous first; a
+read-only numpy array is passed as is).  A call with a free dim of size 0 gets
+what the numpy backend computes (TVM kernels cannot take zero-size arrays).
 The result has the type of the first argument (torch in, torch out; numpy
 in, numpy out).  Arguments are checked with the same messages as the Python
 backends before the kernel runs.
@@ -29,19 +31,18 @@ opdsl.cache, keyed by the program, dims, dtype, target and opdsl version).
 from __future__ import annotations
 
 import json
-import linecache
 import os
 import shutil
 import time
-import types
 from pathlib import Path
 
 import sympy as sp
 
 from opdsl import __version__
 from opdsl.errors import BackendError
+from opdsl.pytext import comment
 
-from .pycodegen import RUNTIME, PythonBackend, prim_runtime, pyexpr, shape_str, site
+from .pycodegen import RUNTIME, PythonBackend, exec_module, function_doc, header, prim_runtime, pyexpr, shape_str, site
 
 ARTIFACT = "kernels.so"
 CALLING_CONVENTION = (
@@ -108,7 +109,42 @@ def _arg(v):
         a = _aligned_empty(v.shape, v.dtype)
         a[...] = v
         return a
+    if not v.flags.writeable:
+        return _writeable_alias(v)
     return v
+
+
+def _writeable_alias(v):
+    """Read-only array v (np.asarray of a JAX array, a read-only memory map) as a writeable
+    array on the same memory, without a copy: TVM asks numpy for a
+    DLPack version that cannot flag an array read-only, so numpy refuses to export it.  The
+    kernels write only their result, never an argument."""
+    import ctypes
+    mem = (ctypes.c_char * v.nbytes).from_address(v.ctypes.data)
+    mem.owner = v                       # the alias keeps v's memory alive
+    return np.frombuffer(mem, dtype=v.dtype).reshape(v.shape)
+
+
+def _no_elements(*arrays):
+    return any(0 in tuple(a.shape) for a in arrays)
+
+
+_ZERO_SIZE = None   # set by opdsl when it loads this module: (export, {argument: numpy array}) -> numpy result
+
+
+def _zero_size(name, like, out, args):
+    """A call with a free dim of size 0, as the numpy and torch backends compute it: `out` when the
+    result has no elements, else the numpy backend's result (zeros for a product over an empty
+    sum, ...) as an array of the framework and device of `like`.  The kernels cannot run it: TVM
+    refuses the strides numpy and torch give zero-size arrays, and a reduction over an empty range
+    would never initialize its result."""
+    if _no_elements(out):
+        return out
+    res = _ZERO_SIZE(name, {a: (v.detach().cpu().numpy() if _is_torch(v) else np.asarray(v)) for a, v in args.items()})
+    if like is not None and _is_torch(like):
+        import torch
+        return torch.from_numpy(np.ascontiguousarray(res)).to(like.device)
+    return res
 
 
 _CONSTS = {}   # constants the kernels take after the arguments (numpy arrays, from the manifest)
@@ -245,6 +281,7 @@ SPECIALIZE_MAX = 16
 class TvmBackend(PythonBackend):
     name = "tvm"
     reserved = ("np", "tvm", "torch", "_lib")
+    array = "a numpy array or a torch.Tensor"
     def __init__(self, target: str = "llvm", tune: int = 0, cache: bool = True, specialize: bool = True,
                  **options):
         if options:
@@ -267,6 +304,7 @@ class TvmBackend(PythonBackend):
         self.manifest = None
         self.cache_hit = None
         self.compile_seconds = None
+        self._compiled = None      # (source, lib, manifest) of a cache build that could not be stored
 
     def dtype(self, d: str) -> str:
         return repr(d)
@@ -274,31 +312,51 @@ class TvmBackend(PythonBackend):
     # ---- compile ---------------------------------------------------------------
     def generate(self, g) -> str:
         t0 = time.perf_counter()
-        if not self.cache:
-            source, lib, manifest = self._compile(g)
+        cached = self._cached_compile(g) if self.cache else None
+        if cached is None:          # no cache, or one that cannot be used (warned): kernels in memory
+            source, lib, manifest = self._compiled or self._compile(g)
             self.lib, self.manifest, self.artifact = lib, manifest, None
             self.cache_hit = False
         else:
-            from opdsl import cache
-            parts = self._cache_parts(g)
-            key = cache.make_key(**parts)
-            built = {}
-
-            def build(tmp: Path):
-                source, lib, manifest = self._compile(g, work_dir=tmp)
-                lib.export_library(str(tmp / ARTIFACT))
-                (tmp / "source.py").write_text(source)
-                (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-                built["lib"] = lib
-            entry, hit = cache.get_or_build(key, build, parts={"backend": self.name, "target": str(self.target),
-                                                                "tune": self.tune, "file": parts["file"]})
-            import tvm
-            source = (entry / "source.py").read_text()
-            self.manifest = json.loads((entry / "manifest.json").read_text())
-            self.artifact = entry / ARTIFACT
-            self.lib = built.get("lib") or tvm.runtime.load_module(str(self.artifact))
-            self.cache_hit = hit
+            source = cached
+        self._compiled = None
         self.compile_seconds = time.perf_counter() - t0
+        return source
+
+    def _cached_compile(self, g) -> str | None:
+        """Compile through opdsl.cache: the source, with self.lib / manifest / artifact / cache_hit
+        set; or None (and a warning) when the cache cannot be used: a directory that is not the
+        user's, writable by others, not a directory, read-only or full.  A build that compiled but
+        could not write leaves its kernels in self._compiled, so the caller does not compile twice."""
+        import tvm
+
+        from opdsl import cache
+        parts = self._cache_parts(g)
+        key = cache.make_key(**parts)
+        built = {}
+        self._compiled = None
+
+        def build(tmp: Path):
+            self._compiled = self._compile(g, work_dir=tmp)
+            source, lib, manifest = self._compiled
+            try:
+                lib.export_library(str(tmp / ARTIFACT))
+            except Exception as e:  # noqa: BLE001 - the linker could not write there (a full disk, ...)
+                msg = str(e).strip().splitlines()
+                raise cache.Unavailable(f"TVM could not write the library into {tmp.parent}: "
+                                        f"{msg[-1] if msg else type(e).__name__}") from None
+            (tmp / "source.py").write_text(source, encoding="utf-8")
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+            built["lib"] = lib
+        try:
+            entry, hit = cache.get_or_build(key, build, parts=parts)
+            source = (entry / "source.py").read_text(encoding="utf-8")
+            manifest = json.loads((entry / "manifest.json").read_text(encoding="utf-8"))
+            lib = built.get("lib") or tvm.runtime.load_module(str(entry / ARTIFACT))
+        except (cache.Unavailable, OSError) as e:   # OSError: the entry went away after the check
+            cache.warn_uncached(e, stacklevel=4)
+            return None
+        self.manifest, self.artifact, self.lib, self.cache_hit = manifest, entry / ARTIFACT, lib, hit
         return source
 
     def _cache_parts(self, g) -> dict:
@@ -396,14 +454,23 @@ class TvmBackend(PythonBackend):
             func = self._schedule(g, name, dims=dims)[0]
             return self._build(tvm.IRModule({name: func}))[name]
         from opdsl import cache
-        key = cache.make_key(**self._cache_parts(g), export=name, free={k: int(v) for k, v in sorted(free.items())})
+        parts = {**self._cache_parts(g), "export": name, "free": {k: int(v) for k, v in sorted(free.items())}}
+        built = {}
 
         def build(tmp: Path):
             func = self._schedule(g, name, dims=dims, work_dir=tmp)[0]
-            self._build(tvm.IRModule({name: func})).export_library(str(tmp / ARTIFACT))
-        entry, _ = cache.get_or_build(key, build, parts={"backend": self.name, "target": str(self.target),
-                                                          "export": name, "free": dict(free)})
-        return tvm.runtime.load_module(str(entry / ARTIFACT))[name]
+            built["lib"] = self._build(tvm.IRModule({name: func}))
+            try:
+                built["lib"].export_library(str(tmp / ARTIFACT))
+            except Exception as e:  # noqa: BLE001 - the linker could not write there (a full disk, ...)
+                raise cache.Unavailable(f"TVM could not write a library into {tmp.parent}: {e}") from None
+        try:
+            entry, _ = cache.get_or_build(cache.make_key(**parts), build, parts=parts)
+            return tvm.runtime.load_module(str(entry / ARTIFACT))[name]
+        except (cache.Unavailable, OSError) as e:
+            cache.warn_uncached(e, stacklevel=4)
+            lib = built.get("lib") or self._build(tvm.IRModule({name: self._schedule(g, name, dims=dims)[0]}))
+            return lib[name]
 
     def _tune(self, mod, smod, name, work_dir, stages, out_name):
         """MetaSchedule (or a search of the built-in schedule's tiles) with self.tune trials;
@@ -417,18 +484,12 @@ class TvmBackend(PythonBackend):
         sigs = {name: self._args(g, name) for name in g.exports}
         ex = "\n".join(f"    {name}(*, {', '.join(a for a, _ in sigs[name])}) -> {shape_str(g.type(root).shape)}"
                        for name, root in g.exports.items())
-        lines = [f'"""Generated by opdsl {__version__} from {file} for tvm (target: {self.target}). '
-                 f'Do not edit: edit the .op file.',
-                 "",
-                 "Exports:",
-                 ex,
-                 "",
-                 "Each export is one TVM PrimFunc (TVMScript at the end of this file), compiled with",
-                 "tvm.compile and called through DLPack; `_lib` is the compiled module.",
-                 '"""',
-                 "import numpy as np",
+        lines = header(file, f"tvm (target: {self.target})", ex,
+                       ("", "Each export is one TVM PrimFunc (TVMScript at the end of this file), compiled with",
+                        "tvm.compile and called through DLPack; `_lib` is the compiled module."))
+        lines += ["import numpy as np",
                  "import tvm",
-                 RUNTIME.format().rstrip("\n")]
+                 RUNTIME.format(array=self.array).rstrip("\n")]
         lines.extend(prim_runtime(g))
         lines.append(WRAPPER_RUNTIME.rstrip("\n"))
         if self.gpu:
@@ -449,12 +510,13 @@ class TvmBackend(PythonBackend):
             lines.append(f"# ---- {name}: TE stages ({how}) " + "-" * max(4, 60 - len(name) - len(how)))
             lines.append(f"#   {'stage':<18} {'primitive':<10} {'schedule':<44} from")
             for st_name, st in b.stages.items():
-                lines.append(f"#   {st_name:<18} {st.prim:<10} {notes.get(st_name, '-'):<44} {st.line}".rstrip())
+                row = f"{st_name:<18} {st.prim:<10} {notes.get(st_name, '-'):<44} {st.line}"
+                lines.append(f"#   {comment(row)}".rstrip())
         lines.append("")
         lines.append("")
         lines.append("# ---- TVMScript of the scheduled kernels " + "-" * 38)
         for text in mod.script().splitlines():
-            lines.append(("# " + text).rstrip())
+            lines.append(("# " + comment(text)).rstrip())
         if self.gpu:
             try:
                 cuda = lib.mod.imports[0].inspect_source()
@@ -464,7 +526,7 @@ class TvmBackend(PythonBackend):
                 lines.append("")
                 lines.append("# ---- CUDA source " + "-" * 60)
                 for text in cuda.splitlines():
-                    lines.append(("# " + text).rstrip())
+                    lines.append(("# " + comment(text)).rstrip())
         return "\n".join(lines) + "\n"
 
     def dtype_check(self, a: str, dtype: str) -> str:
@@ -478,30 +540,31 @@ class TvmBackend(PythonBackend):
         """The Python entry point: the same checks as the Python backends, then the kernel call."""
         from .tvm_linalg import SINGULAR_PRIMS
         out = [f"def {name}(*, {', '.join(a for a, _ in args)}):" if args else f"def {name}():"]
-        spans = g.meta.get("export_spans", {})
-        doc = spans.get(name)
-        src = doc.source_line().strip() if doc is not None and doc.source_line() else name
-        out.append(f'    """{src}  ({doc})"""' if doc is not None else f'    """{src}"""')
+        out.append(function_doc(g, name))
         out.extend(self._arg_checks(g, name, args, root))
         rt = g.type(root)
         first = args[0][0] if args else "None"
-        out.append(f"    out = _empty({first}, {_shape_code(rt.shape)}, {rt.dtype!r})")
+        out.append(f"    _out = _empty({first}, {_shape_code(rt.shape)}, {rt.dtype!r})")
         call_args = ", ".join([f"_arg({a})" for a, _ in args]
                               + [f"_constant({c!r}, {first})" for c, _ in self._consts.get(name, [])])
         kshape = self._kernel_shapes.get(name)
-        dest = "out" if kshape is None else f"out.reshape({_shape_code(kshape)})"
+        dest = "_out" if kshape is None else f"_out.reshape({_shape_code(kshape)})"
         if kshape is not None:
             out.append("    # the kernel writes the result before its final reshape (same memory, row-major)")
         free = self._free_dims(g, name)
         kernel = (f"_kernel({name!r}, {', '.join(f'{d}={d}' for d in free)})" if free else f"_lib[{name!r}]")
+        if free:     # only a free dim can be 0 (declared dims are positive)
+            names = ", ".join(a for a, _ in args)
+            out.append(f"    if _no_elements(_out, {names}):")
+            out.append(f"        return _zero_size({name!r}, {first}, _out, {{{', '.join(f'{a!r}: {a}' for a, _ in args)}}})")
         if self.gpu:
             out.append(f"    _call({kernel}, [{call_args}], {dest})")
         else:
             out.append(f"    {kernel}({call_args + ', ' if call_args else ''}{dest})")
         sites = sorted({site(g[v].span) for v in g.live([root]) if g[v].kind in SINGULAR_PRIMS})
         if sites:
-            out.append(f"    _finite({'; '.join(sites)!r}, out)")
-        out.append("    return out")
+            out.append(f"    _finite({'; '.join(sites)!r}, _out)")
+        out.append("    return _out")
         return out
 
     def _free_dims(self, g, name) -> list[str]:
@@ -535,15 +598,11 @@ class TvmBackend(PythonBackend):
     def load(self, source: str, graph):
         if not self.gpu and not _THREADS_SET:     # once per process: the user's later choice stands
             set_num_threads(respect_env=True)
-        name = f"opdsl_tvm_{abs(hash(source)) & 0xFFFFFFFF:08x}"
-        filename = f"<opdsl:{graph.meta.get('file', 'string')}:{self.name}>"
-        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-        mod = types.ModuleType(name)
-        mod.__file__ = filename
-        mod.__dict__["_lib"] = self.lib
-        exec(compile(source, filename, "exec"), mod.__dict__)
+        mod = exec_module(source, graph, self.name, "opdsl_tvm", {"_lib": self.lib})
         if self.specialize and "_SPECIALIZE" in mod.__dict__:
             mod._SPECIALIZE = self._specializer(graph)
+        if "_ZERO_SIZE" in mod.__dict__:
+            mod._ZERO_SIZE = _numpy_fallback(graph, mod.ArgumentError)
         import numpy as np
         for f in self.manifest["functions"]:
             for c in f.get("constants", []):
@@ -551,21 +610,46 @@ class TvmBackend(PythonBackend):
         return mod
 
     def save(self, program, path) -> list[str]:
-        """`opdsl compile --backend tvm -o kernels.so`: the shared library and kernels.json beside it."""
+        """`opdsl compile --backend tvm -o kernels.so`: the shared library and kernels.json beside it,
+        written together or not at all (opdsl/output.py), never over the input file."""
+        from opdsl.output import write_files
         path = Path(path)
-        if path.suffix in ("", ".py"):
+        if path.suffix in ("", ".py", ".json"):
             raise BackendError(f"the tvm backend writes a shared library, got -o {path}",
                                hint="name the output like kernels.so (a manifest kernels.json is written beside it)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if self.artifact is not None and Path(self.artifact).exists():
-            shutil.copyfile(self.artifact, path)
-        else:
-            self.lib.export_library(str(path))
-        man = path.with_suffix(".json")
+
+        def library(tmp: Path):
+            if self.artifact is not None and Path(self.artifact).exists():
+                shutil.copyfile(self.artifact, tmp)
+                return
+            try:
+                self.lib.export_library(str(tmp))
+            except Exception as e:  # noqa: BLE001 - TVM's message (a full disk, no linker), as a user error
+                msg = str(e).strip().splitlines()
+                raise BackendError(f"cannot write {path}: TVM could not export the library: "
+                                   f"{msg[-1] if msg else type(e).__name__}") from None
         manifest = dict(self.manifest)
         manifest["library"] = path.name
-        man.write_text(json.dumps(manifest, indent=1) + "\n")
-        return [str(path), str(man)]
+        return write_files([(path, library), (path.with_suffix(".json"), json.dumps(manifest, indent=1) + "\n")],
+                           inputs=[program.filename])
+
+
+def _numpy_fallback(g, arg_error):
+    """The module's _ZERO_SIZE: (export, {argument: numpy array}) -> the numpy backend's result for
+    primitive graph g (compiled on first use: only calls with a zero-size free dim need it)."""
+    module = []
+
+    def run(name, args):
+        if not module:
+            from . import get
+            nb = get("numpy")
+            try:
+                module.append(nb.load(nb.generate(g), g))
+            except BackendError as e:     # a dtype numpy lacks (bfloat16)
+                raise arg_error(f"{name}(): a free dim is 0; the tvm backend computes such calls with "
+                                f"numpy, which cannot run this program: {e}") from None
+        return getattr(module[0], name)(**args)
+    return run
 
 
 def _shape_code(shape) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from . import backends as _backends
@@ -54,7 +55,7 @@ class Program:
         self.source = self._backend.generate(self.primitive)
         if isinstance(self.source, str) and self.source:
             from .backends.pycodegen import check_names
-            check_names(self.source, self.primitive, backend)
+            check_names(self.source, self.primitive, self._backend)
         self.module = self._backend.load(self.source, self.primitive)
         self.functions = list(self.graph.exports)
         self._callables = {name: self._wrap(name) for name in self.functions}
@@ -68,9 +69,14 @@ class Program:
         expected = set(params)
         own = tuple(a for a, node in self._backend._args(self.primitive, name) if node["role"] == "param")
 
-        def call(values=None, /, **kwargs):
-            if values is not None:   # prog.f(params, **inputs): params from a dict (e.g. a JAX pytree)
-                kwargs = {**{a: values[a] for a in own if a in values}, **kwargs}
+        def call(*values, **kwargs):
+            if values:               # prog.f(params, **inputs): params from a dict (e.g. a JAX pytree)
+                if len(values) > 1 or not isinstance(values[0], Mapping):
+                    got = ", ".join(type(v).__name__ for v in values)
+                    raise CallError(f"{name}() takes keyword arguments (and at most a dict of params "
+                                    f"before them), got {len(values)} positional ({got})",
+                                    hint=f"call {name}({', '.join(f'{a}=...' for a in params)})")
+                kwargs = {**{a: values[0][a] for a in own if a in values[0]}, **kwargs}
             try:
                 return fn(**kwargs)
             except arg_error as e:

@@ -96,9 +96,9 @@ def params_source(backend, g) -> str:
             "", "",
             f"def _init_params(key{', *' + kw if free else ''}):"]
     out += [f"    {line}" for line in derived]
-    out += [f"    keys = jax.random.split(key, {len(specs)})", "    return {"]
+    out += [f"    _keys = jax.random.split(key, {len(specs)})", "    return {"]
     for i, (a, shape, dt, (iname, args)) in enumerate(specs):
-        out.append(f"        {a!r}: {JAX_INIT[iname](f'keys[{i}]', shape_code(shape), backend.dtype(dt), args, shape)},")
+        out.append(f"        {a!r}: {JAX_INIT[iname](f'_keys[{i}]', shape_code(shape), backend.dtype(dt), args, shape)},")
     out.append("    }")
     if "init" not in g.exports:
         out += ["", "", "init = init_params"]

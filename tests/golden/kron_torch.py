@@ -21,6 +21,10 @@ def _shape_error(fn, name, value, decl, known):
 
 def _dtype_error(fn, name, value, want):
     got = str(getattr(value, "dtype", type(value).__name__)).replace("torch.", "")
+    if got == want:   # the right dtype in another library's array (a numpy array for torch)
+        kind = {"numpy": "a numpy array", "torch": "a torch.Tensor", "jax": "a jax array", "jaxlib": "a jax array"}
+        got = kind.get(type(value).__module__.split(".")[0], f"a {type(value).__name__}")
+        raise ArgumentError(f"{fn}(): argument {name!r} is {got}, expected a torch.Tensor")
     raise ArgumentError(f"{fn}(): argument {name!r} has dtype {got}, expected {want}")
 
 
@@ -129,12 +133,12 @@ def init_params(generator=None, *, names=PARAMS, device=None):
     generator: a torch.Generator or an int seed (None: the global RNG)."""
     if isinstance(generator, int):
         generator = torch.Generator(device=device or 'cpu').manual_seed(generator)
-    out = {}
+    _out = {}
     if 'A' in names:
-        out['A'] = _orthogonal((a, a), torch.float32, device, generator)
+        _out['A'] = _orthogonal((a, a), torch.float32, device, generator)
     if 'B' in names:
-        out['B'] = _orthogonal((b, b), torch.float32, device, generator)
-    return out
+        _out['B'] = _orthogonal((b, b), torch.float32, device, generator)
+    return _out
 
 
 class Apply(torch.nn.Module):
@@ -145,9 +149,9 @@ class Apply(torch.nn.Module):
 
     def __init__(self, *, device=None, generator=None):
         super().__init__()
-        params = init_params(generator, names=('A', 'B'), device=device)
-        self.A = torch.nn.Parameter(params['A'])
-        self.B = torch.nn.Parameter(params['B'])
+        _params = init_params(generator, names=('A', 'B'), device=device)
+        self.A = torch.nn.Parameter(_params['A'])
+        self.B = torch.nn.Parameter(_params['B'])
 
     def forward(self, x):
         return apply(x=x, A=self.A, B=self.B)
@@ -161,9 +165,9 @@ class ApplyT(torch.nn.Module):
 
     def __init__(self, *, device=None, generator=None):
         super().__init__()
-        params = init_params(generator, names=('A', 'B'), device=device)
-        self.A = torch.nn.Parameter(params['A'])
-        self.B = torch.nn.Parameter(params['B'])
+        _params = init_params(generator, names=('A', 'B'), device=device)
+        self.A = torch.nn.Parameter(_params['A'])
+        self.B = torch.nn.Parameter(_params['B'])
 
     def forward(self, x):
         return apply_t(x=x, A=self.A, B=self.B)
