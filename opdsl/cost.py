@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .ir import Graph
+from .kinds.linalg_analysis import triangular
 
 DEFAULT_HINT = 256
 
@@ -146,60 +147,67 @@ def dense_flops(g: Graph, roots=None):
     factors its operand (``_dense_factorization``; once per operand and method) and then solves,
     2·n² per column (n² triangular), and an inverse inside a larger operator is formed (n
     columns); ``logdet`` factors the same way and sums n logs, ``trace`` adds n numbers,
-    ``diag_of`` and ``dense`` read the matrix."""
-    total = sp.Integer(0)
+    ``diag_of`` and ``dense`` read the matrix.  Each kind says which (Kind.dense_flops,
+    Kind.dense_apply_flops) with the help of a DenseCost."""
     live = g.live(roots)
-    factored: set = set()
+    dense = DenseCost(g, live)
+    total = sp.Integer(0)
+    for v in live:
+        total += sp.sympify(g.spec(v).dense_flops(g, v, dense))
+    return total
 
-    def factor(a, how):                 # a dense code factors a matrix once for all its uses
-        if (a, how) in factored:
+
+class DenseCost:
+    """What a dense library pays on one graph (dense_flops): every operator's matrix is given,
+    and a matrix is factored once for all its uses."""
+
+    def __init__(self, g: Graph, live):
+        self.g = g
+        self.factored: set = set()
+        self.applied: set = set()       # operators applied to a tensor
+        self.used: set = set()          # nodes used otherwise (their matrix is needed)
+        for v in live:
+            parts = g.spec(v).chain_parts(g, v)
+            if parts is not None and parts[0] == "applied":
+                self.applied.add(parts[1])
+            else:
+                self.used.update(g[v].operands)
+
+    def needs_matrix(self, op: int) -> bool:
+        """Whether operator op is used other than applied to a tensor (or not applied at all)."""
+        return op in self.used or op not in self.applied
+
+    def factorization(self, a: int, method: str = "auto") -> str:
+        return _dense_factorization(self.g, a, method)
+
+    def factor(self, a: int, how: str):
+        """FLOPs to factor operand a's matrix `how`; 0 when it was factored so before."""
+        if (a, how) in self.factored:
             return sp.Integer(0)
-        factored.add((a, how))
-        t = g.type(a)
+        self.factored.add((a, how))
+        t = self.g.type(a)
         n3 = t.cols ** 3 * numel(t.batch)
         return {"lu": sp.Rational(2, 3) * n3, "cholesky": sp.Rational(1, 3) * n3}.get(how, sp.Integer(0))
 
-    def solve(inv, cols):               # inv(A) applied to `cols` columns
+    def solve(self, inv: int, cols):
+        """FLOPs of inverse node inv applied to `cols` columns: factor its operand, then solve."""
+        g = self.g
         a = g[inv].operands[0]
-        how = _dense_factorization(g, a, g[inv].attrs.get("method", "auto"))
+        how = self.factorization(a, g[inv].attrs.get("method", "auto"))
         t = g.type(a)
         per_col = (1 if how == "triangular" else 2) * t.rows * t.cols * numel(t.batch)
-        return factor(a, how) + per_col * cols
+        return self.factor(a, how) + per_col * cols
 
-    applied = {g[v].operands[0] for v in live if g[v].kind == "apply"}
-    formed = {o for v in live if g[v].kind != "apply" for o in g[v].operands if g.kind(o) == "inv"}
-    for v in live:
-        n = g[v]
-        if n.kind == "apply":
-            op, k = n.operands[0], _cols(g.type(n.operands[1]).shape)
-            if g.kind(op) == "inv":
-                total += solve(op, k)
-            else:
-                t = g.type(op)
-                total += 2 * t.rows * t.cols * numel(t.batch) * k
-        elif n.kind == "inv":
-            if v in formed or v not in applied:     # its matrix is needed: solve for the identity
-                total += solve(v, g.type(v).cols)
-        elif n.kind == "logdet":
-            a = n.operands[0]
-            how = _dense_factorization(g, a)
-            t = g.type(a)
-            total += factor(a, how) + (0 if how == "orthogonal" else t.cols * numel(t.batch))
-        elif n.kind == "trace":
-            t = g.type(n.operands[0])
-            total += t.cols * numel(t.batch)
-        elif n.kind in ("diag_of", "materialize"):
-            pass
-        else:
-            total += node_flops(g, v)
-    return total
+    def matmul(self, op: int, cols):
+        """FLOPs of operator op's matrix times `cols` columns."""
+        t = self.g.type(op)
+        return 2 * t.rows * t.cols * numel(t.batch) * cols
 
 
 def _dense_factorization(g: Graph, a: int, method: str = "auto") -> str:
     """How a dense library inverts the matrix of operator a: 'lu' (2n³/3 FLOPs), 'cholesky'
     (n³/3: known PSD, or asked for; conjugate gradients need an SPD matrix too), 'triangular'
     or 'orthogonal' (no factorization)."""
-    from .kinds.linalg import triangular
     props = g.type(a).props
     if method in ("cholesky", "cg") or (method == "auto" and "psd" in props):
         return "cholesky"

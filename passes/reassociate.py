@@ -17,86 +17,45 @@ factors.  Every interval ``Fi … Fj`` keeps its best *plan* of each shape:
 * ``dense``    — multiply out into a matrix (``L · W`` applied to W's columns);
 * ``diag``     — ``diag(d) diag(e) = diag(d ∘ e)``.
 
-A plan costs ``f + a·k``: ``f`` FLOPs to form it (once per call) and ``a``
-FLOPs per column to apply it; every kind's per-column cost is its own
-``Kind.flops``.  A sum in a chain is either applied as it is or distributed —
+These merges are one table, ``MERGES``: (left class, right class) -> (cost,
+build); a kind joins a class through ``Kind.chain_factor``, and the pass reads
+the structure of a chain (products, scalars, sums, applications, transposes)
+through ``Kind.chain_parts``, never by kind name.  A plan costs ``f + a·k``:
+``f`` FLOPs to form it (once per call) and ``a`` FLOPs per column to apply it;
+every kind's per-column cost is its own ``Kind.flops``.  A sum in a chain is either applied as it is or distributed —
 ``(A + B) y = A y + B y``, each term ordered on its own — when the cost model
 says that is cheaper (``sum-distribute``).  Ties keep the source order.
 
 Chains longer than ``MAX_DP`` factors are applied right to left as written
 (the DP is cubic in the chain length); the pass is linear in the graph size
-otherwise: every node is visited once.
+otherwise: every node is visited once.  A chain is a flat list of factors and
+its plans are walked iteratively, so a chain of any length needs no deep
+recursion; the walk over nested expressions recurses one level per level of
+nesting, and a deep graph runs on opdsl.ir.run_deep's big stack.
 """
 from __future__ import annotations
 
 import math
-import sys
-from dataclasses import dataclass, field
 from functools import reduce
 
 from opdsl.cost import Evaluator
 from opdsl.errors import TypeError_
-from opdsl.ir import Graph
+from opdsl.ir import Graph, run_deep
 
+from .chain_plans import ANY, BY_HOW, MERGE_CLASSES, MERGES, Factor, Plan, in_sequence
 from .rewrite import RewriteLog
 
 MAX_DP = 64
 EPS = 1e-9
+ATOM = ("atom",)
+# What a chain takes apart when a tensor is used once (Kind.chain_parts): an application, a
+# transpose, a scalar multiple or a sum of tensors.
+TAKEN_APART = frozenset({"applied", "transposed", "scaled", "sum"})
 
 
-def _kron_columns(self, n, k):
-    """Factor i of a Kronecker product is applied to k times the other factors' columns."""
-    cols = [self.ev.num(self.src.type(o).cols) for o in n.operands]
-    total = 1.0
-    for c in cols:
-        total *= c
-    return [k * total / c for c in cols]
-
-
-def _same_columns(self, n, k):
-    return [k] * len(n.operands)
-
-
-# Operators whose operands are applied to a known number of columns when the
-# operator is: products nested in them are ordered for those columns.
-CONTAINERS = {
-    "kron": _kron_columns,
-    "blockdiag": _same_columns,
-    "sum": _same_columns,
-    "scale": _same_columns,
-    "transpose": _same_columns,
-}
-
-
-@dataclass(eq=False)
-class Factor:
-    """One factor of a chain, already built in the output graph."""
-
-    op: int                     # operator node in the output graph
-    rows: float
-    cols: float
-    a: float                    # FLOPs per column of applying it
-    cls: str                    # "lowrank" | "dense" | "diag" | "other"
-    batched: bool
-    rank: float = 0.0
-    parts: tuple = ()           # for a sum that may be distributed: [(factors, scalar)] per term
-
-
-@dataclass(eq=False)
-class Plan:
-    how: str                    # atom | seq | lr_left | lr_right | dense_left | dense_right | diag | sumdist
-    cls: str                    # the shape of the result: lowrank | dense | diag | other
-    f: float                    # FLOPs to form it
-    a: float                    # FLOPs per column to apply it
-    rows: float
-    cols: float
-    rank: float = 0.0
-    kids: tuple = ()
-    factor: Factor | None = None
-    batched: bool = False
-
-    def val(self, k: float) -> float:
-        return self.f + self.a * k
+def _parts(g, v):
+    """How the kind of node v is taken apart inside a chain (Kind.chain_parts), or ATOM."""
+    return g.spec(v).chain_parts(g, v) or ATOM
 
 
 class Reassociator:
@@ -112,6 +71,7 @@ class Reassociator:
         self._quiet = True
         self._k: float | None = None      # columns of the chain being taken apart
         self._types: dict = {}
+        self._parts: dict = {}
         self.uses: dict[int, int] = {}
         self.live = src.live()
         for v in self.live:
@@ -120,20 +80,24 @@ class Reassociator:
         for r in src.exports.values():
             self.uses[r] = self.uses.get(r, 0) + 2   # an export is always kept
 
-    # Shape rules of these kinds read only the operand types and the attributes,
-    # so the inferred type is memoized on (kind, operand types, attributes).
-    PURE = frozenset({"apply", "tadd", "tscale", "tT", "dense", "lowrank", "diag", "compose", "sum", "scale",
-                      "eye", "transpose"})
+    def parts(self, v: int):
+        """_parts of source node v, once per node (the walks ask several times)."""
+        hit = self._parts.get(v)
+        if hit is None:
+            hit = self._parts[v] = _parts(self.src, v)
+        return hit
 
     def add(self, kind, ops, attrs=None, span=None, name=None) -> int:
         g = self.out
-        if kind in ("scale", "tscale") and not math.isfinite(attrs["c"]):
+        c = (attrs or {}).get("c")
+        if isinstance(c, float) and not math.isfinite(c):
             # the constants pulled out of a chain multiply beyond float64 (1e300 * A @ (1e300 * B))
             raise TypeError_("the constants of this expression multiply to a number beyond float64 "
                              f"({attrs['c']})", span or self._span,
                              hint="scale by smaller constants (|c| < 1.8e308 for their product)")
-        if kind not in self.PURE:
+        if not g.registry[kind].infer_from_types:
             return g.add(kind, ops, attrs, span, name)
+        # the kind's shape rule reads only the operand types and the attributes: memoize the type on them
         key = (kind, tuple(g.type(o) for o in ops), tuple(sorted((attrs or {}).items())))
         t = self._types.get(key)
         v = g.add(kind, ops, attrs, span, name, type=t)
@@ -153,14 +117,14 @@ class Reassociator:
 
     def _absorbable(self, v: int) -> bool:
         """A tensor that a chain may take apart: computed once, for one user."""
-        return self.src.kind(v) in ("apply", "tT", "tscale", "tadd") and self.uses.get(v, 0) == 1
+        return self.parts(v)[0] in TAKEN_APART and self.uses.get(v, 0) == 1
 
     def tensor(self, v: int) -> int:
         hit = self.tmap.get(v)
         if hit is not None:
             return hit
         n = self.src[v]
-        if n.kind == "apply":
+        if self.parts(v)[0] == "applied":
             out = self.chain(v)
         else:
             ops = [self.tensor(o) if not self.src.type(o).is_op else self.operator(o) for o in n.operands]
@@ -175,7 +139,7 @@ class Reassociator:
         products nested in it (the factors of a Kronecker product, the blocks of a
         block-diagonal, the terms of a sum) are ordered for the columns they see."""
         n = self.src[v]
-        split = CONTAINERS.get(n.kind) if k is not None else None
+        split = self.src.spec(v).operand_columns(self.src, v, k) if k is not None else None
         if split is None:
             k = None
         hit = self.omap.get((v, k))
@@ -185,10 +149,10 @@ class Reassociator:
             ops = [self.operator(o) if self.src.type(o).is_op else self.tensor(o) for o in n.operands]
         else:
             ops = []
-            for o, ko in zip(n.operands, split(self, n, k)):
+            for o, ko in zip(n.operands, (self.ev.num(c) for c in split)):
                 if not self.src.type(o).is_op:
                     ops.append(self.tensor(o))
-                elif self.src.kind(o) == "compose" and not self.src.type(o).batch:
+                elif self.parts(o)[0] == "product" and not self.src.type(o).batch:
                     ops.append(self.product(o, ko))
                 else:
                     ops.append(self.operator(o, ko))
@@ -228,7 +192,7 @@ class Reassociator:
         while True:
             op, nxt = src[x].operands
             ops.append(op)
-            if src.kind(nxt) == "apply" and self._absorbable(nxt):
+            if self.parts(nxt)[0] == "applied" and self._absorbable(nxt):
                 x = nxt
                 continue
             break
@@ -245,7 +209,6 @@ class Reassociator:
         leaf = self.tensor(nxt)
         span = src[v].span
         tree = ("seq", trees) if trees else None
-        g = self.out
         if scalar != 1.0 and _size(self, leaf) <= _size_rows(self, fs, leaf):
             leaf = self.add("tscale", [leaf], {"c": scalar}, span)
             scalar = 1.0
@@ -256,26 +219,26 @@ class Reassociator:
 
     def expand_op(self, op: int, fs: list):
         """Append the factors of operator op; returns (tree, scalar pulled out)."""
-        src = self.src
-        n = src[op]
-        if n.kind == "compose":
+        parts = self.parts(op)
+        role = parts[0]
+        if role == "product":
             trees, c = [], 1.0
-            for o in n.operands:
+            for o in parts[1]:
                 t, s = self.expand_op(o, fs)
                 if t is not None:
                     trees.append(t)
                 c *= s
             return (("seq", trees) if trees else None), c
-        if n.kind == "scale":
-            t, s = self.expand_op(n.operands[0], fs)
-            return t, s * n.attrs["c"]
-        if n.kind == "eye":
+        if role == "scaled":
+            t, s = self.expand_op(parts[1], fs)
+            return t, s * parts[2]
+        if role == "identity":
             return None, 1.0
-        if n.kind == "dense" and not src.type(op).batch:
-            return self.expand_tensor(n.operands[0], fs, False, op)
-        if n.kind == "sum" and not src.type(op).batch:
+        if role == "matrix":
+            return self.expand_tensor(parts[1], fs, False, op)
+        if role == "sum":
             terms = []
-            for o in n.operands:
+            for o in parts[1]:
                 sub: list = []
                 _, c = self.expand_op(o, sub)
                 terms.append((sub, c))
@@ -289,11 +252,13 @@ class Reassociator:
 
     def expand_tensor(self, t: int, fs: list, tr: bool, dense_op: int | None = None):
         """Append the factors of matrix tensor t (of tᵀ when tr) used as an operator."""
-        src, g = self.src, self.out
+        src = self.src
         n = src[t]
+        parts = self.parts(t)
+        role = parts[0]
         if self._absorbable(t) and len(src.type(t).shape) == 2:
-            if n.kind == "apply":
-                a, y = n.operands
+            if role == "applied":
+                _, a, y = parts
                 if not src.type(a).batch and len(src.type(y).shape) == 2:
                     if not tr:
                         ta, ca = self.expand_op(a, fs)
@@ -303,16 +268,16 @@ class Reassociator:
                     ty, cy = self.expand_tensor(y, fs, True)
                     ta = self._leaf(fs, self.factor(self._transpose(self.operator(a))))
                     return ("dr", ty, ta), cy
-            elif n.kind == "tscale":
-                tt, c = self.expand_tensor(n.operands[0], fs, tr)
-                return tt, c * n.attrs["c"]
-            elif n.kind == "tT":
-                return self.expand_tensor(n.operands[0], fs, not tr)
-            elif n.kind == "tadd":
+            elif role == "scaled":
+                tt, c = self.expand_tensor(parts[1], fs, tr)
+                return tt, c * parts[2]
+            elif role == "transposed":
+                return self.expand_tensor(parts[1], fs, not tr)
+            elif role == "sum":
                 keep = self.tensor(t)
                 keep = self.add("dense", [self.add("tT", [keep], span=n.span) if tr else keep], span=n.span)
                 terms = []
-                for o in n.operands:
+                for o in parts[1]:
                     sub: list = []
                     _, c = self.expand_tensor(o, sub, tr)
                     terms.append((sub, c))
@@ -321,8 +286,13 @@ class Reassociator:
             return self._leaf(fs, self.factor(self.operator(dense_op))), 1.0
         w = self.tensor(t)
         if tr:
-            w = g[w].operands[0] if g.kind(w) == "tT" else self.add("tT", [w], span=n.span)
+            w = self._tT(w, n.span)
         return self._leaf(fs, self.factor(self.add("dense", [w], span=n.span))), 1.0
+
+    def _tT(self, w: int, span) -> int:
+        """Tensor wᵀ in the output graph, without a double transpose."""
+        parts = _parts(self.out, w)
+        return parts[1] if parts[0] == "transposed" else self.add("tT", [w], span=span)
 
     def _transpose(self, op: int) -> int:
         g = self.out
@@ -378,11 +348,9 @@ class Reassociator:
         if simple or n > MAX_DP:
             return reduce(lambda acc, p: self._seq(p, acc), reversed(atoms[:-1]), atoms[-1])
         best = [[None] * n for _ in range(n)]
-        lr = [[None] * n for _ in range(n)]
-        dn = [[None] * n for _ in range(n)]
-        dg = [[None] * n for _ in range(n)]
+        # the best plan of each class that merges (MERGES) for every interval
+        by_cls = {c: [[None] * n for _ in range(n)] for c in MERGE_CLASSES}
         batched = [[False] * n for _ in range(n)]
-        by_cls = {"lowrank": lr, "dense": dn, "diag": dg}
         for i, p in enumerate(atoms):
             best[i][i] = p
             batched[i][i] = p.batched
@@ -395,7 +363,7 @@ class Reassociator:
                 bat = batched[i][j - 1] or batched[j][j]
                 batched[i][j] = bat
                 b = None
-                b_lr = b_dn = b_dg = None
+                merged = dict.fromkeys(MERGE_CLASSES)
                 for t in range(i, j):
                     L, R = best[i][t], best[t + 1][j]
                     s = Plan("seq", "other", L.f + R.f, L.a + R.a, rows, cols, kids=(L, R), batched=bat)
@@ -403,35 +371,17 @@ class Reassociator:
                         b = s
                     if bat:
                         continue
-                    Rl, Ll = lr[t + 1][j], lr[i][t]
-                    if Rl is not None:      # L · lowrank(U, V) = lowrank(L U, V)
-                        c = Plan("lr_left", "lowrank", L.f + Rl.f + L.a * Rl.rank, 2 * Rl.rank * (rows + cols),
-                                 rows, cols, Rl.rank, kids=(L, Rl))
-                        if b_lr is None or c.val(k) < b_lr.val(k):
-                            b_lr = c
-                    if Ll is not None:      # lowrank(U, V) · R = lowrank(U, Rᵀ V)
-                        c = Plan("lr_right", "lowrank", Ll.f + R.f + R.a * Ll.rank, 2 * Ll.rank * (rows + cols),
-                                 rows, cols, Ll.rank, kids=(Ll, R))
-                        if b_lr is None or c.val(k) < b_lr.val(k):
-                            b_lr = c
-                    Rd, Ld = dn[t + 1][j], dn[i][t]
-                    if Rd is not None:      # L · W = dense(L W), L applied to W's columns
-                        c = Plan("dense_left", "dense", L.f + Rd.f + L.a * cols, 2 * rows * cols, rows, cols,
-                                 kids=(L, Rd))
-                        if b_dn is None or c.val(k) < b_dn.val(k):
-                            b_dn = c
-                    if Ld is not None:      # W · R = dense((Rᵀ Wᵀ)ᵀ)
-                        c = Plan("dense_right", "dense", Ld.f + R.f + R.a * rows, 2 * rows * cols, rows, cols,
-                                 kids=(Ld, R))
-                        if b_dn is None or c.val(k) < b_dn.val(k):
-                            b_dn = c
-                    if dg[i][t] is not None and dg[t + 1][j] is not None:   # diag(d) diag(e) = diag(d ∘ e)
-                        c = Plan("diag", "diag", dg[i][t].f + dg[t + 1][j].f + rows, rows, rows, cols,
-                                 kids=(dg[i][t], dg[t + 1][j]))
-                        if b_dg is None or c.val(k) < b_dg.val(k):
-                            b_dg = c
-                lr[i][j], dn[i][j], dg[i][j] = b_lr, b_dn, b_dg
-                for c in (b_lr, b_dn, b_dg):
+                    for (lc, rc), mg in MERGES.items():
+                        Lp = L if lc == ANY else by_cls[lc][i][t]
+                        Rp = R if rc == ANY else by_cls[rc][t + 1][j]
+                        if Lp is None or Rp is None:
+                            continue
+                        f, a, rank = mg.cost(Lp, Rp, rows, cols)
+                        c = Plan(mg.how, mg.cls, f, a, rows, cols, rank, kids=(Lp, Rp))
+                        if merged[mg.cls] is None or c.val(k) < merged[mg.cls].val(k):
+                            merged[mg.cls] = c
+                for cls, c in merged.items():
+                    by_cls[cls][i][j] = c
                     if c is not None and c.val(k) < b.val(k) * (1 - EPS):
                         b = c
                 best[i][j] = b
@@ -445,17 +395,17 @@ class Reassociator:
     # ---- building a plan ------------------------------------------------------------
     def to_plan(self, tree, atoms) -> Plan:
         """The plan that evaluates the chain as written."""
-        kind = tree[0]
-        if kind == "leaf":
+        tag = tree[0]
+        if tag == "leaf":
             return atoms[tree[1]]
-        if kind == "seq":
+        if tag == "seq":
             ps = [self.to_plan(t, atoms) for t in tree[1]]
             return reduce(lambda acc, p: self._seq(p, acc), reversed(ps[:-1]), ps[-1])
+        # a product of matrices formed as written: A·Y ("dl") or (Yᵀ Aᵀ)ᵀ ("dr")
         L, R = self.to_plan(tree[1], atoms), self.to_plan(tree[2], atoms)
-        rows, cols = L.rows, R.cols
-        if kind == "dl":
-            return Plan("dense_left", "dense", L.f + R.f + L.a * cols, 2 * rows * cols, rows, cols, kids=(L, R))
-        return Plan("dense_right", "dense", L.f + R.f + R.a * rows, 2 * rows * cols, rows, cols, kids=(L, R))
+        mg = MERGES[(ANY, "dense")] if tag == "dl" else MERGES[("dense", ANY)]
+        f, a, rank = mg.cost(L, R, L.rows, R.cols)
+        return Plan(mg.how, mg.cls, f, a, L.rows, R.cols, rank, kids=(L, R))
 
     def solve_and_build(self, factors: list[Factor], tree, x: int, span) -> int:
         if not factors:
@@ -474,72 +424,67 @@ class Reassociator:
         self._quiet = plan is source
         return self.apply_plan(plan, x)
 
+    # A sequence of plans is a tree of "seq" nodes as deep as the chain is long: the walks below
+    # are iterative, and build the nodes in the order a right-to-left evaluation would.
     def apply_plan(self, p: Plan, y: int) -> int:
-        g = self.out
-        if p.how == "seq":
-            return self.apply_plan(p.kids[0], self.apply_plan(p.kids[1], y))
-        if p.how == "sumdist":
-            self.log.add("sum-distribute")
-            ys = []
-            for sub, c in p.kids:
-                z = self.apply_plan(sub, y) if sub is not None else y
-                if c != 1.0:
-                    z = self.add("tscale", [z], {"c": c}, self._span)
-                ys.append(z)
-            return reduce(lambda a, b: self.add("tadd", [a, b], span=self._span), ys)
-        return self.add("apply", [self.op_of(p), y], span=self._span)
+        for q in reversed(in_sequence(p)):      # (L R) y = L (R y)
+            y = self._apply_one(q, y, False)
+        return y
 
     def apply_plan_T(self, p: Plan, y: int) -> int:
         """pᵀ applied to y."""
-        g = self.out
-        if p.how == "seq":        # (L R)ᵀ y = Rᵀ (Lᵀ y)
-            return self.apply_plan_T(p.kids[1], self.apply_plan_T(p.kids[0], y))
-        if p.how == "sumdist":
+        for q in in_sequence(p):                # (L R)ᵀ y = Rᵀ (Lᵀ y)
+            y = self._apply_one(q, y, True)
+        return y
+
+    def _apply_one(self, p: Plan, y: int, transposed: bool) -> int:
+        """p (pᵀ when transposed) applied to y, for a plan that is not a sequence."""
+        if p.how == "sumdist":                   # (A + cB) y = A y + c (B y)
+            if not transposed:
+                self.log.add("sum-distribute")
+            apply = self.apply_plan_T if transposed else self.apply_plan
             ys = []
             for sub, c in p.kids:
-                z = self.apply_plan_T(sub, y) if sub is not None else y
+                z = apply(sub, y) if sub is not None else y
                 if c != 1.0:
                     z = self.add("tscale", [z], {"c": c}, self._span)
                 ys.append(z)
             return reduce(lambda a, b: self.add("tadd", [a, b], span=self._span), ys)
-        return self.add("apply", [self._transpose(self.op_of(p)), y], span=self._span)
+        op = self.op_of(p)
+        return self.add("apply", [self._transpose(op) if transposed else op, y], span=self._span)
 
     def op_of(self, p: Plan) -> int:
+        """The operator node of plan p (a product of the operators of a sequence)."""
+        g = self.out
+        done: list[int] = []
+        stack = [(p, False)]
+        while stack:                             # post-order over the seq nodes: left, right, then the product
+            q, ready = stack.pop()
+            if q.how != "seq":
+                done.append(self._op_of_one(q))
+            elif not ready:
+                stack += [(q, True), (q.kids[1], False), (q.kids[0], False)]
+            else:
+                b = done.pop()
+                a = done.pop()
+                ops = [o for x in (a, b) for o in (g[x].operands if _parts(g, x)[0] == "product" else (x,))]
+                done.append(self.add("compose", ops, span=self._span))
+        return done[0]
+
+    def _op_of_one(self, p: Plan) -> int:
         g, sp_ = self.out, self._span
         if p.how == "atom":
             return p.factor.op
-        if p.how == "seq":
-            a, b = self.op_of(p.kids[0]), self.op_of(p.kids[1])
-            ops = [o for x in (a, b) for o in (g[x].operands if g.kind(x) == "compose" else (x,))]
-            return self.add("compose", ops, span=sp_)
         if p.how == "sumdist":
             terms = []
             for sub, c in p.kids:
                 o = self.op_of(sub) if sub is not None else self.add("eye", [], {"n": g.type(p.factor.op).rows})
                 terms.append(o if c == 1.0 else self.add("scale", [o], {"c": c}, sp_))
             return self.add("sum", terms, span=sp_)
+        mg = BY_HOW[p.how]
         if not self._quiet:
-            self.log.add({"lr_left": "lowrank-absorb", "lr_right": "lowrank-absorb", "dense_left": "multiply-out",
-                          "dense_right": "multiply-out", "diag": "diag-product"}[p.how])
-        L, R = p.kids
-        if p.how == "lr_left":        # L · lowrank(U, V) = lowrank(L U, V)
-            u, v = g[self.op_of(R)].operands
-            return self.add("lowrank", [self.apply_plan(L, u), v], span=sp_)
-        if p.how == "lr_right":       # lowrank(U, V) · R = lowrank(U, Rᵀ V)
-            u, v = g[self.op_of(L)].operands
-            return self.add("lowrank", [u, self.apply_plan_T(R, v)], span=sp_)
-        if p.how == "dense_left":     # L · W = dense(L W)
-            w = g[self.op_of(R)].operands[0]
-            return self.add("dense", [self.apply_plan(L, w)], span=sp_)
-        if p.how == "dense_right":    # W · R = dense((Rᵀ Wᵀ)ᵀ)
-            w = g[self.op_of(L)].operands[0]
-            wt = self.add("tT", [w], span=sp_) if g.kind(w) != "tT" else g[w].operands[0]
-            z = self.apply_plan_T(R, wt)
-            return self.add("dense", [self.add("tT", [z], span=sp_) if g.kind(z) != "tT" else g[z].operands[0]], span=sp_)
-        if p.how == "diag":           # diag(d) diag(e) = diag(diag(d) e)
-            a, b = self.op_of(L), self.op_of(R)
-            return self.add("diag", [self.add("apply", [a, g[b].operands[0]], span=sp_)], span=sp_)
-        raise AssertionError(p.how)
+            self.log.add(mg.event)
+        return mg.build(self, *p.kids)
 
 
 def _size(self, x):
@@ -568,12 +513,8 @@ def _cols(shape):
 
 def reassociate(g: Graph, log: RewriteLog | None = None) -> Graph:
     log = log if log is not None else RewriteLog()
-    old = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(old, 20000))
-    try:
-        return Reassociator(g, log).run()
-    finally:
-        sys.setrecursionlimit(old)
+    # the walk recurses once per level of nesting: a deep graph gets a big stack (restored after)
+    return run_deep(lambda: Reassociator(g, log).run(), g.depth())
 
 
 # What the pass logs, for `opdsl explain`.

@@ -1,65 +1,20 @@
-"""Rewrite rules as data, and the one driver that applies them to a fixed point.
+"""The one driver that applies a table of rewrite rules to a fixed point.
 
-A rule is a pattern and a replacement.  Patterns are nested tuples::
-
-    ("transpose", ("transpose", "A"))      # kind, then one pattern per operand
-    ("kron", "*xs")                        # "*name" binds all remaining operands
-    "A"                                    # a variable: any node (same name = same node)
-
-The replacement is a function ``(g, m) -> node id | None`` over the graph
-being built and the bindings ``m`` (``m["_"]`` is the matched node); it may
-decline by returning None.  ``where`` is an optional guard on the match.
+Rules and their pattern language are data defined below the passes, in opdsl/kinds/rule.py
+(a kind carries its own rules); they are re-exported here.  A table is indexed by the kinds
+at the root of its patterns, so a node is only matched against rules that can apply.
 
 The driver rebuilds the graph bottom-up (operands before users), trying the
 rules whose pattern has the node's kind at every node until none fires there;
 nodes a replacement creates are tried in the next round, and rounds repeat
-until a whole round fires nothing.  Rules are indexed by the kind at the root
-of their pattern, so a node is only matched against rules that can apply.
+until a whole round fires nothing.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 from opdsl.ir import Graph
-
-
-@dataclass(frozen=True)
-class Rule:
-    name: str
-    identity: str               # the algebraic identity, as a comment and for reports
-    pattern: tuple | str
-    build: Callable
-    where: Callable | None = None
-
-    @property
-    def root(self) -> str | None:
-        """The kind at the root of the pattern (None: the pattern is a bare variable)."""
-        return self.pattern[0] if isinstance(self.pattern, tuple) else None
-
-
-def match(g: Graph, pat, v: int, m: dict) -> bool:
-    if isinstance(pat, str):
-        if pat == "_":
-            return True
-        if pat in m:
-            return m[pat] == v
-        m[pat] = v
-        return True
-    kind, *subs = pat
-    n = g[v]
-    if n.kind != kind:
-        return False
-    ops = n.operands
-    if subs and isinstance(subs[-1], str) and subs[-1].startswith("*"):
-        fixed = subs[:-1]
-        if len(ops) < len(fixed):
-            return False
-        m[subs[-1][1:]] = tuple(ops[len(fixed):])
-        return all(match(g, p, o, m) for p, o in zip(fixed, ops))
-    if len(subs) != len(ops):
-        return False
-    return all(match(g, p, o, m) for p, o in zip(subs, ops))
+from opdsl.kinds.rule import As, NoneOf, OneOf, Rule, Window, match, match_window, matches  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -78,14 +33,12 @@ class RuleTable:
 
     def __init__(self, rules):
         self.rules = list(rules)
-        self.any = [r for r in self.rules if r.root is None]
+        roots = [(r, r.roots) for r in self.rules]
+        self.any = [r for r, ks in roots if ks is None]
         self.by_kind: dict[str, list[Rule]] = {}
-        for r in self.rules:
-            if r.root is not None:
-                self.by_kind.setdefault(r.root, []).append(r)
-        for k, rs in self.by_kind.items():     # keep the table order across both lists
-            if self.any:
-                self.by_kind[k] = [r for r in self.rules if r.root in (k, None)]
+        for k in sorted({k for _, ks in roots for k in ks or ()}):   # table order, rules for any kind included
+            self.by_kind[k] = [r for r, ks in roots if ks is None or k in ks]
+        self.named = {r.name: r for r in self.rules}
 
     def for_kind(self, kind: str) -> list[Rule]:
         return self.by_kind.get(kind, self.any)

@@ -8,6 +8,12 @@ Rules only restructure; they never make a program more expensive to apply.
 Choices that depend on sizes (the order of a product, distributing a sum over
 an application, combining neighbours first) belong to passes/reassociate.py,
 which asks the cost model.
+
+The table simplify applies is assembled here, once (all_rules / rule_table):
+this module's rules, the linear-algebra rules (passes/linalg_rules.py), then
+the rules every kind carries (Kind.rules).  Rules check kinds through their
+patterns (opdsl/kinds/rule.py: sets of kinds, adjacent pairs in a product),
+not in Python.
 """
 from __future__ import annotations
 
@@ -16,8 +22,10 @@ import math
 import sympy as sp
 
 from opdsl.ir import Graph
+from opdsl.kinds import REGISTRY
 
-from .rewrite import Rule, RuleTable, RewriteLog, rewrite
+from .linalg_rules import LINALG_RULES
+from .rewrite import As, Rule, RuleTable, RewriteLog, Window, match_window, matches, rewrite
 
 
 # ---- helpers -----------------------------------------------------------------
@@ -32,8 +40,9 @@ def _node(g, m):
 
 
 def _rebuild(g, n, ops):
-    """kind(ops) with n's attributes, or the single operand when one is left."""
-    if len(ops) == 1 and n.kind in ("compose", "sum", "kron"):
+    """kind(ops) with n's attributes, or the single operand when one is left of a product, sum or
+    Kronecker product (a kind that needs at least two)."""
+    if len(ops) == 1 and g.spec(n.id).arity[0] >= 2:
         return ops[0]
     return g.add(n.kind, ops, n.attrs, n.span)
 
@@ -47,6 +56,17 @@ def _representable(c, *factors) -> bool:
 
 def _zeros(g, t, span):
     return g.add("zeros", [], {"m": t.rows, "n": t.cols}, span=span)
+
+
+IDENTITY = ("eye",)
+ZERO = ("zeros",)
+SCALED = ("scale", "_")
+TENSOR_SUM = ("tadd", "*")
+TENSOR_SCALED = ("tscale", "_")
+
+
+def _is(g, v, pattern) -> bool:
+    return matches(g, pattern, v) is not None
 
 
 # ---- transposes ----------------------------------------------------------------
@@ -120,7 +140,7 @@ def _flatten(kind):
 def _drop_identity(g, m):
     """A I B = A B."""
     n = _node(g, m)
-    ops = [o for o in n.operands if g.kind(o) != "eye"]
+    ops = [o for o in n.operands if not _is(g, o, IDENTITY)]
     if len(ops) == len(n.operands):
         return None
     if not ops:
@@ -135,7 +155,7 @@ def _has_batch(g, v):
 def _absorb_zero(g, m):
     """A 0 B = 0 and A ⊗ 0 = 0 (the zero of the product's shape)."""
     n = _node(g, m)
-    if not any(g.kind(o) == "zeros" for o in n.operands) or _has_batch(g, n.id):
+    if _has_batch(g, n.id):
         return None
     return _zeros(g, n.type, n.span)
 
@@ -143,7 +163,7 @@ def _absorb_zero(g, m):
 def _sum_drop_zero(g, m):
     """A + 0 = A."""
     n = _node(g, m)
-    ops = [o for o in n.operands if g.kind(o) != "zeros"]
+    ops = [o for o in n.operands if not _is(g, o, ZERO)]
     if len(ops) == len(n.operands) or _has_batch(g, n.id):
         return None
     if not ops:
@@ -157,7 +177,7 @@ def _kron_eyes(g, m):
     out = [n.operands[0]]
     changed = False
     for o in n.operands[1:]:
-        if g.kind(o) == "eye" and g.kind(out[-1]) == "eye":
+        if _is(g, o, IDENTITY) and _is(g, out[-1], IDENTITY):
             out[-1] = g.add("eye", [], {"n": g[out[-1]].attrs["n"] * g[o].attrs["n"]}, span=n.span)
             changed = True
         else:
@@ -173,17 +193,17 @@ STRUCTURE_RULES = [
     # (A⊗B)⊗C = A⊗(B⊗C) = A⊗B⊗C
     Rule("kron-flatten", "(A⊗B)⊗C = A⊗(B⊗C) = A⊗B⊗C", ("kron", "*xs"), _flatten("kron")),
     # A I B = A B
-    Rule("compose-identity", "A I = I A = A", ("compose", "*xs"), _drop_identity),
+    Rule("compose-identity", "A I = I A = A", ("compose", Window(IDENTITY)), _drop_identity),
     # I x = x
     Rule("apply-identity", "I x = x", ("apply", ("eye",), "x"), lambda g, m: m["x"]),
     # I_a ⊗ I_b = I_ab
-    Rule("kron-identity", "I_a ⊗ I_b = I_ab", ("kron", "*xs"), _kron_eyes),
+    Rule("kron-identity", "I_a ⊗ I_b = I_ab", ("kron", Window(IDENTITY, IDENTITY)), _kron_eyes),
     # A 0 B = 0
-    Rule("compose-zero", "A 0 B = 0", ("compose", "*xs"), _absorb_zero),
+    Rule("compose-zero", "A 0 B = 0", ("compose", Window(ZERO)), _absorb_zero),
     # A ⊗ 0 = 0
-    Rule("kron-zero", "A ⊗ 0 = 0", ("kron", "*xs"), _absorb_zero),
+    Rule("kron-zero", "A ⊗ 0 = 0", ("kron", Window(ZERO)), _absorb_zero),
     # A + 0 = A
-    Rule("sum-zero", "A + 0 = A", ("sum", "*xs"), _sum_drop_zero),
+    Rule("sum-zero", "A + 0 = A", ("sum", Window(ZERO)), _sum_drop_zero),
 ]
 
 
@@ -229,7 +249,7 @@ def _pull_scale(g, m):
     ops = []
     cs = []
     for o in n.operands:
-        if g.kind(o) == "scale":
+        if _is(g, o, SCALED):
             c *= g[o].attrs["c"]
             cs.append(g[o].attrs["c"])
             ops.append(g[o].operands[0])
@@ -246,8 +266,7 @@ def _pull_scale(g, m):
 def _apply_scale(g, m):
     """(cA) x = c (A x)."""
     n = _node(g, m)
-    a = g[m["S"]]
-    return g.add("tscale", [g.add("apply", [a.operands[0], m["x"]], span=n.span)], {"c": a.attrs["c"]}, n.span)
+    return g.add("tscale", [g.add("apply", [m["A"], m["x"]], span=n.span)], {"c": g[m["S"]].attrs["c"]}, n.span)
 
 
 def _collect_terms(g, m):
@@ -257,7 +276,7 @@ def _collect_terms(g, m):
     order: list[int] = []
     for o in n.operands:
         c, base = 1.0, o
-        if g.kind(o) == "scale":
+        if _is(g, o, SCALED):
             c, base = g[o].attrs["c"], g[o].operands[0]
         if base not in coef:
             order.append(base)
@@ -287,10 +306,9 @@ def _collect_tensor_terms(g, m, limit: int = 8):
         c, v = stack.pop()
         if len(terms) + len(stack) > limit:
             return None
-        k = g.kind(v)
-        if k == "tadd":
+        if _is(g, v, TENSOR_SUM):
             stack.extend((c, o) for o in reversed(g[v].operands))
-        elif k == "tscale":
+        elif _is(g, v, TENSOR_SCALED):
             if not _representable(c * g[v].attrs["c"], c, g[v].attrs["c"]):
                 return None
             stack.append((c * g[v].attrs["c"], g[v].operands[0]))
@@ -323,12 +341,11 @@ SCALAR_RULES = [
     # 0A = 0
     Rule("scale-zero", "0A = 0", ("scale", "A"), _scale_zero),
     # A(cB)C = c(ABC)
-    Rule("compose-scale", "A (cB) C = c (A B C)", ("compose", "*xs"), _pull_scale),
+    Rule("compose-scale", "A (cB) C = c (A B C)", ("compose", Window(SCALED)), _pull_scale),
     # A ⊗ cB = c(A ⊗ B)
-    Rule("kron-scale", "A ⊗ cB = c (A ⊗ B)", ("kron", "*xs"), _pull_scale),
+    Rule("kron-scale", "A ⊗ cB = c (A ⊗ B)", ("kron", Window(SCALED)), _pull_scale),
     # (cA)x = c(Ax)
-    Rule("apply-scale", "(cA) x = c (A x)", ("apply", "S", "x"), _apply_scale,
-         where=lambda g, m: g.kind(m["S"]) == "scale"),
+    Rule("apply-scale", "(cA) x = c (A x)", ("apply", As("S", ("scale", "A")), "x"), _apply_scale),
     # aA + bA = (a+b)A
     Rule("sum-collect", "aA + bA = (a+b)A", ("sum", "*xs"), _collect_terms),
     # a(bx) = (ab)x for tensors
@@ -342,18 +359,23 @@ SCALAR_RULES = [
 
 # ---- products of neighbours ------------------------------------------------------------
 
-def _pairwise(fn):
-    """compose(..., A, B, ...) = compose(..., fn(A, B), ...) for every adjacent pair fn accepts.
+def product_rule(name, identity, left, right, merge):
+    """A rule for compose(..., A, B, ...) = compose(..., merge(A, B), ...) on adjacent factors A, B
+    that match the patterns `left` and `right`; merge(g, bindings, span) builds the product or declines.
 
-    One left-to-right scan merges every pair it can (a merged result is tried
-    against the next factor), so a long chain needs one firing, not one per pair.
+    One left-to-right scan merges every pair it can (a merged result is tried against the next
+    factor), so a long chain needs one firing, not one per pair; identities a merge leaves
+    (perm(m, n) perm(n, m) = I) are dropped.
     """
+    pair = Window(left, right)
+
     def build(g, m):
         n = _node(g, m)
         out = [n.operands[0]]
         changed = False
         for o in n.operands[1:]:
-            r = fn(g, out[-1], o, n.span)
+            b: dict = {}
+            r = merge(g, b, n.span) if match_window(g, pair, (out[-1], o), b) else None
             if r is not None:
                 out[-1] = r
                 changed = True
@@ -361,52 +383,36 @@ def _pairwise(fn):
                 out.append(o)
         if not changed:
             return None
-        out = [o for o in out if g.kind(o) != "eye"] or [out[0]]
+        out = [o for o in out if not _is(g, o, IDENTITY)] or [out[0]]
         return _rebuild(g, n, out)
-    return build
+
+    return Rule(name, identity, ("compose", pair), build)
 
 
-def _mixed_product(g, a, b, span):
-    """(A⊗B)(C⊗D) = (AC)⊗(BD) when A, C and B, D can be multiplied."""
-    if g.kind(a) != "kron" or g.kind(b) != "kron":
-        return None
-    xs, ys = g[a].operands, g[b].operands
-    if len(xs) != len(ys):
-        return None
-    if not all(same(g, g.type(x).cols, g.type(y).rows) for x, y in zip(xs, ys)):
-        return None
-    return g.add("kron", [g.add("compose", [x, y], span=span) for x, y in zip(xs, ys)], span=span)
+def factorwise_product_rule(kind, name, identity):
+    """kind(A, B) kind(C, D) = kind(AC, BD) when A, C and B, D can be multiplied: the mixed-product
+    property of the Kronecker product, and the product of block diagonals with aligned partitions."""
+    def merge(g, m, span):
+        xs, ys = m["xs"], m["ys"]
+        if len(xs) != len(ys) or not all(same(g, g.type(x).cols, g.type(y).rows) for x, y in zip(xs, ys)):
+            return None
+        return g.add(kind, [g.add("compose", [x, y], span=span) for x, y in zip(xs, ys)], span=span)
+
+    return product_rule(name, identity, (kind, "*xs"), (kind, "*ys"), merge)
 
 
-def _blockdiag_product(g, a, b, span):
-    """blockdiag(A, B) blockdiag(C, D) = blockdiag(AC, BD) when the partitions align."""
-    if g.kind(a) != "blockdiag" or g.kind(b) != "blockdiag":
-        return None
-    xs, ys = g[a].operands, g[b].operands
-    if len(xs) != len(ys):
-        return None
-    if not all(same(g, g.type(x).cols, g.type(y).rows) for x, y in zip(xs, ys)):
-        return None
-    return g.add("blockdiag", [g.add("compose", [x, y], span=span) for x, y in zip(xs, ys)], span=span)
-
-
-def _diag_product(g, a, b, span):
+def _diag_product(g, m, span):
     """diag(d) diag(e) = diag(d ∘ e) (the entrywise product, computed as diag(d) e)."""
-    if g.kind(a) != "diag" or g.kind(b) != "diag":
-        return None
-    d, e = g[a].operands[0], g[b].operands[0]
-    return g.add("diag", [g.add("apply", [a, e], span=span)], span=span)
+    return g.add("diag", [g.add("apply", [m["a"], m["e"]], span=span)], span=span)
 
 
-def _perm_product(g, a, b, span):
+def _perm_product(g, m, span):
     """L(N, s) L(N, t) = L(N, st mod (N-1)) when that divides N; L(mn, m) L(mn, n) = I.
 
     A stride permutation L(N, s) maps index i to i·s mod (N-1) (N-1 fixed), so
     products multiply the strides modulo N-1.
     """
-    if g.kind(a) != "perm" or g.kind(b) != "perm":
-        return None
-    pa, pb = g[a].attrs, g[b].attrs
+    pa, pb = g[m["a"]].attrs, g[m["b"]].attrs
     N = pa["m"] * pa["n"]
     if same(g, pa["m"], pb["n"]) and same(g, pa["n"], pb["m"]):
         return g.add("eye", [], {"n": N}, span=span)
@@ -427,30 +433,40 @@ def _perm_product(g, a, b, span):
 
 PRODUCT_RULES = [
     # (A⊗B)(C⊗D) = (AC)⊗(BD)
-    Rule("kron-mixed-product", "(A⊗B)(C⊗D) = (AC)⊗(BD)", ("compose", "*xs"), _pairwise(_mixed_product)),
+    factorwise_product_rule("kron", "kron-mixed-product", "(A⊗B)(C⊗D) = (AC)⊗(BD)"),
     # blockdiag(A, B) blockdiag(C, D) = blockdiag(AC, BD)
-    Rule("blockdiag-product", "blockdiag(A, B) blockdiag(C, D) = blockdiag(AC, BD)", ("compose", "*xs"),
-         _pairwise(_blockdiag_product)),
+    factorwise_product_rule("blockdiag", "blockdiag-product", "blockdiag(A, B) blockdiag(C, D) = blockdiag(AC, BD)"),
     # diag(d) diag(e) = diag(d ∘ e)
-    Rule("diag-product", "diag(d) diag(e) = diag(d ∘ e)", ("compose", "*xs"), _pairwise(_diag_product)),
+    product_rule("diag-product", "diag(d) diag(e) = diag(d ∘ e)", As("a", ("diag", "d")), ("diag", "e"),
+                 _diag_product),
     # L(N, s) L(N, t) = L(N, st mod N-1)
-    Rule("perm-product", "perm(m, n) perm(n, m) = I; L(N,s) L(N,t) = L(N, st mod (N-1))", ("compose", "*xs"),
-         _pairwise(_perm_product)),
+    product_rule("perm-product", "perm(m, n) perm(n, m) = I; L(N,s) L(N,t) = L(N, st mod (N-1))",
+                 As("a", ("perm",)), As("b", ("perm",)), _perm_product),
 ]
 
 
 RULES = TRANSPOSE_RULES + STRUCTURE_RULES + SCALAR_RULES + PRODUCT_RULES
-TABLE = RuleTable(RULES)
+
+
+# ---- the table simplify applies ----------------------------------------------------------
+
+def all_rules() -> list:
+    """The simplify table, in order: this module's rules, the linear-algebra rules
+    (passes/linalg_rules.py), then every kind's own rules (Kind.rules, in registry order).
+    The one place the table is assembled."""
+    return RULES + LINALG_RULES + [r for k in REGISTRY.values() for r in k.rules]
+
+
+_TABLE: list = [None, None]         # (registry snapshot, RuleTable)
+
+
+def rule_table() -> RuleTable:
+    """all_rules() as a RuleTable, rebuilt when a kind is registered (or replaced) after import."""
+    key = tuple((name, id(k)) for name, k in REGISTRY.items())
+    if _TABLE[0] != key:
+        _TABLE[:] = [key, RuleTable(all_rules())]
+    return _TABLE[1]
 
 
 def simplify(g: Graph, log: RewriteLog | None = None, rules=None) -> Graph:
-    return rewrite(g, TABLE if rules is None else rules, log)
-
-
-# ---- inverses, log-determinants, diagonals, traces (passes/linalg_rules.py, issue 7) ----------------
-# Their rules run in the same fixed point; RULES above stays this module's own table (tests/test_rules.py),
-# ALL_RULES is what simplify applies.
-from .linalg_rules import LINALG_RULES  # noqa: E402
-
-ALL_RULES = RULES + LINALG_RULES
-TABLE = RuleTable(ALL_RULES)
+    return rewrite(g, rule_table() if rules is None else rules, log)

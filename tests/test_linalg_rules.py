@@ -14,9 +14,10 @@ import pytest
 import opdsl
 from opdsl.frontend import to_graph
 from opdsl.passes import verify
+from opdsl.kinds import REGISTRY
 from opdsl.passes.linalg_rules import LINALG_RULES
 from opdsl.passes.rewrite import RewriteLog, RuleTable
-from opdsl.passes.simplify import simplify
+from opdsl.passes.simplify import all_rules, simplify
 from opdsl.reference import dense_eval, random_inputs
 
 
@@ -166,10 +167,14 @@ CASES = {
 }
 
 
+# The linear-algebra rules: the generic tables and the rules kinds carry (Monarch, circulant).
+RULES = list(LINALG_RULES) + [r for k in REGISTRY.values() for r in k.rules]
+
+
 def test_every_linalg_rule_has_a_case():
-    assert {r.name for r in LINALG_RULES} == set(CASES)
-    assert len({r.name for r in LINALG_RULES}) == len(LINALG_RULES), "rule names must be unique"
-    assert all(r.identity for r in LINALG_RULES)
+    assert {r.name for r in RULES} == set(CASES)
+    assert len({r.name for r in RULES}) == len(RULES), "rule names must be unique"
+    assert all(r.identity for r in RULES)
 
 
 @pytest.mark.parametrize("rule,src", [(r, s) for r, srcs in CASES.items() for s in srcs],
@@ -182,7 +187,7 @@ def test_rule_fires_and_is_sound(rule, src):
 def alone(rule_name, src):
     """Apply one rule alone (its own table); check it fired and is sound."""
     g = to_graph(src, "<test>", None, "float64")
-    rule = next(r for r in LINALG_RULES if r.name == rule_name)
+    rule = next(r for r in all_rules() if r.name == rule_name)
     log = RewriteLog()
     out = simplify(g, log, rules=RuleTable([rule]))
     verify(out)

@@ -181,10 +181,31 @@ def test_ties_keep_the_source_order():
     assert flops(prog, "y") == flops(prog, "z")
 
 
+def scalings(g, export="y"):
+    """(constant, operand) of every constant multiple an export computes (of a tensor or an operator)."""
+    return [(g[v].attrs["c"], g[v].operands[0]) for v in g.live([g.exports[export]])
+            if g.kind(v) in ("tscale", "scale")]
+
+
 def test_scalars_are_pulled_out_of_chains():
     src = ("dim k ~ 64\ninput U : [6, 2]\ninput V : [6, 2]\ninput W : [6, 6]\ninput x : [6, k]\n"
            "export y = (2 * lowrank(U, V)) @ (-0.5 * W) @ (3 * x)\n")
-    compile_sound(src)
+    prog = compile_sound(src)
+    # reassociation takes 2 and -0.5 out of the chain and multiplies them once, onto x (no larger
+    # than the result); nothing inside the chain is scaled any more
+    after = next(r.graph_after for r in prog.records if r.name == "reassociate")
+    assert sorted(c for c, _ in scalings(after)) == [-1.0, 3.0]
+    assert all(after.kind(o) in ("input", "tscale") for _, o in scalings(after))
+    # and cleanup folds them with x's own 3: one multiply by 2 · (-0.5) · 3 in the whole export
+    g = prog.optimized
+    [(c, on)] = scalings(g)
+    assert c == -3.0 and g.kind(on) == "input" and g[on].attrs["name"] == "x"
+    # a result smaller than x: the constant multiplies the result, after the chain
+    small = compile_sound("dim k ~ 64\ninput P : [2, 6]\ninput W : [6, 6]\ninput x : [6, k]\n"
+                          "export y = (2 * P) @ (-0.5 * W) @ x\n").optimized
+    [(c, on)] = scalings(small)
+    assert c == -1.0 and small.exports["y"] == next(v for v in small.live() if small.kind(v) == "tscale")
+    assert small.kind(on) == "apply"
 
 
 def test_batched_operators_and_vectors():
@@ -364,3 +385,26 @@ def test_opdsl_verify_env_turns_verification_on(monkeypatch):
     monkeypatch.setenv("OPDSL_VERIFY", "0")
     run(to_graph(ATTN.format(L=8, d=2), "<t>", None, "float32"))
     assert not calls
+
+
+def test_a_long_chain_needs_no_deep_recursion(monkeypatch):
+    """Reassociation walks a chain iteratively: a product of 3,000 factors (a flat graph once simplified)
+    is ordered on the calling thread with Python's recursion limit as it is, never changed."""
+    import sys
+
+    from opdsl.ir import run_deep
+    from opdsl.passes.reassociate import reassociate
+    from opdsl.passes.simplify import simplify
+    n = 3000
+    src = ("input x : [3, 2]\n" + "".join(f"input V{i} : [3, 1]\n" for i in range(8)) +
+           "export y = " + " @ ".join(f"householder(V{i % 8})" for i in range(n)) + " @ x\n")
+    g = to_graph(src, "<t>", None, "float64")
+    flat = run_deep(lambda: simplify(g), g.depth())
+    assert flat.depth() < 10 and len(flat[flat[flat.exports["y"]].operands[0]].operands) == n
+    calls = []
+    monkeypatch.setattr(sys, "setrecursionlimit", calls.append)
+    out = reassociate(flat)
+    assert not calls
+    inputs = random_inputs(g, "y", seed=0)
+    np.testing.assert_allclose(dense_eval(out, out.exports["y"], inputs), dense_eval(g, g.exports["y"], inputs),
+                               rtol=1e-9, atol=1e-9)

@@ -13,7 +13,9 @@ import opdsl
 from opdsl.frontend import to_graph
 from opdsl.passes import verify
 from opdsl.passes.rewrite import RewriteLog, RuleTable
-from opdsl.passes.simplify import RULES, simplify
+from opdsl.kinds import REGISTRY
+from opdsl.passes.linalg_rules import LINALG_RULES
+from opdsl.passes.simplify import RULES, all_rules, rule_table, simplify
 from opdsl.reference import dense_eval, random_inputs
 
 OPS = "input A : [2, 3]\ninput B : [4, 2]\ninput C : [3, 2]\ninput D : [2, 3]\n"
@@ -96,6 +98,46 @@ def test_every_rule_has_a_case():
     assert {r.name for r in RULES} == set(CASES)
     assert len({r.name for r in RULES}) == len(RULES), "rule names must be unique"
     assert all(r.identity for r in RULES)
+
+
+def test_the_simplify_table_defines_each_rule_once():
+    """One table (simplify.all_rules): the generic rules, then every kind's own rules; each rule once."""
+    table = all_rules()
+    names = [r.name for r in table]
+    assert len(set(names)) == len(names), sorted(n for n in names if names.count(n) > 1)
+    assert table == RULES + LINALG_RULES + [r for k in REGISTRY.values() for r in k.rules]
+    assert rule_table().rules == table and set(rule_table().named) == set(names)
+    # a kind's rules live in its own file and reach the table from there
+    monarch = REGISTRY["monarch"]
+    inv_monarch = next(r for r in monarch.rules if r.name == "inv-monarch")
+    assert type(monarch).__module__ == "opdsl.kinds.monarch"
+    assert inv_monarch in table and inv_monarch not in LINALG_RULES
+    assert rule_table().named["inv-monarch"] is inv_monarch
+    assert inv_monarch in rule_table().for_kind("inv")
+    circulant = REGISTRY["circulant"]
+    assert [r.name for r in circulant.rules] == ["inv-circulant"] and circulant.rules[0] in table
+    from opdsl.explain import identity
+    assert identity("inv-monarch") == inv_monarch.identity
+
+
+def test_a_kind_registered_later_brings_its_rules():
+    """The table follows the registry: a kind added after import (one file) has its rules in it."""
+    from opdsl.kinds.base import Kind, register
+    from opdsl.kinds.rule import Rule
+
+    rule = Rule("test-marker-rule", "m = m", ("test_marker",), lambda g, m: None)
+
+    class Marker(Kind):
+        name = "test_marker"
+        rules = (rule,)
+
+    before = rule_table()
+    try:
+        register(Marker)
+        assert rule_table() is not before and rule_table().for_kind("test_marker") == [rule]
+    finally:
+        del REGISTRY["test_marker"]
+    assert rule not in rule_table().rules
 
 
 @pytest.mark.parametrize("rule,src", [(r, s) for r, srcs in CASES.items() for s in srcs],
@@ -188,3 +230,42 @@ def test_fixed_point_terminates_on_long_chains():
     root = g[g.exports["y"]]
     assert root.kind == "apply" and g.kind(root.operands[0]) == "diag"
     assert "compose" not in {g.kind(v) for v in g.live()}
+
+
+# ---- the pattern language (opdsl/kinds/rule.py) ---------------------------------------------
+
+def test_patterns_match_sets_of_kinds_bindings_and_adjacent_pairs():
+    from opdsl.kinds.rule import As, NoneOf, OneOf, Rule, Window, matches
+    g = to_graph("input A : [3, 3]\ninput d : [3]\ninput e : [3]\nexport y = A\nexport u = d\nexport v = e",
+                 "<test>", None, "float64")
+    a = g.add("dense", [g.exports["y"]])
+    prod = g.add("compose", [a, g.add("diag", [g.exports["u"]]), g.add("diag", [g.exports["v"]]),
+                             g.add("scale", [a], {"c": 2.0})])
+    assert matches(g, (OneOf("kron", "compose"), "*xs"), prod)["xs"] == g[prod].operands
+    assert matches(g, (OneOf("kron", "sum"), "*"), prod) is None
+    assert matches(g, (NoneOf("compose"), "*"), prod) is None
+    assert matches(g, (NoneOf("kron", "sum"), "*"), prod) is not None
+    # the first run of adjacent operands matching the window, with what is around it
+    m = matches(g, ("compose", Window(As("a", ("diag", "p")), ("diag", "q"), before="L", after="R")), prod)
+    ops = g[prod].operands
+    assert (m["a"], m["L"], m["R"]) == (ops[1], ops[:1], ops[3:]) and g.kind(m["p"]) == "input"
+    assert matches(g, ("compose", Window(("diag", "_"), ("dense", "_"))), prod) is None
+    assert matches(g, ("compose", Window(As("s", ("scale", "_")))), prod)["s"] == ops[3]
+    # a rule's roots index the table: a set of kinds is filed under each, NoneOf under every kind
+    r1 = Rule("one-of", "", (OneOf("kron", "sum"), "*"), lambda g, m: None)
+    r2 = Rule("none-of", "", (NoneOf("kron"), "*"), lambda g, m: None)
+    table = RuleTable([r1, r2])
+    assert table.for_kind("sum") == [r1, r2] and table.for_kind("kron") == [r1, r2]
+    assert table.for_kind("compose") == [r2]
+
+
+def test_product_rules_are_patterns_over_adjacent_factors():
+    """The product rules state the pair of kinds they merge in their pattern; one rule, parameterized
+    by kind, is the mixed product of Kronecker products and of block diagonals."""
+    from opdsl.kinds.rule import Window
+    products = {r.name: r for r in RULES if r.roots == frozenset({"compose"}) and isinstance(r.pattern[1], Window)}
+    assert {"kron-mixed-product", "blockdiag-product", "diag-product", "perm-product"} <= set(products)
+    kron, block = products["kron-mixed-product"], products["blockdiag-product"]
+    assert kron.pattern[1].patterns == (("kron", "*xs"), ("kron", "*ys"))
+    assert block.pattern[1].patterns == (("blockdiag", "*xs"), ("blockdiag", "*ys"))
+    assert kron.build.__code__ is block.build.__code__       # one rule, two kinds

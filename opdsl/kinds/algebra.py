@@ -5,10 +5,12 @@ from functools import reduce
 
 import numpy as np
 
-from ..dims import fmt_shape
 from ..errors import ShapeError
 from ..primitives import broadcast
 from .base import Kind, OpType, join_dtype, op_type, register
+from .linalg_analysis import (cheap_inverse, flip, less, lowrank_split, operands_triangular, singular_reason,
+                              square, triangular)
+from .linalg_solve import materialize
 
 # A property survives a product / sum / transpose when every operand has it.
 PRODUCT_KEEPS = frozenset({"orthogonal", "diagonal", "permutation", "invertible"})
@@ -58,6 +60,30 @@ class Compose(Kind):
         n = g[v]
         return g.add("compose", [g.add("transpose", [o], span=n.span) for o in reversed(n.operands)], span=n.span)
 
+    infer_from_types = True
+
+    def chain_parts(self, g, v):
+        return ("product", g[v].operands)
+
+    def triangular_through(self, g, v):
+        return operands_triangular(g, g[v].operands)
+
+    def singular(self, g, v):
+        t = g.type(v)
+        ops = g[v].operands
+        for o in ops[:-1]:
+            if less(g, g.type(o).cols, t.rows):
+                return f"the product passes through {g.type(o).cols} < {t.rows} dimensions"
+        for o in ops:
+            if square(g, o):
+                why = singular_reason(g, o)
+                if why:
+                    return why
+        return None
+
+    def cheap_inverse(self, g, v):              # the product of the inverses, in reverse order
+        return all(square(g, o) and cheap_inverse(g, o) for o in g[v].operands)
+
 
 @register
 class Sum(Kind):
@@ -90,6 +116,24 @@ class Sum(Kind):
         n = g[v]
         return g.add("sum", [g.add("transpose", [o], span=n.span) for o in n.operands], span=n.span)
 
+    infer_from_types = True
+
+    def chain_parts(self, g, v):
+        return None if g.type(v).batch else ("sum", g[v].operands)
+
+    def operand_columns(self, g, v, k):
+        return [k] * len(g[v].operands)
+
+    def triangular_through(self, g, v):
+        return operands_triangular(g, g[v].operands)
+
+    def cheap_inverse(self, g, v):              # a cheap part plus low-rank terms: Woodbury
+        return lowrank_split(g, g[v].operands) is not None
+
+    def matrix(self, lw, v, dtype):             # the sum of its terms' matrices
+        parts = [materialize(lw, o, dtype) for o in lw.src[v].operands]
+        return reduce(lw.add, parts)
+
 
 @register
 class Scale(Kind):
@@ -121,6 +165,28 @@ class Scale(Kind):
     def transpose(self, g, v):
         n = g[v]
         return g.add("scale", [g.add("transpose", [n.operands[0]], span=n.span)], n.attrs, span=n.span)
+
+    infer_from_types = True
+
+    def chain_parts(self, g, v):
+        return ("scaled", g[v].operands[0], g[v].attrs["c"])
+
+    def operand_columns(self, g, v, k):
+        return [k]
+
+    def triangular_through(self, g, v):
+        return triangular(g, g[v].operands[0])
+
+    def singular(self, g, v):
+        n = g[v]
+        return "it is scaled by 0" if n.attrs["c"] == 0 else singular_reason(g, n.operands[0])
+
+    def cheap_inverse(self, g, v):
+        return cheap_inverse(g, g[v].operands[0])
+
+    def matrix(self, lw, v, dtype):
+        n = lw.src[v]
+        return lw.scale(materialize(lw, n.operands[0], dtype), n.attrs["c"])
 
 
 @register
@@ -155,3 +221,17 @@ class Transpose(Kind):
 
     def transpose(self, g, v):
         return g[v].operands[0]
+
+    infer_from_types = True
+
+    def operand_columns(self, g, v, k):
+        return [k]
+
+    def triangular_through(self, g, v):
+        return flip(triangular(g, g[v].operands[0]))
+
+    def singular(self, g, v):
+        return singular_reason(g, g[v].operands[0])
+
+    def cheap_inverse(self, g, v):
+        return cheap_inverse(g, g[v].operands[0])

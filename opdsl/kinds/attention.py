@@ -34,83 +34,25 @@ reference: a row whose weights all vanish or underflow (relu features of a negat
 FAVOR / Hedgehog features far apart at large input magnitudes) is 0, never 0/0 = nan; for any
 D above tiny the sum is D itself (docs/reliability.md, tests/test_numerics.py).
 
-Conventions and a small dense example: docs/families_attention_conv.md.
+The feature maps (their language values, numpy meaning and lowering) are in
+kinds/attention_features.py.  Conventions and a small dense example:
+docs/families_attention_conv.md.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
-import sympy as sp
 
 from ..errors import ShapeError, TypeError_, written
-from ..primitives import UNARY, broadcast, orthogonal_features
-from .base import CONSTRUCTORS, Kind, OpType, Val, join_dtype, register, sym_prod, tensor_of_rank
+from ..primitives import broadcast
+from .attention_features import FAVOR_MAX_D, FEATURES, feature_np, lower_features, n_features
+from .base import CONSTRUCTORS, Kind, OpType, join_dtype, register, sym_prod, tensor_of_rank
+from .rule import Rule
 
-ELEMENTWISE = ("elu1", "relu", "identity")
-FEATURES = ELEMENTWISE + ("favor", "hedgehog")
 OPTIONS = ("feature", "causal", "normalize", "chunk")
 CHUNKS = (64, 128)            # the compiler's chunk sizes for causal attention
-FAVOR_HEADROOM = 40.0         # key features are at most exp(40) (see _favor)
 HALF = ("float16", "bfloat16")
-
-
-# ---- feature maps as values: favor(m, seed), hedgehog(W) ----------------------
-
-class FeatureMap(Kind):
-    """A feature map written as a call inside `feature=`; not an operator.
-
-    Entered in CONSTRUCTORS only (so the language can call it), not in REGISTRY:
-    it never becomes a graph node of its own.  construct returns a Val tagged
-    "feature" that attention(...) reads.
-    """
-
-    produces = "feature"
-    usage = ""
-
-
-# Limits of favor(m, seed): its [m, d] features are drawn at compile time (m/d QRs of d x d).
-FAVOR_MAX_M = 65536
-FAVOR_MAX_D = 4096
-
-
-class Favor(FeatureMap):
-    name = "favor"
-    constructors = ("favor",)
-    params = ("m", "seed")
-    usage = "favor(m, seed)"
-    doc = "FAVOR+ positive orthogonal random features: favor(m, seed=0)"
-
-    def construct(self, b, args, kwargs, span):
-        b.no_kwargs(self, kwargs)
-        b.arity(self, args, span, 1, 2)
-        m = b.num(args[0])
-        seed = b.num(args[1]) if len(args) > 1 else 0
-        if float(m) != int(m) or int(m) <= 0:
-            raise TypeError_(f"favor(m, seed) needs a positive integer number of features m, got {m}", args[0].span)
-        if float(seed) != int(seed) or int(seed) < 0:
-            raise TypeError_(f"favor(m, seed) needs a non-negative integer seed, got {seed}", args[1].span)
-        if int(m) > FAVOR_MAX_M:     # the features are drawn at compile time (QR of d x d blocks)
-            raise TypeError_(f"favor(m, seed) supports at most {FAVOR_MAX_M} features, got {m}", args[0].span)
-        return Val("feature", ("favor", {"m": int(m), "seed": int(seed)}, ()), span)
-
-
-class Hedgehog(FeatureMap):
-    name = "hedgehog"
-    constructors = ("hedgehog",)
-    params = ("W",)
-    usage = "hedgehog(W)"
-    doc = "Hedgehog learnable features: softmax([x W, -x W]) with W [..., d, m]"
-
-    def construct(self, b, args, kwargs, span):
-        b.no_kwargs(self, kwargs)
-        b.arity(self, args, span, 1, 1)
-        w = b.tensor(args[0], range(2, 9), "hedgehog's W")
-        return Val("feature", ("hedgehog", {}, (w,)), span)
-
-
-for _f in (Favor(), Hedgehog()):
-    CONSTRUCTORS[_f.constructors[0]] = _f
 
 
 # ---- shared shape rule ----------------------------------------------------------
@@ -142,38 +84,6 @@ def _causal_rows(g, q, k, span, who):
     if not g.dims.equal(q.shape[-2], k.shape[-2]):
         raise ShapeError(f"causal {who} needs as many queries as keys, got Q {q} and K {k}", span,
                          hint="drop causal=true for cross-attention")
-
-
-# ---- numpy meaning of the feature maps (float64, no stabilizers) ------------------
-
-def feature_np(attrs, x, extra):
-    f = attrs["feature"]
-    if f in ELEMENTWISE:
-        return x if f == "identity" else UNARY[f](x)
-    if f == "favor":
-        d = x.shape[-1]
-        w = orthogonal_features(attrs["m"], d, attrs["seed"])
-        xs = x * _xscale(attrs, d)
-        e = xs @ w.T - 0.5 * np.sum(xs * xs, axis=-1, keepdims=True)
-        return np.exp(e) / math.sqrt(attrs["m"])
-    p = x @ extra[0]                                   # hedgehog
-    cat = np.concatenate([p, -p], axis=-1)
-    e = np.exp(cat - cat.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _xscale(attrs, d):
-    s = attrs.get("xscale")
-    return float(d) ** -0.25 if s is None else s
-
-
-def n_features(g, attrs, ops, d):
-    f = attrs["feature"]
-    if f in ELEMENTWISE:
-        return d
-    if f == "favor":
-        return sp.Integer(attrs["m"])
-    return 2 * g.type(ops[2]).shape[-1]
 
 
 def choose_chunk(L: int, f: int, k: int) -> int:
@@ -356,48 +266,6 @@ class Attention(Kind):
         if lw.dtype(y) != out_dtype and out_dtype in HALF:
             y = lw.prim("cast", y, dtype=out_dtype)
         return y
-
-
-def lower_features(lw, attrs, x, extra, role):
-    """φ(x) for x [..., L, d] as primitives; `role` is "query" or "key" (FAVOR's stabilizers)."""
-    f = attrs["feature"]
-    if f == "identity":
-        return x
-    if f in ELEMENTWISE:
-        return lw.prim("unary", x, fn=f)
-    if f == "favor":
-        return _favor(lw, attrs, x, role)
-    p = lw.matmul(x, extra[0])                                   # hedgehog: softmax([xW, -xW])
-    cat = lw.prim("concat", p, lw.scale(p, -1.0), axis=-1)
-    e = lw.prim("unary", lw.sub(cat, lw.prim("max", cat, axis=-1, keepdims=True)), fn="exp")
-    return lw.prim("div", e, lw.prim("sum", e, axis=-1, keepdims=True))
-
-
-def _favor(lw, attrs, x, role):
-    """FAVOR+ features exp(ω x̃ − ‖x̃‖²/2), stabilized when normalized (the shifts cancel in D⁻¹).
-
-    Queries: minus their own row maximum (each output row only ever sees its own query).
-    Keys: minus one constant per batch entry, c = max(max_i e_i(k_0), max_i ‖ω_i‖²/2 − 40),
-    from the first key only, so a causal output never depends on a later token.  Since
-    e_i(k) = ωᵢᵀk̃ − ‖k̃‖²/2 = ‖ωᵢ‖²/2 − ‖k̃ − ωᵢ‖²/2 ≤ ‖ωᵢ‖²/2, every key feature is at
-    most exp(40): no overflow, whatever the keys; the first key sets the scale otherwise.
-    Not normalized, the features are the plain exp(...)/√m.
-    """
-    d = lw.dims.value(lw.shape(x)[-1])
-    m, seed = attrs["m"], attrs["seed"]
-    w = lw.prim("orf", m=m, d=d, seed=seed, dtype=lw.dtype(x))
-    xs = lw.scale(x, _xscale(attrs, d))
-    proj = lw.matmul(xs, lw.swap(w))                                              # ω x̃: [..., L, m]
-    if attrs["normalize"] and role == "query":     # −‖q̃‖²/2 is constant along the row: it cancels too
-        return lw.prim("unary", lw.sub(proj, lw.prim("max", proj, axis=-1, keepdims=True)), fn="exp")
-    half_sq = lw.scale(lw.prim("sum", lw.prim("unary", xs, fn="square"), axis=-1, keepdims=True), 0.5)
-    if not attrs["normalize"]:
-        return lw.scale(lw.prim("unary", lw.sub(proj, half_sq), fn="exp"), 1.0 / math.sqrt(m))
-    floor = float(0.5 * np.max(np.sum(orthogonal_features(m, d, seed) ** 2, axis=1)) - FAVOR_HEADROOM)
-    first = lw.prim("max", lw.prim("slice", proj, axis=-2, start=0, stop=1), axis=-1, keepdims=True)
-    first = lw.sub(first, lw.prim("slice", half_sq, axis=-2, start=0, stop=1))  # max_i e_i(k_0): [..., 1, 1]
-    c = lw.prim("shift", lw.prim("unary", lw.prim("shift", first, c=-floor), fn="relu"), c=floor)
-    return lw.prim("unary", lw.sub(proj, lw.add(half_sq, c)), fn="exp")         # one pass over [L, m]
 
 
 def _linear(lw, fq, fk, x, normalize):
@@ -586,7 +454,6 @@ class SoftmaxAttention(Kind):
 
 def softmax_to_favor_rules(m: int, seed: int = 0):
     """The rewrite (one rule) behind replace_softmax."""
-    from opdsl.passes.rewrite import Rule
 
     def build(g, mt):
         n = g[mt["_"]]

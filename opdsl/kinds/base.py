@@ -3,9 +3,13 @@
 One ``Kind`` subclass per operator kind holds everything about it: how the
 language builds it (``construct``), its shape rule and properties (``infer``),
 its cost (``flops``), its dense numpy meaning (``dense``), its lowering to
-primitives (``lower``) and its transpose (``transpose``).  Passes, the
-reference evaluator, the cost model and both front ends reach a kind only
-through ``REGISTRY``; nothing else switches on kind names.
+primitives (``lower``), its transpose (``transpose``), its own rewrite rules
+(``rules``), and the facts the passes ask of it (the hooks below ``rules``:
+how reassociation takes it apart and merges it, its triangular structure, why
+it is singular, whether its inverse is cheap, how a linear-algebra leaf of it
+is factored).  Every hook has a default, so a new kind states only what holds
+for it.  Passes, the reference evaluator, the cost model and both front ends
+reach a kind only through ``REGISTRY``; nothing else switches on kind names.
 """
 from __future__ import annotations
 
@@ -136,6 +140,15 @@ class Kind:
         """FLOPs to apply this operator to an [n, k] tensor (sympy, operands included)."""
         raise NotImplementedError(self.name)
 
+    def dense_flops(self, g, v, dense):
+        """FLOPs of node v when every operator's matrix is given (cost.dense_flops, with `dense` a
+        cost.DenseCost): a tensor kind's own FLOPs, nothing for an operator."""
+        return self.flops(g, v) if self.produces == "tensor" else 0
+
+    def dense_apply_flops(self, g, v, k, dense):
+        """FLOPs of operator v's matrix applied to k columns (a matrix product; a solve for inv)."""
+        return dense.matmul(v, k)
+
     def lower(self, lw, v, x):
         """Primitive id of (this operator) @ x, x of shape [*b, n, k]."""
         raise NotImplementedError(self.name)
@@ -144,17 +157,84 @@ class Kind:
         """An operator equal to the transpose of node v, or None to keep transpose(v)."""
         return None
 
-    # ---- structure the passes read -------------------------------------
+    # ---- rewriting ------------------------------------------------------
+    # This kind's own rewrite rules (opdsl.kinds.rule.Rule): passes/simplify.py applies them
+    # after the generic rules, in one table with every other kind's.
+    rules: tuple = ()
+
     def operator_form(self, g, v, span):
         """A tensor kind: the operator equal to dense(v) for a matrix v, built from v's operands so
         that the rules see their structure (dense(X @ Y) = X dense(Y)), or None."""
         return None
 
+    # ---- reassociation (passes/reassociate.py) ---------------------------
+    # The shape rule reads only the operands' types and the attributes (not the operand nodes),
+    # so reassociation may reuse the type inferred for the same (kind, operand types, attributes).
+    infer_from_types: bool = False
+
+    def chain_parts(self, g, v):
+        """How reassociation takes this node apart inside a chain, or None (an atom).  Operators:
+        ("product", factors), ("scaled", A, c), ("identity",), ("matrix", W) (a tensor used as a
+        matrix), ("sum", terms).  Tensors: ("applied", A, y), ("scaled", y, c), ("transposed", y),
+        ("sum", terms)."""
+        return None
+
     def chain_factor(self, g, v):
-        """An operator kind: how reassociation (passes/reassociate.py) may merge it with a
-        neighbouring factor of a chain: "lowrank" (with its rank), "dense" or "diag", else
-        ("other", 0).  The rank is a sympy size."""
+        """An operator kind: how reassociation may merge it with a neighbouring factor of a chain:
+        "lowrank" (with its rank), "dense" or "diag", else ("other", 0).  The rank is a sympy size."""
         return "other", 0
+
+    def operand_columns(self, g, v, k):
+        """When this operator is applied to k columns: the columns each operand is applied to (so
+        that products nested in them are ordered for those columns), or None."""
+        return None
+
+    # ---- structure (kinds/linalg_analysis.py) ------------------------------
+    def triangular_through(self, g, v):
+        """'diagonal', 'lower', 'upper' or None: the triangular structure v has through its operands
+        (beyond its declared properties, which linalg_analysis.triangular reads first)."""
+        return None
+
+    def singular(self, g, v):
+        """Why square operator v is singular by its structure alone (a phrase), or None."""
+        return None
+
+    def cheap_inverse(self, g, v) -> bool:
+        """Whether inv(v) rewrites to something cheaper than factoring v's materialized matrix
+        (orthogonal and triangular operators are, whatever their kind)."""
+        return False
+
+    # ---- a linear-algebra leaf (kinds/linalg_solve.py) -----------------------
+    # What no rule rewrote is factored: materialized, then Cholesky / triangular / LU.  A kind
+    # with a better way says so here; None (the default) takes the generic way.
+    def matrix(self, lw, v, dtype):
+        """Primitive id of this operator's matrix when writing it down is cheaper than applying it
+        to the identity (a dense operand is its tensor), or None."""
+        return None
+
+    def matrix_props(self, g, v):
+        """The properties of the matrix a leaf of this kind writes down (default: its type's)."""
+        return g.type(v).props
+
+    def matrix_flops(self, g, v):
+        """FLOPs to have this operator as a matrix, or None: n applications of it."""
+        return None
+
+    def factor_flops(self, g, v, props, tri):
+        """FLOPs to factor a leaf of this kind, or None: the dense factorization of its matrix."""
+        return None
+
+    def leaf_solve(self, lw, v, x, method):
+        """Primitive id of v⁻¹ x for a leaf of this kind, or None (factor the matrix)."""
+        return None
+
+    def leaf_logdet(self, lw, v):
+        """Primitive id of logdet(v) for a leaf of this kind, or None (factor the matrix)."""
+        return None
+
+    def leaf_diagonal(self, lw, v):
+        """Primitive id of the diagonal of a leaf of this kind, or None (of its matrix)."""
+        return None
 
 
 # ---- shared helpers for shape rules ------------------------------------

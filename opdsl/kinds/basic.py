@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Kind, OpType, register, tensor_of_rank
+from .linalg_analysis import less, tensor_props, tri_of
 
 SQUARE_PROPS = frozenset({"symmetric", "orthogonal", "diagonal", "psd", "permutation", "invertible"})
 
@@ -40,6 +41,34 @@ class Dense(Kind):
     def chain_factor(self, g, v):           # a matrix: merged into a neighbour by a matmul
         return ("dense", 0) if len(g.type(g[v].operands[0]).shape) == 2 else ("other", 0)
 
+    infer_from_types = True
+
+    def chain_parts(self, g, v):            # a matrix W, taken apart when it is a product X @ Y
+        return None if g.type(v).batch else ("matrix", g[v].operands[0])
+
+    def triangular_through(self, g, v):     # the properties of W, through its transposes
+        return tri_of(tensor_props(g, g[v].operands[0]))
+
+    def singular(self, g, v):
+        """A matrix written as a product X @ Y that passes through fewer dimensions than its size."""
+        w = g[v].operands[0]
+        parts = g.spec(w).chain_parts(g, w)
+        t = g.type(w)
+        if parts is not None and parts[0] == "applied" and len(t.shape) >= 2:
+            inner = g.type(parts[1]).cols
+            if less(g, inner, t.shape[-1]):
+                return f"the product passes through {inner} < {t.shape[-1]} dimensions"
+        return None
+
+    def matrix(self, lw, v, dtype):         # written down already: its tensor
+        return lw.tensor(lw.src[v].operands[0])
+
+    def matrix_props(self, g, v):
+        return g.type(v).props | tensor_props(g, g[v].operands[0])
+
+    def matrix_flops(self, g, v):
+        return 0
+
 
 @register
 class Eye(Kind):
@@ -72,6 +101,17 @@ class Eye(Kind):
 
     def transpose(self, g, v):
         return v
+
+    infer_from_types = True
+
+    def chain_parts(self, g, v):
+        return ("identity",)
+
+    def cheap_inverse(self, g, v):
+        return True
+
+    def matrix(self, lw, v, dtype):
+        return lw.prim("eye", n=lw.src.type(v).rows, dtype=dtype)
 
 
 @register
@@ -109,6 +149,9 @@ class Zeros(Kind):
     def transpose(self, g, v):
         a = g[v].attrs
         return g.add("zeros", [], {"m": a["n"], "n": a["m"]}, span=g[v].span)
+
+    def singular(self, g, v):
+        return "it is the zero operator"
 
 
 @register
@@ -148,6 +191,11 @@ class Diag(Kind):
 
     def transpose(self, g, v):
         return v
+
+    infer_from_types = True
+
+    def cheap_inverse(self, g, v):          # diag(1 / d)
+        return True
 
 
 def stride_perm_index(m: int, n: int) -> np.ndarray:
@@ -206,3 +254,6 @@ class Perm(Kind):
     def transpose(self, g, v):
         a = g[v].attrs
         return g.add("perm", [], {"m": a["n"], "n": a["m"]}, span=g[v].span)
+
+    def cheap_inverse(self, g, v):          # its transpose
+        return True

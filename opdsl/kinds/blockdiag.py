@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import numpy as np
+import sympy as sp
 
 from .algebra import common
 from ..errors import TypeError_
 from .base import Kind, OpType, join_dtype, op_type, register, tensor_of_rank
+from .linalg_analysis import all_square, operands_triangular, singular_factors
+from .linalg_solve import as_dtype, solve_matrix
 
 BLOCK_KEEPS = frozenset({"orthogonal", "symmetric", "psd", "diagonal", "permutation", "invertible"})
 
@@ -76,6 +79,19 @@ class BlockDiag(Kind):
         n = g[v]
         return g.add("blockdiag", [g.add("transpose", [o], span=n.span) for o in n.operands], span=n.span)
 
+    def operand_columns(self, g, v, k):
+        return [k] * len(g[v].operands)
+
+    def triangular_through(self, g, v):
+        ops = g[v].operands
+        return operands_triangular(g, ops) if all_square(g, ops) else None
+
+    def singular(self, g, v):
+        return singular_factors(g, g[v].operands, "block diagonal")
+
+    def cheap_inverse(self, g, v):              # the blocks' inverses on the diagonal
+        return all_square(g, g[v].operands)
+
 
 @register
 class BlockDiagBatched(Kind):
@@ -114,3 +130,31 @@ class BlockDiagBatched(Kind):
     def transpose(self, g, v):
         n = g[v]
         return g.add("blockdiag_batched", [g.add("tT", [n.operands[0]], span=n.span)], span=n.span)
+
+    # ---- as a linear-algebra leaf: block by block, never the whole matrix ----
+    def cheap_inverse(self, g, v):
+        return True
+
+    def leaf_solve(self, lw, v, x, method):
+        """blockdiag(W)⁻¹ x: one batched solve with the k blocks, x viewed as [*b, k, p, c]."""
+        w = lw.tensor(lw.src[v].operands[0])
+        kb, p, _ = lw.shape(w)
+        s = lw.shape(x)
+        b, c = s[:-2], s[-1]
+        y = solve_matrix(lw, w, frozenset(), lw.reshape(as_dtype(lw, x, lw.dtype(w)), b + (kb, p, c)), method)
+        return lw.reshape(y, b + (kb * p, c))
+
+    def leaf_logdet(self, lw, v):
+        return lw.prim("sum", lw.prim("slogdet", lw.tensor(lw.src[v].operands[0])), axis=-1)
+
+    def leaf_diagonal(self, lw, v):
+        w = lw.tensor(lw.src[v].operands[0])
+        kb, p, _ = lw.shape(w)
+        return lw.reshape(lw.prim("diagonal", w), (kb * p,))
+
+    def matrix_flops(self, g, v):               # its blocks are its data
+        return 0
+
+    def factor_flops(self, g, v, props, tri):   # k LUs of p x p blocks
+        kb, p, _ = g.type(g[v].operands[0]).shape
+        return kb * sp.Rational(2, 3) * p ** 3

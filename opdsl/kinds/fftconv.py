@@ -32,6 +32,8 @@ import sympy as sp
 from ..errors import ShapeError, TypeError_, written
 from ..primitives import broadcast
 from .base import Kind, OpType, join_dtype, register, sym_prod, tensor_of_rank
+from .linalg_build import auto, span_of
+from .rule import As, Rule
 
 HALF = ("float16", "bfloat16")
 
@@ -107,6 +109,12 @@ def lag_flops(g, v, k, K, n, m, circular):
     return sym_prod(g.type(v).batch) * fft_flops(N) + k * (2 * fft_flops(N) + 3 * N)
 
 
+def _inv_circulant(g, m):
+    """inv(circulant(c)) = circulant(irfft(1 / rfft(c))) (FFT division); the same for its transpose."""
+    n = g[m["C"]]
+    return g.add("circulant", [g.add("circ_inv", [m["c"]], span=span_of(g, m))], n.attrs, span=span_of(g, m))
+
+
 @register
 class Circulant(Kind):
     """`circulant(c)`: C[i, j] = c[(i − j) mod n], c [..., n] (scipy.linalg.circulant)."""
@@ -158,6 +166,15 @@ class Circulant(Kind):
     def transpose(self, g, v):
         node = g[v]
         return g.add(self.name, node.operands, {"T": not node.attrs["T"]}, span=node.span)
+
+    def cheap_inverse(self, g, v):              # a division in the Fourier domain
+        return True
+
+    rules = (
+        # inv(circulant(c)) = circulant(ifft(1/fft(c)))
+        Rule("inv-circulant", "inv(circulant(c)) = circulant(ifft(1 / fft(c)))", ("inv", As("C", ("circulant", "c"))),
+             _inv_circulant, where=auto),
+    )
 
 
 @register

@@ -9,6 +9,7 @@ import numpy as np
 
 from .algebra import common
 from .base import Kind, OpType, join_dtype, op_type, register, sym_prod
+from .linalg_analysis import all_square, operands_triangular, singular_factors
 
 KRON_KEEPS = frozenset({"orthogonal", "symmetric", "psd", "diagonal", "permutation", "invertible"})
 
@@ -104,3 +105,17 @@ class Kron(Kind):
     def transpose(self, g, v):
         n = g[v]
         return g.add("kron", [g.add("transpose", [o], span=n.span) for o in n.operands], span=n.span)
+
+    def operand_columns(self, g, v, k):
+        """Factor i is applied to k times the other factors' columns (a mode product)."""
+        cols = [g.type(o).cols for o in g[v].operands]
+        return [k * sym_prod(c for j, c in enumerate(cols) if j != i) for i in range(len(cols))]
+
+    def triangular_through(self, g, v):
+        return operands_triangular(g, g[v].operands)
+
+    def singular(self, g, v):
+        return singular_factors(g, g[v].operands, "Kronecker product")
+
+    def cheap_inverse(self, g, v):              # the Kronecker product of the factors' inverses
+        return all_square(g, g[v].operands)

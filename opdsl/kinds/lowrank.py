@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..errors import ShapeError, written
 from .base import Kind, OpType, join_dtype, register, tensor_of_rank
+from .linalg_analysis import less
 
 
 @register
@@ -51,3 +52,12 @@ class LowRank(Kind):
     def transpose(self, g, v):
         u, w = g[v].operands
         return g.add("lowrank", [w, u], span=g[v].span)
+
+    infer_from_types = True
+
+    def singular(self, g, v):                   # rank r below its size
+        r = g.type(g[v].operands[0]).shape[1]
+        t = g.type(v)
+        if less(g, r, t.rows):
+            return f"{written(g[v].span, 'lowrank(U, V)')} has rank at most {r} < {t.rows}"
+        return None

@@ -18,6 +18,10 @@ are P = perm(b, b) = Pᵀ (transposing a b x b grid), so monarch(L, R) = P L P�
 
 Lowering: two batched matmuls; the permutations are reshapes and one axis
 permutation each, never materialized.
+
+Rules (Monarch.rules): with square blocks, inv(monarch(L, R)) is the product of the inverses
+of its factors in reverse order (two batched block solves and two permutations) and
+logdet(monarch(L, R)) the sum of the blocks' log-determinants (the permutations contribute 0).
 """
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ from ..errors import ShapeError, written
 from .base import Kind, OpType, join_dtype, register, tensor_of_rank
 from .basic import stride_perm_index
 from .blockdiag import block_diag
+from .linalg_build import auto, inv, logdet, span_of, tadd, transpose
+from .rule import As, Rule
 
 
 def perm_matrix(m: int, n: int) -> np.ndarray:
@@ -83,6 +89,37 @@ def _square_split(n: int):
         if n % a == 0:
             return a, n // a
     return None
+
+
+def square_blocks(g, v):
+    """monarch(L, R) with square blocks: square, and its inverse a product of block inverses."""
+    ls = g.type(g[v].operands[0]).shape
+    rs = g.type(g[v].operands[1]).shape
+    return g.dims.equal(ls[1], ls[2]) and g.dims.equal(rs[1], rs[2])
+
+
+def _inv_monarch(g, m):
+    """inv(P₁ blockdiag(L) P₂ blockdiag(R)) = blockdiag(R)⁻¹ P₂ᵀ blockdiag(L)⁻¹ P₁ᵀ (square blocks)."""
+    n = g[m["M"]]
+    if not square_blocks(g, n.id):
+        return None
+    span = span_of(g, m)
+    wl, wr = n.operands
+    l, s, r = g.type(wl).shape
+    out = g.add("compose", [inv(g, g.add("blockdiag_batched", [wr], span=span), span),
+                            g.add("perm", [], {"m": r, "n": l}, span=span),
+                            inv(g, g.add("blockdiag_batched", [wl], span=span), span),
+                            g.add("perm", [], {"m": l, "n": s}, span=span)], span=span)
+    return transpose(g, out, span) if n.attrs.get("transposed") else out
+
+
+def _logdet_monarch(g, m):
+    """logdet(P₁ blockdiag(L) P₂ blockdiag(R)) = logdet(blockdiag(L)) + logdet(blockdiag(R)) (square blocks)."""
+    n = g[m["M"]]
+    if not square_blocks(g, n.id):
+        return None
+    span = span_of(g, m)
+    return tadd(g, [logdet(g, g.add("blockdiag_batched", [w], span=span), span) for w in n.operands], span)
 
 
 @register
@@ -165,3 +202,15 @@ class Monarch(Kind):
     def transpose(self, g, v):
         n = g[v]
         return g.add(self.name, list(n.operands), {"transposed": not n.attrs.get("transposed")}, span=n.span)
+
+    def cheap_inverse(self, g, v):
+        return square_blocks(g, v)
+
+    rules = (
+        # inv(P₁ L P₂ R) = R⁻¹ P₂ᵀ L⁻¹ P₁ᵀ
+        Rule("inv-monarch", "inv(monarch(L, R)) = blockdiag(R)⁻¹ P₂ᵀ blockdiag(L)⁻¹ P₁ᵀ",
+             ("inv", As("M", ("monarch", "L", "R"))), _inv_monarch, where=auto),
+        # logdet(monarch(L, R)) = logdet(blockdiag(L)) + logdet(blockdiag(R))
+        Rule("logdet-monarch", "logdet(monarch(L, R)) = logdet(blockdiag(L)) + logdet(blockdiag(R))",
+             ("logdet", As("M", ("monarch", "L", "R"))), _logdet_monarch),
+    )

@@ -56,6 +56,11 @@ def apply_shape(g, op_t, x_t, span, ops=None):
     return batch + (op_t.rows, s[-1])
 
 
+def _columns(shape):
+    """The columns an operator is applied to in a tensor of this shape (the batch folded in)."""
+    return sym_prod(shape[:-2]) * shape[-1] if len(shape) > 1 else 1
+
+
 @register
 class Apply(Kind):
     """`A @ x`: an operator applied to a tensor."""
@@ -78,9 +83,11 @@ class Apply(Kind):
 
     def flops(self, g, v, k=None):
         op, x = g[v].operands
-        s = g.type(x).shape
-        cols = sym_prod(s[:-2]) * s[-1] if len(s) > 1 else 1
-        return g.spec(op).flops(g, op, cols)
+        return g.spec(op).flops(g, op, _columns(g.type(x).shape))
+
+    def dense_flops(self, g, v, dense):         # the operator's matrix times x's columns
+        op, x = g[v].operands
+        return g.spec(op).dense_apply_flops(g, op, _columns(g.type(x).shape), dense)
 
     def lower(self, lw, v, x=None):
         op, xv = lw.src[v].operands
@@ -90,6 +97,11 @@ class Apply(Kind):
             y = lw.apply(op, lw.reshape(px, shape + (1,)))
             return lw.reshape(y, lw.shape(y)[:-1])
         return lw.apply(op, px)
+
+    infer_from_types = True
+
+    def chain_parts(self, g, v):
+        return ("applied",) + tuple(g[v].operands)
 
     def operator_form(self, g, v, span):
         x, y = g[v].operands          # dense(X @ Y) = X dense(Y), for an unbatched X and a matrix Y
@@ -124,6 +136,11 @@ class TAdd(Kind):
         a, b = lw.src[v].operands
         return lw.add(lw.tensor(a), lw.tensor(b))
 
+    infer_from_types = True
+
+    def chain_parts(self, g, v):
+        return ("sum", g[v].operands)
+
     def operator_form(self, g, v, span):          # dense(V + W) = dense(V) + dense(W)
         return g.add("sum", [g.add("dense", [o], span=span) for o in g[v].operands], span=span)
 
@@ -147,6 +164,11 @@ class TScale(Kind):
 
     def lower(self, lw, v, x=None):
         return lw.scale(lw.tensor(lw.src[v].operands[0]), lw.src[v].attrs["c"])
+
+    infer_from_types = True
+
+    def chain_parts(self, g, v):
+        return ("scaled", g[v].operands[0], g[v].attrs["c"])
 
     def operator_form(self, g, v, span):          # dense(cW) = c dense(W)
         return g.add("scale", [g.add("dense", [g[v].operands[0]], span=span)], {"c": g[v].attrs["c"]}, span=span)
@@ -175,6 +197,11 @@ class TTranspose(Kind):
 
     def lower(self, lw, v, x=None):
         return lw.swap(lw.tensor(lw.src[v].operands[0]))
+
+    infer_from_types = True
+
+    def chain_parts(self, g, v):
+        return ("transposed", g[v].operands[0])
 
     def operator_form(self, g, v, span):          # dense(Wᵀ) = dense(W)ᵀ
         return g.add("transpose", [g.add("dense", [g[v].operands[0]], span=span)], span=span)

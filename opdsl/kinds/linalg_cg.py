@@ -1,0 +1,55 @@
+"""inv(A, method=cg) @ x: preconditioned conjugate gradients (docs/linalg.md).
+
+The operand is never materialized: the `cg` primitive carries a loop body, a primitive graph
+that applies A through A's own lowering.
+"""
+from __future__ import annotations
+
+from .linalg_solve import as_dtype
+
+
+class Body:
+    """A primitive graph computing A @ p for the `cg` primitive: the loop body.
+
+    `loop` is the arg node of p; `captures` are arg nodes standing for values computed
+    outside the loop (the cg node's operands after b and the preconditioner), in order.
+    Compared by identity: two cg nodes never share a body."""
+
+    def __init__(self, graph, loop, root, captures):
+        self.graph, self.loop, self.root, self.captures = graph, loop, root, tuple(captures)
+
+    def __repr__(self):
+        return f"<body: {len(self.graph.live([self.root]))} primitives>"
+
+
+def lower_cg(lw, v, x):
+    """inv(A, method=cg) @ x: a `cg` primitive whose body applies A through its own lowering."""
+    src = lw.src
+    n = src[v]
+    a = n.operands[0]
+    body = type(lw)(src)          # a lowerer of the same class as the caller's, for the loop body
+    body._span = lw._span
+    # Tensors A needs (other than arguments) are computed once, outside the loop.
+    captures, outer = [], []
+    for t in src.live([a]):
+        if src.spec(t).produces == "tensor" and src.kind(t) != "input":
+            p = lw.tensor(t)
+            arg = body.prim("arg", name=f"_c{len(captures)}", shape=lw.shape(p), dtype=lw.dtype(p), role="capture")
+            body._tensors[t] = arg
+            captures.append(arg)
+            outer.append(p)
+    dt = src.type(a).dtype or lw.dtype(x)
+    x = as_dtype(lw, x, dt)
+    loop = body.prim("arg", name="_p", shape=lw.shape(x), dtype=dt, role="loop")
+    root = body.apply(a, loop)
+    body.out.exports["out"] = root
+    live = set(body.out.live([root]))
+    used = [(c, o) for c, o in zip(captures, outer) if c in live]
+    ops = [x]
+    if n.attrs.get("precond") == "jacobi":
+        d = lw.prim("unary", lw.tensor(n.operands[1]), fn="recip")
+        ops.append(lw.reshape(d, lw.shape(d) + (1,)))
+    ops += [o for _, o in used]
+    return lw.prim("cg", *ops, body=Body(body.out, loop, root, [c for c, _ in used]),
+                   tol=float(n.attrs["tol"]), maxiter=int(n.attrs["maxiter"]),
+                   precond=n.attrs.get("precond", "none"))
