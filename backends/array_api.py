@@ -1,7 +1,7 @@
 """The emit entries that Python backends spell alike.
 
 `python_emit()`: what numpy, jax.numpy and torch all write the same way (operators, reshape,
-slicing).  `array_api_emit("np")` / `array_api_emit("jnp")`: those plus what numpy and jax.numpy
+slicing); `emit_cg`: conjugate gradients through the module's _cg helper (numpy, torch).  `array_api_emit("np")` / `array_api_emit("jnp")`: those plus what numpy and jax.numpy
 spell alike; each backend adds what differs (einsum options, linear algebra, FAVOR features, how
 a singular matrix is reported).  Torch names most functions differently (dim=, keepdim=, .mT,
 masked_fill), so it adds the rest of its table itself.
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 
-from .pycodegen import fill_value, index_expr, pyexpr, shape_code
+from .pycodegen import nested_function
+from .pyexpr import fill_value, index_expr, pyexpr, shape_code
+from .pyruntime import site
 
 # elementwise functions: `{xp}` is the array module, `{x}` the operand
 UNARY = {
@@ -79,3 +81,12 @@ def array_api_emit(xp: str) -> dict:
         "diagonal": lambda c, n, a: f"{xp}.diagonal({a[0]}, axis1=-2, axis2=-1)",
         "slogdet": lambda c, n, a: f"{xp}.linalg.slogdet({a[0]})[1]",
     }
+
+
+def emit_cg(ctx, n, a):
+    """numpy / torch: the loop body as a nested function, then _cg (pyruntime.CG_RUNTIME)."""
+    jac = n.attrs.get("precond") == "jacobi"
+    fname, lines = nested_function(ctx, n.attrs["body"], a[1 + jac:])
+    minv = f", {a[1]}" if jac else ""
+    return lines, (f"_cg({site(n.span)!r}, {fname}, {a[0]}, {n.attrs['tol']!r}, "
+                   f"{int(n.attrs['maxiter'])}{minv})")

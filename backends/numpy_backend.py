@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from opdsl.primitives import orf_expr
 
-from .array_api import array_api_emit
-from .pycodegen import PythonBackend, emit_cg, site
+from .array_api import array_api_emit, emit_cg
+from .pycodegen import PythonBackend
+from .pyruntime import site
 
 
 def _solve_triangular(c, n, a):
@@ -23,6 +24,7 @@ class NumpyBackend(PythonBackend):
     imports = ("import numpy as np",)
     dtypes = {"float32": "np.float32", "float64": "np.float64", "float16": "np.float16"}
     reserved = ("np",)
+    array_module, arrays, convert = "numpy", "numpy arrays", "np.asarray(...)"
     emit = {
         **array_api_emit("np"),
         "einsum": lambda c, n, a: f"np.einsum({n.attrs['spec']!r}, {', '.join(a)}, optimize=True)",

@@ -1,106 +1,74 @@
-"""The PyTorch backend: emit table for torch (CPU or GPU, whichever device the arguments are on)."""
+"""The PyTorch backend: emit table for torch (CPU or GPU, whichever device the arguments are on), and
+the layer code: params with their declared initializers, each export that has params as an nn.Module.
+
+Linear algebra (opdsl/kinds/linalg.py, docs/linalg.md): singular matrices raise SingularError.
+"""
 from __future__ import annotations
 
-from .array_api import python_emit
+import numpy as np
+
+from opdsl.primitives import orf_expr
 from opdsl.pytext import docstring
 
-from .pycodegen import PythonBackend, function_doc, init_scale, param_dims, param_specs, pyexpr, shape_code
+from .array_api import emit_cg, python_emit
+from .layers import init_scale, param_dims, param_specs
+from .pycodegen import PythonBackend, function_doc
+from .pyexpr import fill_value, pyexpr, shape_code
+from .pyruntime import site
 
 UNARY = {
     "neg": "-{x}", "exp": "torch.exp({x})", "log": "torch.log({x})", "sqrt": "torch.sqrt({x})",
     "recip": "torch.reciprocal({x})", "relu": "torch.relu({x})", "abs": "torch.abs({x})",
     "square": "torch.square({x})",
-    "elu1": "torch.where({x} >= 0, {x} + 1, torch.exp(torch.clamp({x}, max=0)))",
+    # elu1 in the stable form where(x >= 0, x + 1, exp(min(x, 0))), written as
+    # exp(min(x, 0)) + max(x, 0) (the same numbers) with in-place ops: 2 temporaries instead of 4.
+    # The in-place add_ goes into max(x, 0), whose gradient does not need it: exp_'s saved result
+    # stays intact for autograd (adding into the exp_ result instead breaks backward).
+    "elu1": "{x}.clamp(min=0).add_({x}.clamp(max=0).exp_())",
 }
 
 
-class TorchBackend(PythonBackend):
-    name = "torch"
-    imports = ("import numpy as np", "import torch")
-    dtypes = {"float32": "torch.float32", "float64": "torch.float64", "float16": "torch.float16",
-              "bfloat16": "torch.bfloat16"}
-    has_device = True
-    reserved = ("np", "torch", "_dev")
-    array = "a torch.Tensor"
-    layer_api = ("self", "generator", "names", "device")   # init_params(...), Layer(...), forward(self, ...)
-    emit = {
-        **python_emit(),
-        "eye": lambda c, n, a: f"torch.eye({pyexpr(n.attrs['n'])}, dtype={c.backend.dtype(n.attrs['dtype'])}, device={c.dev})",
-        "zeros": lambda c, n, a: f"torch.zeros({shape_code(n.attrs['shape'])}, dtype={c.backend.dtype(n.attrs['dtype'])}, device={c.dev})",
-        "permute": lambda c, n, a: f"{a[0]}.permute{tuple(n.attrs['perm'])}",
-        "swap": lambda c, n, a: f"{a[0]}.mT",
-        "einsum": lambda c, n, a: f"torch.einsum({n.attrs['spec']!r}, {', '.join(a)})",
-        "unary": lambda c, n, a: UNARY[n.attrs["fn"]].format(x=a[0]),
-        "sum": lambda c, n, a: f"{a[0]}.sum(dim={n.attrs['axis']}, keepdim={bool(n.attrs.get('keepdims'))})",
-        "cumsum": lambda c, n, a: f"torch.cumsum({a[0]}, dim={n.attrs['axis']})",
-        "concat": lambda c, n, a: f"torch.cat([{', '.join(a)}], dim={n.attrs['axis']})",
-        "rfft": lambda c, n, a: f"torch.fft.rfft({a[0]}, n={pyexpr(n.attrs['n'])}, dim=-1)",
-        "irfft": lambda c, n, a: f"torch.fft.irfft({a[0]}, n={pyexpr(n.attrs['n'])}, dim=-1)",
-        "cast": lambda c, n, a: f"{a[0]}.to({c.backend.dtype(n.attrs['dtype'])})",
-        "solve_triangular": lambda c, n, a: f"torch.linalg.solve_triangular({a[0]}, {a[1]}, upper={bool(n.attrs.get('upper', True))})",
-    }
-
-
-# ---- structured families: attention and FFT convolution (opdsl/kinds/attention.py, fftconv.py) ----
-def _torch_num(v) -> str:
+def _num(v) -> str:
     v = float(v)
     return f"float('{v}')" if v in (float("inf"), float("-inf")) else repr(v)
 
 
-def _torch_tril(c, n, a):
+def _tril(c, n, a):
     k, fill = int(n.attrs.get("k", 0)), n.attrs.get("fill", 0.0)
     if fill == 0.0:
         return f"torch.tril({a[0]}, {k})"
     r, cl = (pyexpr(s) for s in n.type.shape[-2:])
     return (f"{a[0]}.masked_fill(torch.ones({r}, {cl}, dtype=torch.bool, device={a[0]}.device)"
-            f".triu({k + 1}), {_torch_num(fill)})")
+            f".triu({k + 1}), {_num(fill)})")
 
 
-def _torch_orf(c, n, a):
-    from opdsl.primitives import orf_expr
-    return (f"torch.as_tensor({orf_expr(n.attrs['m'], n.attrs['d'], n.attrs['seed'])}, "
-            f"dtype={c.backend.dtype(n.attrs['dtype'])}, device={c.dev})")
+def _dtype(c, n) -> str:
+    return c.backend.dtype(n.attrs["dtype"])
 
 
-TorchBackend.emit.update({
-    "max": lambda c, n, a: f"{a[0]}.amax(dim={n.attrs['axis']}, keepdim={bool(n.attrs.get('keepdims'))})",
-    "tril": _torch_tril,
-    "flip": lambda c, n, a: f"torch.flip({a[0]}, dims=({n.attrs['axis']},))",
-    "shift": lambda c, n, a: f"{a[0]} + {_torch_num(n.attrs['c'])}",
-    "tri": lambda c, n, a: (f"torch.ones({pyexpr(n.attrs['n'])}, {pyexpr(n.attrs['m'])}, "
-                            f"dtype={c.backend.dtype(n.attrs['dtype'])}, device={c.dev}).tril({int(n.attrs['k'])})"),
-    "orf": _torch_orf,
-})
-# elu1 in the stable form where(x >= 0, x + 1, exp(min(x, 0))), written as
-# exp(min(x, 0)) + max(x, 0) (the same numbers) with in-place ops: 2 temporaries instead of 4.
-# The in-place add_ goes into max(x, 0), whose gradient does not need it: exp_'s saved result stays
-# intact for autograd (adding into the exp_ result instead breaks backward).
-UNARY["elu1"] = "{x}.clamp(min=0).add_({x}.clamp(max=0).exp_())"
-
-
-# ---- layers: params with their declared initializers, each export that has params as an nn.Module ----
-def _t_normal(shape, dt, args, dims):
+# ---- layers: initializers ----------------------------------------------------------------------
+def _normal(shape, dt, args, dims):
     mean = float(args[0]) if args else 0.0
     std = repr(float(args[1])) if len(args) > 1 else init_scale(dims)
     return f"torch.empty({shape}, dtype={dt}, device=device).normal_({mean!r}, {std}, generator=generator)"
 
 
-def _t_uniform(shape, dt, args, dims):
+def _uniform(shape, dt, args, dims):
     lo, hi = (repr(float(a)) for a in args) if args else (f"-{init_scale(dims)}", init_scale(dims))
     return f"torch.empty({shape}, dtype={dt}, device=device).uniform_({lo}, {hi}, generator=generator)"
 
 
-def _t_eye(shape, dt, args, dims):
+def _eye(shape, dt, args, dims):
     eye = f"torch.eye({pyexpr(dims[-2])}, {pyexpr(dims[-1])}, dtype={dt}, device=device)"
     return eye if len(dims) == 2 else f"{eye}.expand({shape}).clone()"
 
 
 TORCH_INIT = {   # initializer (frontend.INIT_ARGS) -> fn(shape code, dtype code, args, shape) -> expression
-    "normal": _t_normal,
-    "uniform": _t_uniform,
+    "normal": _normal,
+    "uniform": _uniform,
     "zeros": lambda shape, dt, args, dims: f"torch.zeros({shape}, dtype={dt}, device=device)",
     "ones": lambda shape, dt, args, dims: f"torch.ones({shape}, dtype={dt}, device=device)",
-    "eye": _t_eye,
+    "eye": _eye,
     "orthogonal": lambda shape, dt, args, dims: f"_orthogonal({shape}, {dt}, device, generator)",
 }
 
@@ -120,75 +88,110 @@ def _camel(name: str) -> str:
     return "".join(p[:1].upper() + p[1:] for p in name.split("_") if p) or "Layer"
 
 
-def _torch_layer_lines(self, g) -> list[str]:
-    """`init_params(generator, names=..., device=...)` and, for each export with params, a class
-    `<Export>(torch.nn.Module)` whose params are nn.Parameters and whose forward takes the inputs."""
-    import torch
-    specs = param_specs(g)
-    if not specs:
-        return []
-    free, derived = param_dims(g, specs)
-    kw = "".join(f"{d}, " for d in free)
-    out = ["", "", "# ---- layers: the params with their declared initializers; each export that has params "
-           "as a torch.nn.Module", f"PARAMS = {tuple(a for a, *_ in specs)!r}"]
-    if any(init[0] == "orthogonal" for *_, init in specs):
-        out.extend(ORTHOGONAL.splitlines())
-    out += ["", "", f"def init_params(generator=None, *, {kw}names=PARAMS, device=None):",
-            '    """Fresh values of the params `names` (default: all), drawn with the initializers of the .op file.',
-            "",
-            '    generator: a torch.Generator or an int seed (None: the global RNG)."""',
-            "    if isinstance(generator, int):",
-            "        generator = torch.Generator(device=device or 'cpu').manual_seed(generator)"]
-    out += [f"    {line}" for line in derived]
-    out.append("    _out = {}")
-    for a, shape, dt, (iname, args) in specs:
-        out.append(f"    if {a!r} in names:")
-        out.append(f"        _out[{a!r}] = {TORCH_INIT[iname](shape_code(shape), self.dtype(dt), args, shape)}")
-    out.append("    return _out")
-    taken = set(g.exports) | set(g.dims.symbols) | {"PARAMS", "ArgumentError"}
-    for name in g.exports:
-        sig = g.meta["signatures"][name]
-        params = [a for a, _, _, r in sig if r == "param"]
-        inputs = [a for a, _, _, r in sig if r != "param"]
-        if not params:
-            continue
-        clash = [a for a in params if hasattr(torch.nn.Module, a)] + [a for a in inputs if a == "self"]
-        cls = _camel(name)
-        while cls in taken:
-            cls += "Layer"
-        taken.add(cls)
-        out += ["", ""]
-        if clash:
-            out.append(f"# no layer class for {name}: {', '.join(clash)} would shadow torch.nn.Module attributes")
-            continue
-        doc = (f"The export `{name}` as a layer: params {', '.join(params)} are torch.nn.Parameters "
-               f"initialized as declared.\n\n{function_doc(g, name, literal=False)}\n    ")
-        out += [f"class {cls}(torch.nn.Module):", f"    {docstring(doc)}", "",
-                f"    def __init__(self, *, {kw}device=None, generator=None):",
-                "        super().__init__()",
-                f"        _params = init_params(generator, {''.join(f'{d}={d}, ' for d in free)}"
-                f"names={tuple(params)!r}, device=device)"]
-        out += [f"        self.{a} = torch.nn.Parameter(_params[{a!r}])" for a in params]
-        call = ", ".join([f"{a}={a}" for a in inputs] + [f"{a}=self.{a}" for a in params])
-        out += ["", f"    def forward(self{''.join(f', {a}' for a in inputs)}):",
-                f"        return {name}({call})"]
-    return out
+class TorchBackend(PythonBackend):
+    name = "torch"
+    imports = ("import numpy as np", "import torch")
+    dtypes = {"float32": "torch.float32", "float64": "torch.float64", "float16": "torch.float16",
+              "bfloat16": "torch.bfloat16"}
+    has_device = True
+    emits_initializers = True
+    reserved = ("np", "torch", "_dev")
+    array = "a torch.Tensor"
+    array_module, arrays, convert = "torch", "torch tensors", "torch.as_tensor(...)"
+    layer_api = ("self", "generator", "names", "device")   # init_params(...), Layer(...), forward(self, ...)
+    emit = {
+        **python_emit(),
+        "eye": lambda c, n, a: f"torch.eye({pyexpr(n.attrs['n'])}, dtype={_dtype(c, n)}, device={c.dev})",
+        "zeros": lambda c, n, a: f"torch.zeros({shape_code(n.attrs['shape'])}, dtype={_dtype(c, n)}, device={c.dev})",
+        "fill": lambda c, n, a: (f"torch.full({shape_code(n.attrs['shape'])}, {fill_value(n.attrs['value'])}, "
+                                 f"dtype={_dtype(c, n)}, device={c.dev})"),
+        "tri": lambda c, n, a: (f"torch.ones({pyexpr(n.attrs['n'])}, {pyexpr(n.attrs['m'])}, "
+                                f"dtype={_dtype(c, n)}, device={c.dev}).tril({int(n.attrs['k'])})"),
+        "permute": lambda c, n, a: f"{a[0]}.permute{tuple(n.attrs['perm'])}",
+        "swap": lambda c, n, a: f"{a[0]}.mT",
+        "flip": lambda c, n, a: f"torch.flip({a[0]}, dims=({n.attrs['axis']},))",
+        "concat": lambda c, n, a: f"torch.cat([{', '.join(a)}], dim={n.attrs['axis']})",
+        "tril": _tril,
+        "diagonal": lambda c, n, a: f"torch.diagonal({a[0]}, dim1=-2, dim2=-1)",
+        "einsum": lambda c, n, a: f"torch.einsum({n.attrs['spec']!r}, {', '.join(a)})",
+        "shift": lambda c, n, a: f"{a[0]} + {_num(n.attrs['c'])}",
+        "unary": lambda c, n, a: UNARY[n.attrs["fn"]].format(x=a[0]),
+        "cast": lambda c, n, a: f"{a[0]}.to({_dtype(c, n)})",
+        "sum": lambda c, n, a: f"{a[0]}.sum(dim={n.attrs['axis']}, keepdim={bool(n.attrs.get('keepdims'))})",
+        "max": lambda c, n, a: f"{a[0]}.amax(dim={n.attrs['axis']}, keepdim={bool(n.attrs.get('keepdims'))})",
+        "cumsum": lambda c, n, a: f"torch.cumsum({a[0]}, dim={n.attrs['axis']})",
+        "rfft": lambda c, n, a: f"torch.fft.rfft({a[0]}, n={pyexpr(n.attrs['n'])}, dim=-1)",
+        "irfft": lambda c, n, a: f"torch.fft.irfft({a[0]}, n={pyexpr(n.attrs['n'])}, dim=-1)",
+        # FAVOR+ features: drawn by numpy when the module runs (opdsl/primitives.py, orf_expr)
+        "orf": lambda c, n, a: (f"torch.as_tensor({orf_expr(n.attrs['m'], n.attrs['d'], n.attrs['seed'])}, "
+                                f"dtype={_dtype(c, n)}, device={c.dev})"),
+        # linear algebra: _linalg / _finite raise the module's SingularError (pyruntime.LINALG_RUNTIME)
+        "solve": lambda c, n, a: f"_linalg({site(n.span)!r}, torch.linalg.solve, {a[0]}, {a[1]})",
+        "cholesky": lambda c, n, a: f"_linalg({site(n.span)!r}, torch.linalg.cholesky, {a[0]})",
+        "cho_solve": lambda c, n, a: f"_linalg({site(n.span)!r}, torch.cholesky_solve, {a[1]}, {a[0]})",
+        "solve_triangular": lambda c, n, a: (f"torch.linalg.solve_triangular({a[0]}, {a[1]}, "
+                                             f"upper={bool(n.attrs.get('upper', True))})"),
+        "checked": lambda c, n, a: f"_finite({site(n.span)!r}, {a[0]})",
+        "slogdet": lambda c, n, a: f"torch.linalg.slogdet({a[0]})[1]",
+        "cg": emit_cg,
+    }
 
+    @staticmethod
+    def from_numpy(arrays: dict) -> dict:
+        import torch
+        # ascontiguousarray makes a 0-d array 1-d: keep the shape
+        return {k: torch.from_numpy(np.ascontiguousarray(v).reshape(np.shape(v))) for k, v in arrays.items()}
 
-TorchBackend.layer_lines = _torch_layer_lines
-
-
-# ---- linear algebra (opdsl/kinds/linalg.py, docs/linalg.md): singular matrices raise SingularError ----
-from .pycodegen import emit_cg, fill_value, site  # noqa: E402
-
-TorchBackend.emit.update({
-    "solve": lambda c, n, a: f"_linalg({site(n.span)!r}, torch.linalg.solve, {a[0]}, {a[1]})",
-    "cholesky": lambda c, n, a: f"_linalg({site(n.span)!r}, torch.linalg.cholesky, {a[0]})",
-    "cho_solve": lambda c, n, a: f"_linalg({site(n.span)!r}, torch.cholesky_solve, {a[1]}, {a[0]})",
-    "checked": lambda c, n, a: f"_finite({site(n.span)!r}, {a[0]})",
-    "slogdet": lambda c, n, a: f"torch.linalg.slogdet({a[0]})[1]",
-    "diagonal": lambda c, n, a: f"torch.diagonal({a[0]}, dim1=-2, dim2=-1)",
-    "fill": lambda c, n, a: (f"torch.full({shape_code(n.attrs['shape'])}, {fill_value(n.attrs['value'])}, "
-                             f"dtype={c.backend.dtype(n.attrs['dtype'])}, device={c.dev})"),
-    "cg": emit_cg,
-})
+    def layer_lines(self, g) -> list[str]:
+        """`init_params(generator, names=..., device=...)` and, for each export with params, a class
+        `<Export>(torch.nn.Module)` whose params are nn.Parameters and whose forward takes the inputs."""
+        import torch
+        specs = param_specs(g)
+        if not specs:
+            return []
+        free, derived = param_dims(g, specs)
+        kw = "".join(f"{d}, " for d in free)
+        out = ["", "", "# ---- layers: the params with their declared initializers; each export that has params "
+               "as a torch.nn.Module", f"PARAMS = {tuple(a for a, *_ in specs)!r}"]
+        if any(init[0] == "orthogonal" for *_, init in specs):
+            out.extend(ORTHOGONAL.splitlines())
+        out += ["", "", f"def init_params(generator=None, *, {kw}names=PARAMS, device=None):",
+                '    """Fresh values of the params `names` (default: all), drawn with the initializers of the .op file.',
+                "",
+                '    generator: a torch.Generator or an int seed (None: the global RNG)."""',
+                "    if isinstance(generator, int):",
+                "        generator = torch.Generator(device=device or 'cpu').manual_seed(generator)"]
+        out += [f"    {line}" for line in derived]
+        out.append("    _out = {}")
+        for a, shape, dt, (iname, args) in specs:
+            out.append(f"    if {a!r} in names:")
+            out.append(f"        _out[{a!r}] = {TORCH_INIT[iname](shape_code(shape), self.dtype(dt), args, shape)}")
+        out.append("    return _out")
+        taken = set(g.exports) | set(g.dims.symbols) | {"PARAMS", "ArgumentError"}
+        for name in g.exports:
+            sig = g.meta["signatures"][name]
+            params = [a for a, _, _, r in sig if r == "param"]
+            inputs = [a for a, _, _, r in sig if r != "param"]
+            if not params:
+                continue
+            clash = [a for a in params if hasattr(torch.nn.Module, a)] + [a for a in inputs if a == "self"]
+            cls = _camel(name)
+            while cls in taken:
+                cls += "Layer"
+            taken.add(cls)
+            out += ["", ""]
+            if clash:
+                out.append(f"# no layer class for {name}: {', '.join(clash)} would shadow torch.nn.Module attributes")
+                continue
+            doc = (f"The export `{name}` as a layer: params {', '.join(params)} are torch.nn.Parameters "
+                   f"initialized as declared.\n\n{function_doc(g, name, literal=False)}\n    ")
+            out += [f"class {cls}(torch.nn.Module):", f"    {docstring(doc)}", "",
+                    f"    def __init__(self, *, {kw}device=None, generator=None):",
+                    "        super().__init__()",
+                    f"        _params = init_params(generator, {''.join(f'{d}={d}, ' for d in free)}"
+                    f"names={tuple(params)!r}, device=device)"]
+            out += [f"        self.{a} = torch.nn.Parameter(_params[{a!r}])" for a in params]
+            call = ", ".join([f"{a}={a}" for a in inputs] + [f"{a}=self.{a}" for a in params])
+            out += ["", f"    def forward(self{''.join(f', {a}' for a in inputs)}):",
+                    f"        return {name}({call})"]
+        return out

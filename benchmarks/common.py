@@ -12,7 +12,7 @@ def setup_threads(n: int = 2):
     import torch
     torch.set_num_threads(n)
     try:
-        from opdsl.backends.tvm_backend import set_num_threads
+        from opdsl.backends.tvm.target import set_num_threads
         set_num_threads(n)
     except ImportError:
         pass

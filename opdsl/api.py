@@ -1,4 +1,4 @@
-"""The Python API (DESIGN.md): compile(), compile_file(), Program."""
+"""The Python API (DESIGN.md): compile(), compile_file(), Program, explain_file()."""
 from __future__ import annotations
 
 import os
@@ -50,12 +50,9 @@ class Program:
             self.graph = replace_softmax(self.graph, favor, favor_seed)
         self._backend = _backends.get(backend, **options)
         self.primitive, self.optimized, self.records = _passes.run(self.graph, verify_each=verify)
-        from .backends.pycodegen import check_dtypes
-        check_dtypes(self.primitive, self._backend)
+        self._backend.check(self.primitive)
         self.source = self._backend.generate(self.primitive)
-        if isinstance(self.source, str) and self.source:
-            from .backends.pycodegen import check_names
-            check_names(self.source, self.primitive, self._backend)
+        self._backend.check_source(self.source, self.primitive)
         self.module = self._backend.load(self.source, self.primitive)
         self.functions = list(self.graph.exports)
         self._callables = {name: self._wrap(name) for name in self.functions}
@@ -65,9 +62,10 @@ class Program:
         arg_error = self.module.ArgumentError
         # a singular matrix at run time (docs/linalg.md); only modules that factor matrices define it
         singular = tuple(c for c in (getattr(self.module, "SingularError", None),) if c is not None)
-        params = [a for a, _ in self._backend._args(self.primitive, name)]
+        signature = self._backend.signature(self.primitive, name)
+        params = [a for a, _ in signature]
         expected = set(params)
-        own = tuple(a for a, node in self._backend._args(self.primitive, name) if node["role"] == "param")
+        own = tuple(a for a, node in signature if node["role"] == "param")
 
         def call(*values, **kwargs):
             if values:               # prog.f(params, **inputs): params from a dict (e.g. a JAX pytree)
@@ -134,7 +132,7 @@ class Program:
             def fn(*args, **kwargs):
                 from .errors import BackendError
                 raise BackendError(f"the {self.backend_name} backend does not emit initializers"
-                                   if self.backend_name not in ("torch", "jax") else "the program has no params",
+                                   if not self._backend.emits_initializers else "the program has no params",
                                    hint="compile with backend='torch' or backend='jax' and declare `param`s")
         return fn
 
@@ -171,6 +169,11 @@ def compile_file(path, backend: str = "torch", dims: dict | None = None, dtype: 
         raise OpdslError(f"{path} is not UTF-8 text: byte {data[e.start]:#04x} at offset {e.start}",
                          Span(os.fspath(path), line, column), hint="save the .op file as UTF-8") from None
     return Program(text, os.fspath(path), backend, dims, dtype, **kw)
+
+
+def explain_file(path, dims: dict | None = None, backend: str = "numpy") -> str:
+    """The report for a .op file (what `opdsl explain FILE.op --dim n=...` prints; opdsl/explain.py)."""
+    return compile_file(path, backend=backend, dims=dims).explain()     # on a big stack when deep
 
 
 class SingularError(OpdslError):

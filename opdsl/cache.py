@@ -74,16 +74,20 @@ def fingerprint() -> str:
     """opdsl's version and a hash of its code (the core, passes, backends and grammar)."""
     global _FINGERPRINT
     if _FINGERPRINT is None:
-        import opdsl
-        from opdsl import backends, grammar, kinds, passes
-        h = hashlib.sha256(opdsl.__version__.encode())
-        dirs = [Path(p) for pkg in (opdsl, kinds, passes, backends, grammar) for p in pkg.__path__]
+        import importlib.util
+
+        from opdsl.version import __version__
+        h = hashlib.sha256(__version__.encode())
+        # the packages' directories, found without importing them (the backends import this module),
+        # each with its subpackages (backends/tvm/, ...)
+        dirs = [Path(p) for name in ("opdsl", "opdsl.passes", "opdsl.backends", "opdsl.grammar")
+                for p in importlib.util.find_spec(name).submodule_search_locations]
         for d in dirs:
-            for f in sorted(d.glob("*")):
+            for f in sorted(d.rglob("*")):
                 if f.suffix in (".py", ".lark") and f.is_file():
-                    h.update(f.name.encode())
+                    h.update(f.relative_to(d).as_posix().encode())
                     h.update(f.read_bytes())
-        _FINGERPRINT = f"{opdsl.__version__}+{h.hexdigest()[:16]}"
+        _FINGERPRINT = f"{__version__}+{h.hexdigest()[:16]}"
     return _FINGERPRINT
 
 

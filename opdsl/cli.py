@@ -81,16 +81,9 @@ def check_export(prog, name, free: dict | None = None, seed: int = 0):
 
 
 def to_backend(backend: str, arrays: dict) -> dict:
-    if backend == "torch":
-        import torch
-        # ascontiguousarray makes a 0-d array 1-d: keep the shape
-        return {k: torch.from_numpy(np.ascontiguousarray(v).reshape(np.shape(v))) for k, v in arrays.items()}
-    if backend == "jax":
-        import jax
-        import jax.numpy as jnp
-        with jax.enable_x64(True):   # float64 inputs stay float64 (the global setting may be 32-bit)
-            return {k: jnp.asarray(v) for k, v in arrays.items()}
-    return arrays
+    """numpy arrays as the arguments backend `backend` takes (its from_numpy)."""
+    from .backends import backend_class
+    return backend_class(backend).from_numpy(arrays)
 
 
 def to_numpy(x) -> np.ndarray:
@@ -150,7 +143,7 @@ def _internal_error(e) -> str:
 
 
 def cmd_explain(args) -> int:
-    from .explain import explain_file
+    from .api import explain_file
     print(explain_file(args.file, _dims(args.dim)))
     return 0
 
@@ -162,8 +155,8 @@ def cmd_graph(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from . import __version__
     from .backends import names
+    from .version import __version__
     p = argparse.ArgumentParser(prog="opdsl", description="Compile structured linear operators (.op files).")
     p.add_argument("--version", action="version", version=f"opdsl {__version__}")
     sub = p.add_subparsers(dest="command", required=True)

@@ -14,12 +14,6 @@ import sympy as sp
 from . import cost as _cost
 
 
-def explain_file(path, dims: dict | None = None, backend: str = "numpy") -> str:
-    """The report for a .op file (what `opdsl explain FILE.op --dim n=...` prints)."""
-    from .api import compile_file
-    return compile_file(path, backend=backend, dims=dims).explain()     # on a big stack when deep
-
-
 def explain(program) -> str:
     """The report for a compiled Program (Program.explain())."""
     g = program.graph
@@ -103,15 +97,11 @@ def _export_report(program, name, ev, fired_here) -> list[str]:
 
 
 def identity(rule: str) -> str:
-    """The identity behind a rule or an event of the reassociation pass."""
-    import importlib
-
+    """The identity behind a rule of the simplify table or an event of the reassociation pass."""
     from opdsl.passes.reassociate import EVENTS
-    simplify = importlib.import_module("opdsl.passes.simplify")
-    for r in getattr(simplify, "ALL_RULES", simplify.RULES):     # other modules may extend the table
-        if r.name == rule:
-            return r.identity
-    return EVENTS.get(rule, "")
+    from opdsl.passes.simplify import rule_table
+    r = rule_table().named.get(rule)
+    return r.identity if r is not None else EVENTS.get(rule, "")
 
 
 def cost_table(program, name, ev) -> list[str]:
@@ -165,7 +155,7 @@ def compact(g, roots) -> list[str]:
         n = g[v]
         t = n.type
         i = num[v] = len(num)
-        if n.kind in ("input", "arg"):
+        if "role" in n.attrs:        # an argument: an input of the operator IR, an arg of the primitive IR
             nm = n.attrs.get("name", n.name)
             lines.append(f"%{i} = {n.attrs.get('role', 'input')} {nm} : {t}")
             continue

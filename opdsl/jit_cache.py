@@ -9,7 +9,7 @@
   the result) becomes in generated code.  Python NFKC-normalizes identifiers in source (``ｔ1`` is
   ``t1``), so names are normalized first; then anything the generated code owns (``_`` names,
   keywords, builtins, imports and helpers of the generated module) is renamed, and names are made
-  unique.  The generated temporaries avoid these names (backends/pycodegen.Names), so no user name
+  unique.  The generated temporaries avoid these names (backends/pynames.Names), so no user name
   can be or become one of them.
 - ``Guards``: the module globals and closure variables a jit function reads.  Their values at trace
   time are part of the key (immutable values by value, functions / classes / modules by identity),
@@ -148,18 +148,6 @@ def code_names(raws, taken=(), reserved=frozenset()) -> list[str]:
         used.add(cand)
         out.append(cand)
     return out
-
-
-def backend_reserved(backend: str) -> frozenset:
-    """The names a backend's generated module reserves (PythonBackend.reserved), without instantiating it."""
-    from importlib import import_module
-
-    from . import backends
-    try:
-        mod, cls, _ = backends._BACKENDS[backend]
-        return frozenset(getattr(import_module(mod), cls).reserved)
-    except (KeyError, ImportError, AttributeError):
-        return frozenset()
 
 
 # ---- guards: the globals and closure variables the function reads -----------------------------

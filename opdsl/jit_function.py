@@ -13,7 +13,7 @@ import inspect
 
 import sympy as sp
 
-from . import jit_cache
+from . import backends, jit_cache
 from .errors import CallError, OpdslError
 from .jit_cache import STATIC_HINT, Guards, Unkeyable, code_names, is_tensor, static_key
 from .kinds import Val
@@ -116,7 +116,7 @@ class Compiled:
         calls = []
         for key, export in outs:
             fn = program._backend.wrap(getattr(program.module, export), program.primitive, export)
-            used = [(a, index[a]) for a, _ in program._backend._args(program.primitive, export)]
+            used = [(a, index[a]) for a, _ in program._backend.signature(program.primitive, export)]
             calls.append((fn, used))
         self.call = _trampoline(calls, structure, [k for k, _ in outs], program.filename)
 
@@ -142,7 +142,8 @@ class JitFunction:
         self._guards = Guards(fn)
         self._fast: dict = {}       # (shape, dtype[, device]) of plain positional calls -> (entry, guard ids, objects)
         self._cache: dict = {}      # full signature key -> Compiled
-        self._with_device = backend == "torch"
+        self._backend_class = None  # found on the first call (an unknown backend is an error there)
+        self._with_device = False   # the backend has devices: signatures include them (set with the class)
 
     # -- calling --
     def __call__(self, *args, **kwargs):
@@ -161,6 +162,7 @@ class JitFunction:
     def _slow(self, args, kwargs):
         if any(isinstance(a, Traced) for a in list(args) + list(kwargs.values())):
             return self.fn(*args, **kwargs)      # called inside another trace: inline it
+        self._resolve_backend()
         leaves, bound = self._bind(args, kwargs)
         seen = self._guards.snapshot()
         entry = self._entry(leaves, bound, seen)
@@ -169,6 +171,13 @@ class JitFunction:
                 tuple([(a.shape, a.dtype) for a in args])
             self._fast[key] = (entry, [id(v) for v in seen], seen)    # `seen` keeps the ids' objects alive
         return entry.call([leaf[3] for leaf in leaves])
+
+    def _resolve_backend(self):
+        """The backend's class, on the first call: whether signatures include devices, which arrays it
+        takes, the names its generated module reserves (BackendError for an unknown backend)."""
+        if self._backend_class is None:
+            self._backend_class = backends.backend_class(self.backend)
+            self._with_device = self._backend_class.has_device
 
     def _bind(self, args, kwargs):
         try:
@@ -213,6 +222,7 @@ class JitFunction:
 
     def program(self, *args, **kwargs):
         """The compiled Program for these arguments (compiling it if needed): .source, .explain(), ..."""
+        self._resolve_backend()
         leaves, bound = self._bind(args, kwargs)
         return self._entry(leaves, bound, self._guards.snapshot()).program
 
@@ -222,14 +232,11 @@ class JitFunction:
 
     # -- tracing --
     def _check_arg(self, shown, v, span):
-        mod = type(v).__module__.split(".")[0]
-        if self.backend == "torch" and mod != "torch":
-            raise OpdslError(f"{self.__name__}(): argument {shown} is a {type(v).__module__}.{type(v).__name__}; "
-                             "the torch backend takes torch tensors", span,
-                             hint="convert with torch.as_tensor(...) or use @opdsl.jit(backend=...) for its framework")
-        if self.backend == "numpy" and mod != "numpy":
-            raise OpdslError(f"{self.__name__}(): argument {shown} is a {type(v).__name__}; the numpy backend "
-                             "takes numpy arrays", span)
+        why = self._backend_class.refused_array(v)
+        if why:
+            raise OpdslError(f"{self.__name__}(): argument {shown} {why}", span,
+                             hint=f"convert with {self._backend_class.convert} or use @opdsl.jit(backend=...) "
+                             "for its framework")
         dt = _dtype_name(v.dtype)
         if dt not in DTYPES:
             raise OpdslError(f"{self.__name__}(): argument {shown} has dtype {dt}", span,
@@ -249,7 +256,7 @@ class JitFunction:
         ctx = Context(filename, source)
         g = ctx.graph
         g.meta["decl_order"] = []
-        reserved = jit_cache.backend_reserved(self.backend)
+        reserved = frozenset(self._backend_class.reserved)
         names = code_names([raw for _, _, raw, _ in leaves], reserved=reserved)
         tracers = []
         for (_, shown, _, v), name in zip(leaves, names):

@@ -57,7 +57,7 @@ class Module(nn.Module):
         else:
             _PROGRAMS.setdefault((program.text, program.filename, tuple(sorted(program.dims.items())),
                                   program.dtype), program)
-        from .backends.pycodegen import layer_export
+        from .backends.layers import layer_export
         export = export or layer_export(program.graph)
         if export not in program.functions:
             raise CallError(f"no export named {export!r}", hint=f"exports: {', '.join(program.functions)}")

@@ -1,4 +1,4 @@
-"""The Python embedding: tracer objects and ``@opdsl.jit``.
+"""The Python embedding: the tracer objects ``@opdsl.jit`` calls a function with.
 
 A function decorated with ``@opdsl.jit(backend=...)`` is called once per
 signature (the shapes, dtypes and device of its tensor arguments, and the
@@ -361,9 +361,6 @@ def constructors_over_modules(namespace: dict) -> None:
             m.__class__ = ConstructorModule
 
 
-# ---- @opdsl.jit: opdsl/jit_function.py (the cache keys and guards: opdsl/jit_cache.py) -----------
-
-from .jit_function import JitFunction, jit  # noqa: E402  (it imports the tracer above)
-
-
-__all__ = ["jit", "JitFunction", "Tracer", "TraceError", "constructor", "constructor_names", "caller_span"]
+# @opdsl.jit itself is opdsl/jit_function.py (it imports this module; the cache keys and guards:
+# opdsl/jit_cache.py)
+__all__ = ["Tracer", "TraceError", "constructor", "constructor_names", "caller_span"]

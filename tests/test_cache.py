@@ -420,7 +420,7 @@ def test_tvm_copied_entry_does_not_give_another_programs_result(tvm_cached, monk
 @needs_tvm
 @pytest.mark.parametrize("unusable", ["another user", "writable by others", "a file", "read-only", "full disk"])
 def test_tvm_compiles_without_a_cache_it_cannot_use(tmp_path, monkeypatch, unusable):
-    from opdsl.backends.tvm_backend import TvmBackend
+    from opdsl.backends.tvm.backend import TvmBackend
     root = tmp_path / "cache"
     root.mkdir(mode=0o700)
     if unusable == "another user":

@@ -10,7 +10,6 @@ tvm = pytest.importorskip("tvm")
 
 import opdsl  # noqa: E402
 from opdsl.errors import BackendError, CallError  # noqa: E402
-from opdsl.primitives import PRIMS  # noqa: E402
 from opdsl.reference import dense_eval, random_inputs  # noqa: E402
 
 
@@ -39,12 +38,6 @@ export y = (diag(d) + lowrank(U, V)) @ x
 
 def _ref(p, name, inp):
     return dense_eval(p.graph, p.graph.exports[name], inp)
-
-
-def test_every_primitive_has_a_tvm_stage():
-    from opdsl.backends.tvm_te import EMIT
-    missing = sorted(set(PRIMS) - set(EMIT) - {"arg"})
-    assert not missing, f"primitives without a TVM implementation: {missing}"
 
 
 def test_numpy_in_numpy_out_with_a_free_dim_compiled_once():
@@ -171,8 +164,8 @@ FREE_DIM_EXAMPLES = sorted(p for p in __import__("glob").glob("examples/*.op")
 def test_kernels_specialized_to_the_sizes_of_a_call(path, monkeypatch):
     """A call with free dims runs a kernel compiled for its sizes (tiled and vectorized, which a
     symbolic size prevents); it agrees with the dense reference like the symbolic kernel does."""
-    from opdsl.backends import tvm_backend
-    monkeypatch.setattr(tvm_backend, "SPECIALIZE_MIN_ELEMENTS", 0)
+    from opdsl.backends.tvm import backend
+    monkeypatch.setattr(backend, "SPECIALIZE_MIN_ELEMENTS", 0)
     p = opdsl.compile_file(path, backend="tvm")
     for name in p.functions:
         inp = random_inputs(p.graph, name, free={"k": 40})
@@ -183,12 +176,12 @@ def test_kernels_specialized_to_the_sizes_of_a_call(path, monkeypatch):
 
 
 def test_small_calls_run_the_symbolic_kernel_and_sizes_are_capped(monkeypatch):
-    from opdsl.backends import tvm_backend
+    from opdsl.backends.tvm import backend
     p = opdsl.compile(KRON, backend="tvm")
     p.y(**random_inputs(p.graph, "y", free={"k": 3}))              # 36 elements: not worth a compile
     assert ("y", ("k", 3)) in p.module._KERNELS and not p._backend.specialized
-    monkeypatch.setattr(tvm_backend, "SPECIALIZE_MIN_ELEMENTS", 0)
-    monkeypatch.setattr(tvm_backend, "SPECIALIZE_MAX", 2)
+    monkeypatch.setattr(backend, "SPECIALIZE_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(backend, "SPECIALIZE_MAX", 2)
     for k in (4, 5, 6):
         inp = random_inputs(p.graph, "y", free={"k": k})
         np.testing.assert_allclose(p.y(**inp), _ref(p, "y", inp), rtol=1e-4, atol=1e-5)
@@ -229,7 +222,7 @@ export r = circulant(c) @ x
 
 @pytest.fixture(scope="module")
 def bounds_checked_fft():
-    from opdsl.backends.tvm_bounds import CHECKED, bounds_checked
+    from opdsl.backends.tvm.bounds import CHECKED, bounds_checked
     before = CHECKED[0]
     with bounds_checked():
         p = opdsl.compile(FFT_BLUESTEIN, backend="tvm", cache=False, specialize=False)
@@ -244,8 +237,8 @@ def test_bluestein_fft_reads_stay_in_bounds(bounds_checked_fft, name):
     enclosing Select's condition (a Select evaluates both arms), so for the padding of the
     Bluestein convolution it read up to M - n elements before the buffer (and the rfft read its
     input past its end): harmless until the page before the buffer was unmapped.  Every access
-    of these kernels is now checked at run time (backends/tvm_bounds.py)."""
-    from opdsl.backends.tvm_bounds import OUT_OF_BOUNDS
+    of these kernels is now checked at run time (backends/tvm/bounds.py)."""
+    from opdsl.backends.tvm.bounds import OUT_OF_BOUNDS
     p = bounds_checked_fft
     before = len(OUT_OF_BOUNDS)
     runs = []
@@ -262,7 +255,7 @@ def test_bounds_checks_catch_a_bad_index():
     (and redirects it, so the run goes on)."""
     from tvm import te
 
-    from opdsl.backends.tvm_bounds import OUT_OF_BOUNDS, bounds_checked
+    from opdsl.backends.tvm.bounds import OUT_OF_BOUNDS, bounds_checked
     a, s = te.placeholder((16,), name="a"), te.var("s")
     b = te.compute((16,), lambda j: a[j + s], name="b")
     shifted = te.create_prim_func([a, b, s]).with_attr("global_symbol", "shifted")
@@ -274,7 +267,7 @@ def test_bounds_checks_catch_a_bad_index():
     assert OUT_OF_BOUNDS[before:] == [] and (b == a).all()
     lib["shifted"](a, b, 2)
     # (the index itself is reported only where no other check shares the statement: here the
-    # store's check does, see tvm_bounds._trap)
+    # store's check does, see backends/tvm/bounds.py, _trap)
     assert [(f, buf) for f, buf, *_ in OUT_OF_BOUNDS[before:]] == [("shifted", "a")] * 2
     assert (b[:14] == a[2:]).all()
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/tvm_bounds_check.py [--dtype float32] [--only KIND] [--json PATH]
 
-Each program is compiled inside `opdsl.backends.tvm_bounds.bounds_checked()` (every load and
+Each program is compiled inside `opdsl.backends.tvm.bounds.bounds_checked()` (every load and
 store of every kernel checks its index at run time; TVM's own `tirx.instrument_bound_checkers`
 does nothing for these kernels) with the compile cache off, and each export is run on the
 inputs of `random_inputs` three ways: the kernel specialized to the call's sizes (threshold set
@@ -50,8 +50,8 @@ def programs(only=None):
 
 def run_case(label, src, path, dtype):
     import opdsl
-    from opdsl.backends import tvm_backend
-    from opdsl.backends.tvm_bounds import CHECKED, OUT_OF_BOUNDS, bounds_checked
+    from opdsl.backends.tvm import backend as tvm_backend
+    from opdsl.backends.tvm.bounds import CHECKED, OUT_OF_BOUNDS, bounds_checked
     from opdsl.errors import BackendError
     from opdsl.reference import dense_eval, random_inputs
 
@@ -127,7 +127,7 @@ def main(argv=None):
                "with_out_of_bounds": [r["case"] for r in results if r.get("out_of_bounds")],
                "with_errors": [r["case"] for r in results if r["error"]],
                "unchecked": [r["case"] for r in results if r.get("checked_accesses") == 0],
-               "gathers_not_checked": len(__import__("opdsl.backends.tvm_bounds", fromlist=["x"]).UNCHECKED),
+               "gathers_not_checked": len(__import__("opdsl.backends.tvm.bounds", fromlist=["x"]).UNCHECKED),
                "seconds": round(time.time() - t0, 1),
                "sites_by_buffer": collections.Counter(
                    w for r in results for e in r["exports"].values() for o in e.get("out_of_bounds", [])

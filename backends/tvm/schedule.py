@@ -1,4 +1,4 @@
-"""Schedules for the PrimFuncs built by backends/tvm_te.py.
+"""Schedules for the PrimFuncs built by backends/tvm/builder.py.
 
 Fusion (both targets)
     Views (reshape, permute, slice, concat, ...) and constants are inlined
@@ -28,7 +28,7 @@ from __future__ import annotations
 import tvm
 import tvm.s_tir as s_tir
 
-from .tvm_te import CONST, ELEMENTWISE, EXTERN, FFT_STAGE, REDUCTION, VIEW
+from .stages import CONST, ELEMENTWISE, EXTERN, FFT_STAGE, REDUCTION, VIEW
 
 INJECTIVE = (VIEW, ELEMENTWISE, CONST)
 

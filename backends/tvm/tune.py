@@ -141,7 +141,7 @@ def tune_and_pick(mod, smod, target, trials: int, work_dir=None, gpu: bool = Fal
         warnings.warn(f"tvm backend: {how}; searching the built-in schedule's tile sizes instead",
                       RuntimeWarning, stacklevel=4)
     if not gpu and stages is not None:      # the built-in schedule's tiles compete too
-        from .tvm_schedule import schedule_cpu
+        from .schedule import schedule_cpu
         where = "template search" + ("" if found is not None else f" ({how})")
         for params in template_candidates(trials):
             cand, _ = schedule_cpu(mod, stages, out_name, params)

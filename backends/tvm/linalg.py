@@ -15,7 +15,8 @@ from tvm import te, tirx
 
 from opdsl.errors import BackendError
 
-from .tvm_te import EXTERN, VIEW, Cplx, _bidx, _prod
+from .index import broadcast_index, prod
+from .stages import EXTERN, VIEW, Cplx
 
 
 def _real(n, *xs):
@@ -30,7 +31,7 @@ def _broadcast(b, n, x, operand, out_batch_sym, out_batch, base):
     if len(s) - 2 == len(out_batch_sym) and all(sp.sympify(p) == sp.sympify(q) for p, q in zip(s[:-2], out_batch_sym)):
         return x
     return b.compute(tuple(out_batch) + tuple(core),
-                     lambda *i: x(*_bidx(i[:-2], s[:-2], out_batch_sym), i[-2], i[-1]), base, VIEW, [x])
+                     lambda *i: x(*broadcast_index(i[:-2], s[:-2], out_batch_sym), i[-2], i[-1]), base, VIEW, [x])
 
 
 def _extern(b, n, shapes, inputs, gen, base):
@@ -60,7 +61,7 @@ def _solve_args(b, n, a, base, a_suffix):
     base = n.name or base
     A = _broadcast(b, n, A, n.operands[0], ob_sym, out[:-2], base + a_suffix)
     B = _broadcast(b, n, B, n.operands[1], ob_sym, out[:-2], base + "_B")
-    return A, B, out, base, out[-2], out[-1], _prod(out[:-2])
+    return A, B, out, base, out[-2], out[-1], prod(out[:-2])
 
 
 def _substitute(T, M, a0, X, x0, rows, cols, upper, transposed=False):
@@ -167,7 +168,7 @@ def e_slogdet(b, n, a):
     _real(n, A)
     s = b.shape(n.operands[0])
     rows, batch_shape = s[-1], tuple(s[:-2])
-    batch = _prod(batch_shape)
+    batch = prod(batch_shape)
     dt = A.dtype
     base = n.name or "logdet"
 
@@ -190,7 +191,7 @@ def e_cholesky(b, n, a):
     A = a[0]
     _real(n, A)
     s = b.shape(n.id)
-    rows, batch = s[-1], _prod(s[:-2])
+    rows, batch = s[-1], prod(s[:-2])
     dt = A.dtype
 
     def gen(ins, outs):
@@ -246,14 +247,5 @@ def e_cg(b, n, a):
         hint="use backend='torch', 'jax' or 'numpy' for this program, or a direct inverse")
 
 
-LINALG_EMIT = {
-    "solve_triangular": e_solve_triangular,
-    "solve": e_solve,
-    "slogdet": e_slogdet,
-    "cholesky": e_cholesky,
-    "cho_solve": e_cho_solve,
-    "checked": e_checked,
-    "cg": e_cg,
-}
 # exports using these report a non-finite result as the module's SingularError
 SINGULAR_PRIMS = ("solve", "cholesky", "cho_solve", "checked")

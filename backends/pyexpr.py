@@ -1,0 +1,49 @@
+"""Python spellings of what emit tables write: dim expressions, shapes, slices, fill values."""
+from __future__ import annotations
+
+import sympy as sp
+
+
+def pyexpr(e) -> str:
+    """A sympy integer expression as Python source using integer arithmetic."""
+    e = sp.sympify(e)
+    if e.is_Integer:
+        return str(int(e))
+    if e.is_Symbol:
+        return e.name
+    num, den = sp.fraction(sp.together(e))
+    s = _plain(num)
+    if den != 1:
+        s = f"({s}) // {_plain(den)}" if not (num.is_Symbol or num.is_Integer) else f"{s} // {_plain(den)}"
+    return s
+
+
+def _plain(e) -> str:
+    s = str(e).replace("**", "^").replace("*", " * ").replace("^", " ** ")
+    return s
+
+
+def shape_code(shape) -> str:
+    """A shape as a Python tuple: `(n, 4)`, `(n,)`."""
+    parts = [pyexpr(d) for d in shape]
+    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+
+
+def shape_str(shape) -> str:
+    """A shape as the source writes it, for messages and docstrings: `[n, 4]`."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def index_expr(ndim_hint: int | None, axis: int, start: str, stop: str) -> str:
+    """`[..., a:b, :]`-style index for a slice along one (negative or positive) axis."""
+    if axis < 0:
+        return "[..., " + f"{start}:{stop}" + ", :" * (-axis - 1) + "]"
+    return "[" + ":, " * axis + f"{start}:{stop}" + "]"
+
+
+def fill_value(value) -> str:
+    """A fill value as Python: a number, or a dim expression over the function's dims."""
+    v = sp.sympify(value)
+    if v.free_symbols:
+        return f"float({pyexpr(v)})"
+    return repr(float(v))

@@ -1,0 +1,152 @@
+"""Code every generated Python module carries (argument errors) and helpers some primitives' code
+calls, added to a module only when it uses them; `site` names where a primitive came from in their
+run-time messages."""
+from __future__ import annotations
+
+from opdsl.ir import Graph
+
+# every module: ArgumentError and the messages of the argument checks (pychecks.py); `{array}`
+# names what the functions take
+RUNTIME = '''
+
+class ArgumentError(TypeError):
+    """An argument does not match the signature declared in the .op file."""
+
+
+def _shape_error(fn, name, value, decl, known):
+    got = list(getattr(value, "shape", ())) if hasattr(value, "shape") else type(value).__name__
+    dims = ", ".join(f"{{k}} = {{v}}" for k, v in known.items())
+    raise ArgumentError(f"{{fn}}(): argument {{name!r}} has shape {{got}}, expected {{decl}}"
+                        + (f" with {{dims}}" if dims else ""))
+
+
+def _dtype_error(fn, name, value, want):
+    got = str(getattr(value, "dtype", type(value).__name__)).replace("torch.", "")
+    if got == want:   # the right dtype in another library's array (a numpy array for torch)
+        kind = {{"numpy": "a numpy array", "torch": "a torch.Tensor", "jax": "a jax array", "jaxlib": "a jax array"}}
+        got = kind.get(type(value).__module__.split(".")[0], f"a {{type(value).__name__}}")
+        raise ArgumentError(f"{{fn}}(): argument {{name!r}} is {{got}}, expected {array}")
+    raise ArgumentError(f"{{fn}}(): argument {{name!r}} has dtype {{got}}, expected {{want}}")
+
+
+def _dim_error(fn, what, known):
+    dims = ", ".join(f"{{k}} = {{v}}" for k, v in known.items())
+    raise ArgumentError(f"{{fn}}(): dim {{what}} is not an integer with {{dims}}")
+
+
+def _device_error(fn, name, value, first, other):
+    raise ArgumentError(f"{{fn}}(): argument {{name!r}} is on {{value.device}}, but {{first!r}} is on {{other.device}}; "
+                        "all arguments must be on one device")
+'''
+
+
+# ---- helpers that some primitives' code calls: added to a module only when it uses them ----------
+# (linear algebra, opdsl/kinds/linalg.py and docs/linalg.md: solves and factorizations report a
+# singular matrix as the module's SingularError; `cg` runs its loop in _cg)
+
+LINALG_RUNTIME = '''
+
+class SingularError(ArithmeticError):
+    """A matrix this program factors or solves with is singular (or not positive definite)."""
+
+
+def _finite(what, value):
+    """value itself, or SingularError when it has inf or nan entries (one reduction: their sum is not finite)."""
+    total = value.sum()
+    try:
+        total = float(total.detach() if hasattr(total, "detach") else total)
+    except TypeError:      # a traced value (jax.grad / jax.jit): no number to check here
+        return value
+    if total - total != 0:
+        raise SingularError(f"{what}: the result has inf or nan entries: the matrix is singular to "
+                            "working precision (or an argument is not finite)")
+    return value
+
+
+def _linalg(what, fn, *args):
+    """fn(*args), a factorization or a solve; a singular matrix raises SingularError naming `what`."""
+    try:
+        out = fn(*args)
+    except Exception as e:  # numpy.linalg.LinAlgError, torch.linalg.LinAlgError
+        if "LinAlgError" not in type(e).__name__:
+            raise
+        raise SingularError(f"{what}: {e}") from None
+    return _finite(what, out)'''
+
+CG_RUNTIME = '''
+
+CG_RESIDUALS = {}  # solve site -> (steps, relative residual) of its last conjugate-gradient solve
+
+
+def _cg(what, matvec, b, tol, maxiter, minv=None):
+    """Preconditioned conjugate gradients for A x = b, every column of b [..., n, k] on its own.
+
+    Stops when each column's relative residual |b - A x| / |b| is at most tol, or after maxiter
+    steps; records (steps, residual) in CG_RESIDUALS[what] and warns when it did not converge."""
+    def dot(u, v):
+        return (u * v).sum(-2)[..., None, :]
+
+    def worst(r):
+        q = (dot(r, r) ** 0.5 / bb).max()
+        return float(q.detach() if hasattr(q, "detach") else q)
+
+    x = b * 0
+    r = b
+    z = r if minv is None else minv * r
+    p = z
+    rz = dot(r, z)
+    bb = dot(b, b) ** 0.5
+    bb = bb + (bb == 0)
+    res = worst(r)
+    steps = 0
+    while res > tol and steps < maxiter:
+        ap = matvec(p)
+        pap = dot(p, ap)
+        alpha = rz / (pap + (pap == 0))
+        x = x + alpha * p
+        r = r - alpha * ap
+        steps += 1
+        res = worst(r)
+        z = r if minv is None else minv * r
+        rz_next = dot(r, z)
+        p = z + rz_next / (rz + (rz == 0)) * p
+        rz = rz_next
+    CG_RESIDUALS[what] = (steps, res)
+    if not res <= tol:
+        import warnings
+        warnings.warn(f"{what}: conjugate gradients stopped after {steps} steps at relative residual "
+                      f"{res:.3g} > tol = {tol:g}", RuntimeWarning, stacklevel=3)
+    return x'''
+
+RUNTIME_HELPERS = {"linalg": LINALG_RUNTIME, "cg": CG_RUNTIME}
+# primitive -> the helper its code calls (a backend whose emit calls no helper loses nothing by it)
+PRIM_RUNTIME = {"solve": "linalg", "cholesky": "linalg", "cho_solve": "linalg", "checked": "linalg",
+                "cg": "cg"}
+
+
+def _prims_used(g: Graph) -> set:
+    kinds = set()
+    for v in g.live():
+        n = g[v]
+        kinds.add(n.kind)
+        body = n.attrs.get("body")
+        if body is not None and hasattr(body, "graph"):
+            kinds |= _prims_used(body.graph)
+    return kinds
+
+
+def prim_runtime(g: Graph, helpers=None) -> list[str]:
+    """The helper code (RUNTIME_HELPERS) the primitives of g call, in a fixed order."""
+    used = _prims_used(g)
+    keys = {PRIM_RUNTIME[k] for k in used if k in PRIM_RUNTIME}
+    return [RUNTIME_HELPERS[k].rstrip("\n") for k in (helpers or RUNTIME_HELPERS) if k in keys]
+
+
+def site(span) -> str:
+    """Where a primitive came from, for run-time messages: `inv(W) at model.op:3:9`."""
+    if span is None:
+        return "<unknown>"
+    line = span.source_line()
+    if line is not None and span.end_column:
+        return f"{line[span.column - 1:span.end_column - 1]} at {span}"
+    return str(span)
