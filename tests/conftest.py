@@ -1,7 +1,7 @@
+"""Session settings: environment the compiler reads, hypothesis profiles.  (The shared helpers,
+compile / run / compare with the dense reference, are in tests/harness.py.)"""
 import os
 
-import numpy as np
-import pytest
 from hypothesis import HealthCheck, settings
 
 # Every compile in the tests re-checks every shape rule after each pass.
@@ -19,32 +19,3 @@ settings.register_profile("ci", max_examples=25, deadline=None,
 settings.register_profile("long", max_examples=2000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("OPDSL_HYPOTHESIS", "ci"))
-
-TOL = {"float32": 2e-4, "float64": 1e-9}
-
-
-def assert_matches(out, ref, dtype):
-    from opdsl.cli import to_numpy
-    out = to_numpy(out)
-    assert out.shape == ref.shape, (out.shape, ref.shape)
-    if ref.size == 0:
-        return
-    scale = max(1.0, float(np.max(np.abs(ref))))
-    err = float(np.max(np.abs(out - ref))) / scale
-    assert err <= TOL[dtype], f"relative error {err:.3e} > {TOL[dtype]}"
-
-
-@pytest.fixture
-def check_against_dense():
-    """Compile src on a backend and compare every export with the dense reference."""
-    def run(src, backend, dtype="float32", **kw):
-        import opdsl
-        from opdsl.cli import to_backend
-        from opdsl.reference import dense_eval, random_inputs
-        prog = opdsl.compile(src, backend=backend, dtype=dtype, **kw)
-        for name in prog.functions:
-            inputs = random_inputs(prog.graph, name)
-            ref = dense_eval(prog.graph, prog.graph.exports[name], inputs)
-            assert_matches(prog[name](**to_backend(backend, inputs)), ref, dtype)
-        return prog
-    return run

@@ -1,16 +1,11 @@
 """Random compositions (depth <= 4) of every kind that offers a square sample, against dense."""
-import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import opdsl
-from opdsl import backends
-from opdsl.cli import to_backend
 from opdsl.kinds import REGISTRY
-from opdsl.reference import dense_eval, random_inputs
 
-from .conftest import assert_matches
+from .harness import BACKENDS, run_against_dense
 
 SIZES = (4, 6, 8)
 
@@ -48,12 +43,7 @@ def program(draw):
     return f"{body}\ninput x : [{n}, 3]\nexport y = {expr} @ x\n"
 
 
-@pytest.mark.parametrize("backend", backends.available())   # each backend gets the whole sample
+@pytest.mark.parametrize("backend", BACKENDS)   # each backend gets the whole sample
 @given(program(), st.sampled_from(["float32", "float64"]))
 def test_random_composition(backend, src, dtype):
-    prog = opdsl.compile(src, backend=backend, dtype=dtype)
-    inputs = random_inputs(prog.graph, "y", seed=1)
-    ref = dense_eval(prog.graph, prog.graph.exports["y"], inputs)
-    out = prog.y(**to_backend(backend, inputs))
-    assert np.all(np.isfinite(ref))
-    assert_matches(out, ref, dtype)
+    run_against_dense(src, backend, dtype, exports=["y"], seed=1, require_finite=True)

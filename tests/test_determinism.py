@@ -22,19 +22,19 @@ import numpy as np
 import pytest
 
 import opdsl
-from opdsl import backends, cache
-from opdsl.kinds import REGISTRY
+from opdsl import cache
+
+from .harness import BACKENDS, CATALOGUE, PY_BACKENDS
 
 ROOT = Path(__file__).resolve().parent.parent
 LONG = os.environ.get("OPDSL_FUZZ_LONG", "") not in ("", "0")
-PY_BACKENDS = [b for b in ("numpy", "torch", "jax") if b in backends.available()]
 
 # The programs: every example file on every Python backend, and every kind's catalogue programs
 # (on numpy; on every backend in the long mode, OPDSL_FUZZ_LONG=1).
 EXAMPLES = {p.name: p.read_text() for p in sorted((ROOT / "examples").glob("*.op"))}
-CATALOGUE = {f"{k}[{i}]": src for k in sorted(REGISTRY) for i, src in enumerate(REGISTRY[k].examples)}
+KIND_PROGRAMS = {f"{k}[{i}]": src for k, i, src in CATALOGUE}
 JOBS = [(name, src, b) for name, src in EXAMPLES.items() for b in PY_BACKENDS]
-JOBS += [(name, src, b) for name, src in CATALOGUE.items() for b in (PY_BACKENDS if LONG else ["numpy"])]
+JOBS += [(name, src, b) for name, src in KIND_PROGRAMS.items() for b in (PY_BACKENDS if LONG else ["numpy"])]
 
 DIGESTS = """
 import hashlib, json, sys
@@ -212,7 +212,7 @@ def _tvm_compile(cache_dir: str):
     return bool(p._backend.cache_hit), np.asarray(p.y(A=a, x=x)).tolist(), p.source
 
 
-@pytest.mark.skipif("tvm" not in backends.available(), reason="TVM is not installed")
+@pytest.mark.skipif("tvm" not in BACKENDS, reason="TVM is not installed")
 def test_tvm_damaged_library_is_rebuilt(tmp_path, monkeypatch):
     monkeypatch.setenv("OPDSL_CACHE_DIR", str(tmp_path))
     first = _tvm_compile(str(tmp_path))
@@ -233,7 +233,7 @@ def test_tvm_damaged_library_is_rebuilt(tmp_path, monkeypatch):
     assert np.allclose(third[1], want) and third[2] == first[2]
 
 
-@pytest.mark.skipif("tvm" not in backends.available() or not LONG, reason="TVM, long mode (OPDSL_FUZZ_LONG=1)")
+@pytest.mark.skipif("tvm" not in BACKENDS or not LONG, reason="TVM, long mode (OPDSL_FUZZ_LONG=1)")
 def test_tvm_concurrent_compiles(tmp_path):
     ctx = mp.get_context("spawn")
     with ctx.Pool(4) as pool:

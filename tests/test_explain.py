@@ -8,7 +8,7 @@ import sympy
 import opdsl
 from opdsl import cost
 from opdsl.cli import main
-from opdsl.explain import explain_file
+from opdsl.api import explain_file
 from opdsl.plan_graph import to_dot, write_plan
 
 ROOT = Path(__file__).resolve().parent.parent

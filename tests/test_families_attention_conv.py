@@ -14,25 +14,16 @@ from opdsl.kinds.fftconv import fast_length
 from opdsl.primitives import orf_expr, orthogonal_features
 from opdsl.reference import dense_eval, random_inputs
 
-from .conftest import assert_matches
+from .harness import call, run_against_dense
 
 BACKENDS = ("numpy", "torch")
 
 
 def run(src, backend="torch", dtype="float64", export="y", inputs=None, seed=0):
+    """(program, inputs, output of `export`) on inputs (default: drawn), for oracles other than dense."""
     p = opdsl.compile(src, backend=backend, dtype=dtype)
     inp = inputs if inputs is not None else random_inputs(p.graph, export, seed=seed)
-    out = to_numpy(p[export](**to_backend(backend, inp)))
-    return p, inp, out
-
-
-def check(src, backend, dtype="float64", exports=None):
-    p = opdsl.compile(src, backend=backend, dtype=dtype)
-    for name in exports or p.functions:
-        inp = random_inputs(p.graph, name, seed=3)
-        ref = dense_eval(p.graph, p.graph.exports[name], inp)
-        assert_matches(p[name](**to_backend(backend, inp)), ref, dtype)
-    return p
+    return p, inp, call(p, export, inp)
 
 
 # ---- attention: the quadratic form of the same features is the oracle ---------------
@@ -117,7 +108,7 @@ def test_free_length_uses_prefix_sums():
     p = opdsl.compile(src, backend="torch", dtype="float64")
     rng = np.random.default_rng(0)
     inp = {n: rng.standard_normal((11, s)) for n, s in (("Q", 3), ("K", 3), ("V", 2))}
-    out = to_numpy(p.y(**to_backend("torch", inp)))
+    out = call(p, "y", inp)
     np.testing.assert_allclose(out, quadratic(inp["Q"], inp["K"], inp["V"], elu1, True, True), atol=1e-12)
 
 
@@ -132,11 +123,11 @@ def test_causal_outputs_do_not_depend_on_future_tokens(feature):
     inp = {"Q": rng.standard_normal((2, L, 4)), "K": rng.standard_normal((2, L, 4)),
            "V": rng.standard_normal((2, L, 3)), "W": rng.standard_normal((4, 6))}
     inp = {k: v.astype("float32") for k, v in inp.items() if k in p.y.params}
-    before = to_numpy(p.y(**to_backend("torch", inp)))
+    before = call(p, "y", inp)
     later = {k: v.copy() for k, v in inp.items()}
     for name in ("Q", "K", "V"):                    # the future, much larger than the past
         later[name][:, t + 1:] = 30.0 * rng.standard_normal(later[name][:, t + 1:].shape)
-    after = to_numpy(p.y(**to_backend("torch", later)))
+    after = call(p, "y", later)
     assert np.all(np.isfinite(after[:, :t + 1]))
     np.testing.assert_allclose(after[:, :t + 1], before[:, :t + 1], rtol=1e-6, atol=1e-7)
     assert not np.allclose(after[:, t + 1:], before[:, t + 1:])
@@ -150,7 +141,7 @@ def test_favor_key_stabilizer_prevents_overflow_in_float32():
     rng = np.random.default_rng(2)
     inp = {"Q": rng.standard_normal((40, 8)), "K": 6.0 * rng.standard_normal((40, 8)),
            "V": rng.standard_normal((40, 2))}
-    out = to_numpy(p.y(**to_backend("torch", {k: v.astype("float32") for k, v in inp.items()})))
+    out = call(p, "y", {k: v.astype("float32") for k, v in inp.items()})
     ref = quadratic(inp["Q"], inp["K"], inp["V"], lambda x: favor_phi(x, 32, 0), True, True)
     assert np.all(np.isfinite(out))
     np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-4)
@@ -317,8 +308,8 @@ def test_toeplitz_matches_scipy(backend, m, n):
     rng = np.random.default_rng(m * 10 + n)
     c, r, x, w = rng.standard_normal(m), rng.standard_normal(n), rng.standard_normal((n, 3)), rng.standard_normal((m, 2))
     T = sl.toeplitz(c, r)
-    np.testing.assert_allclose(to_numpy(p.y(**to_backend(backend, dict(c=c, r=r, x=x)))), T @ x, atol=1e-12)
-    np.testing.assert_allclose(to_numpy(p.z(**to_backend(backend, dict(c=c, r=r, w=w)))), T.T @ w, atol=1e-12)
+    np.testing.assert_allclose(call(p, "y", dict(c=c, r=r, x=x)), T @ x, atol=1e-12)
+    np.testing.assert_allclose(call(p, "z", dict(c=c, r=r, w=w)), T.T @ w, atol=1e-12)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -329,8 +320,8 @@ def test_circulant_matches_scipy(backend, n):
     rng = np.random.default_rng(n)
     c, x = rng.standard_normal(n), rng.standard_normal((n, 2))
     C = sl.circulant(c)
-    np.testing.assert_allclose(to_numpy(p.y(**to_backend(backend, dict(c=c, x=x)))), C @ x, atol=1e-12)
-    np.testing.assert_allclose(to_numpy(p.z(**to_backend(backend, dict(c=c, x=x)))), C.T @ x, atol=1e-12)
+    np.testing.assert_allclose(call(p, "y", dict(c=c, x=x)), C @ x, atol=1e-12)
+    np.testing.assert_allclose(call(p, "z", dict(c=c, x=x)), C.T @ x, atol=1e-12)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -340,10 +331,10 @@ def test_free_lengths_use_symbolic_fft_sizes(backend):
     p = opdsl.compile(src, backend=backend, dtype="float64")
     rng = np.random.default_rng(0)
     c, h, x = rng.standard_normal(9), rng.standard_normal(4), rng.standard_normal((9, 2))
-    np.testing.assert_allclose(to_numpy(p.y(**to_backend(backend, dict(c=c, x=x)))), sl.circulant(c) @ x, atol=1e-12)
+    np.testing.assert_allclose(call(p, "y", dict(c=c, x=x)), sl.circulant(c) @ x, atol=1e-12)
     col = np.zeros(9)
     col[:4] = h
-    np.testing.assert_allclose(to_numpy(p.z(**to_backend(backend, dict(h=h, x=x)))),
+    np.testing.assert_allclose(call(p, "z", dict(h=h, x=x)),
                                sl.toeplitz(col, np.zeros(9)) @ x, atol=1e-12)
 
 
@@ -357,8 +348,8 @@ def test_causal_conv_matches_materialized_toeplitz(backend, K, n):
     col = np.zeros(n)
     col[:min(K, n)] = h[:n]
     T = sl.toeplitz(col, np.zeros(n))                           # lower triangular, first column h
-    np.testing.assert_allclose(to_numpy(p.y(**to_backend(backend, dict(h=h, x=x)))), T @ x, atol=1e-11)
-    np.testing.assert_allclose(to_numpy(p.z(**to_backend(backend, dict(h=h, x=x)))), T.T @ x, atol=1e-11)
+    np.testing.assert_allclose(call(p, "y", dict(h=h, x=x)), T @ x, atol=1e-11)
+    np.testing.assert_allclose(call(p, "z", dict(h=h, x=x)), T.T @ x, atol=1e-11)
     np.testing.assert_allclose(T @ x[:, 0], np.convolve(h, x[:, 0])[:n], atol=1e-11)
 
 
@@ -426,8 +417,4 @@ def test_example_files(path, dims, backend):
     from pathlib import Path
     root = Path(__file__).resolve().parent.parent
     for dtype in ("float32", "float64"):
-        p = opdsl.compile_file(root / path, backend=backend, dims=dims, dtype=dtype)
-        for name in p.functions:
-            inp = random_inputs(p.graph, name, seed=2)
-            ref = dense_eval(p.graph, p.graph.exports[name], inp)
-            assert_matches(p[name](**to_backend(backend, inp)), ref, dtype)
+        run_against_dense(root / path, backend, dtype, seed=2, dims=dims)

@@ -4,32 +4,25 @@ import numpy as np
 import pytest
 
 import opdsl
-from opdsl.cli import check_program, to_backend, to_numpy
+from opdsl.cli import check_program
 from opdsl.errors import ShapeError, TypeError_
 from opdsl.kinds import REGISTRY
 from opdsl.kinds.blockdiag import block_diag
 from opdsl.kinds.butterfly import butterfly_dense, stage_matrix
 from opdsl.kinds.householder import HH_BLOCK, householder_dense
 from opdsl.kinds.monarch import monarch_dense, perm_matrix
-from opdsl.reference import dense_eval, random_inputs
 
-from .conftest import assert_matches
+from .harness import call, run_against_dense
 
 BACKENDS = ["numpy", "torch"]
 
 
 def run(src, backend, dtype="float64", export="y", **inputs):
-    prog = opdsl.compile(src, backend=backend, dtype=dtype)
-    return to_numpy(prog[export](**to_backend(backend, inputs)))
+    return call(opdsl.compile(src, backend=backend, dtype=dtype), export, inputs)
 
 
 def against_dense(src, backend, dtype):
-    prog = opdsl.compile(src, backend=backend, dtype=dtype)
-    for name in prog.functions:
-        inputs = random_inputs(prog.graph, name, seed=3)
-        ref = dense_eval(prog.graph, prog.graph.exports[name], inputs)
-        assert_matches(prog[name](**to_backend(backend, inputs)), ref, dtype)
-    return prog
+    return run_against_dense(src, backend, dtype, seed=3)
 
 
 # ---- Monarch ---------------------------------------------------------------
@@ -96,8 +89,8 @@ def test_monarch_equals_perm_blockdiag_composition():
            "export z = (perm(3, 2) @ blockdiag(L) @ perm(2, 6) @ blockdiag(R)) @ x")
     for be in BACKENDS:
         prog = opdsl.compile(src, backend=be, dtype="float64")
-        args = to_backend(be, {"L": L, "R": R, "x": x})
-        assert np.allclose(to_numpy(prog.y(**args)), to_numpy(prog.z(**args)))
+        args = {"L": L, "R": R, "x": x}
+        assert np.allclose(call(prog, "y", args), call(prog, "z", args))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -244,9 +237,8 @@ def test_householder_transpose_is_reversed_columns():
           "export y = householder(V).T @ x\nexport z = householder(W) @ x"
     for be in BACKENDS:
         prog = opdsl.compile(src, backend=be, dtype="float64")
-        args = to_backend(be, {"V": V, "W": np.ascontiguousarray(V[:, ::-1]), "x": x})
-        y = to_numpy(prog.y(V=args["V"], x=args["x"]))
-        assert np.allclose(y, to_numpy(prog.z(W=args["W"], x=args["x"])))
+        y = call(prog, "y", {"V": V, "x": x})
+        assert np.allclose(y, call(prog, "z", {"W": np.ascontiguousarray(V[:, ::-1]), "x": x}))
         assert np.allclose(y, householder_dense(V).T @ x)
 
 

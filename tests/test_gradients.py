@@ -10,15 +10,14 @@ For every catalogue example (opdsl.kinds.REGISTRY[*].examples) and every export:
 Both through a compiled Program and through @opdsl.jit (whose float64 values are
 checked against dense here too).  A new kind is covered the moment it registers an example.
 """
-import numpy as np
 import pytest
 import torch
 
 import opdsl
-from opdsl.reference import dense_eval, random_inputs
+from opdsl.reference import dense_eval
 
-from .conftest import assert_matches
-from .test_trace import CASES, IDS, python_version, torch_inputs
+from .harness import (CATALOGUE, CATALOGUE_IDS, all_inputs, assert_matches, check_directional, directions,
+                      python_version, torch_inputs)
 
 
 @pytest.fixture(autouse=True)
@@ -30,36 +29,7 @@ def _flush_denormals():
     torch.set_flush_denormal(False)
 
 
-def dense_directional(g, root, inputs: dict, direction: dict, w: np.ndarray, h: float = 1e-6) -> float:
-    """d/dt w · dense(inputs + t direction) at t = 0, by a central difference of the dense reference."""
-    plus = {k: v + h * direction.get(k, 0.0) for k, v in inputs.items()}
-    minus = {k: v - h * direction.get(k, 0.0) for k, v in inputs.items()}
-    return float(np.sum(w * dense_eval(g, root, plus)) - np.sum(w * dense_eval(g, root, minus))) / (2 * h)
-
-
-def directions(inputs: dict, out_shape, seed: int = 1):
-    rng = np.random.default_rng(seed)
-    v = {k: rng.standard_normal(np.shape(x)) for k, x in inputs.items()}
-    return v, rng.standard_normal(out_shape)
-
-
-def check_directional(grads: dict, g, root, inputs: dict, v: dict, w):
-    """Autograd's <grad, v> against the dense reference's directional derivative."""
-    analytic = sum(float(np.sum(np.asarray(grads[k], dtype=np.float64) * v[k])) for k in grads)
-    numeric = dense_directional(g, root, inputs, {k: v[k] for k in grads}, w)
-    scale = max(1.0, sum(float(np.sum(np.abs(np.asarray(grads[k], dtype=np.float64) * v[k]))) for k in grads))
-    assert abs(analytic - numeric) <= 1e-6 * scale, f"<grad, v> = {analytic:.12g}, dense: {numeric:.12g}"
-
-
-def all_inputs(g):
-    inputs = {}
-    for export in g.exports:
-        for k, x in random_inputs(g, export, dtype="float64").items():
-            inputs.setdefault(k, x)
-    return inputs
-
-
-@pytest.mark.parametrize("kind,i,src", CASES, ids=IDS)
+@pytest.mark.parametrize("kind,i,src", CATALOGUE, ids=CATALOGUE_IDS)
 def test_program_gradients(kind, i, src):
     prog = opdsl.compile(src, backend="torch", dtype="float64")
     g = prog.graph
@@ -83,7 +53,7 @@ def test_program_gradients(kind, i, src):
         check_directional(grads, g, g.exports[name], inputs, v, w)
 
 
-@pytest.mark.parametrize("kind,i,src", CASES, ids=IDS)
+@pytest.mark.parametrize("kind,i,src", CATALOGUE, ids=CATALOGUE_IDS)
 def test_jit_gradients(kind, i, src):
     fn, g, inputs = python_version(src)
     f = opdsl.jit(fn)

@@ -23,10 +23,9 @@ from opdsl import cli
 from opdsl.errors import OpdslError
 from opdsl.pytext import comment, docstring, literal
 
-from .test_fuzz import assert_located
+from .harness import CATALOGUE, PY_BACKENDS, assert_located, call
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
-PY_BACKENDS = ("numpy", "torch", "jax")
 BASE = "dim n = 4\ninput A : [n, n]\ninput x : [n]\nexport y = A @ x{}\n"
 
 
@@ -77,8 +76,7 @@ def test_payloads_in_comments_run_nothing(tmp_path, backend):
             assert_located(e, text)
             continue
         assert skeleton(prog.source) == baseline, form
-        out = cli.to_numpy(prog.y(**cli.to_backend(backend, {"A": a, "x": x})))
-        np.testing.assert_allclose(out, 2 * x)
+        np.testing.assert_allclose(call(prog, "y", {"A": a, "x": x}), 2 * x)
         assert not (tmp_path / "pwned").exists(), form
 
 
@@ -105,7 +103,7 @@ def test_file_names_run_nothing(tmp_path, backend):
         name = name.format(m=tmp_path / "pwned")
         prog = opdsl.compile(BASE.format(""), backend=backend, filename=name)
         assert skeleton(prog.source) == baseline, name
-        prog.y(**cli.to_backend(backend, {"A": np.eye(4, dtype=np.float32), "x": np.ones(4, np.float32)}))
+        call(prog, "y", {"A": np.eye(4, dtype=np.float32), "x": np.ones(4, np.float32)})
         assert not (tmp_path / "pwned").exists(), name
 
 
@@ -159,8 +157,7 @@ def test_random_comments_and_file_names(tmp_path_factory, text, name, backend):
         return
     assert skeleton(prog.source) == skeleton(compiled_source(BASE.format(""), backend))
     x = np.arange(4, dtype=np.float32)
-    out = cli.to_numpy(prog.y(**cli.to_backend(backend, {"A": np.eye(4, dtype=np.float32), "x": x})))
-    np.testing.assert_allclose(out, x)
+    np.testing.assert_allclose(call(prog, "y", {"A": np.eye(4, dtype=np.float32), "x": x}), x)
 
 
 @settings(max_examples=4, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -276,9 +273,8 @@ def test_generated_builtins_are_declared():
     """Every builtin that a generated module loads (other than through a source name) is in
     GENERATED_BUILTINS, so check_names refuses a source name that would shadow it."""
     import builtins
-    from opdsl.backends.pycodegen import GENERATED_BUILTINS, user_names
-    from tests.test_catalogue import CASES
-    texts = [p.read_text() for p in sorted(EXAMPLES.glob("*.op"))] + [src for _, _, src in CASES[::3]]
+    from opdsl.backends.pynames import GENERATED_BUILTINS, user_names
+    texts = [p.read_text() for p in sorted(EXAMPLES.glob("*.op"))] + [src for _, _, src in CATALOGUE[::3]]
     for backend in PY_BACKENDS:
         for text in texts:
             prog = opdsl.compile(text, backend=backend)
@@ -309,9 +305,9 @@ def test_wrong_library_and_positional_arguments_are_call_errors():
     for backend in PY_BACKENDS:
         prog = opdsl.compile(text, backend=backend)
         args = cli.to_backend(backend, {"A": np.eye(4, dtype=np.float32), "x": np.ones(4, np.float32)})
-        for call in (lambda: prog.y(args["A"], args["x"]), lambda: prog.y(args["A"], x=args["x"])):
+        for bad_call in (lambda: prog.y(args["A"], args["x"]), lambda: prog.y(args["A"], x=args["x"])):
             with pytest.raises(CallError, match="keyword arguments") as e:
-                call()
+                bad_call()
             assert "y(A=..., x=...)" in e.value.hint
 
 

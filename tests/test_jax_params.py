@@ -1,7 +1,7 @@
 """JAX: prog.init(key) gives the params pytree; prog.apply(params, **inputs) works under jax.jit,
 jax.grad and jax.vmap, on every kind of the catalogue (float64, against the dense reference).
 
-The first catalogue example of every kind becomes a layer (test_torch_module.as_layer: operator data
+The first catalogue example of every kind becomes a layer (tests/harness.py, as_layer: operator data
 -> params) and runs through init / apply / jax.jit(jax.value_and_grad) / jax.vmap (over params and
 inputs).  (All examples
 run through the torch paths; JAX compiles each function again per transformation, which is what takes
@@ -14,15 +14,13 @@ import opdsl
 from opdsl.kinds import REGISTRY
 from opdsl.reference import dense_eval
 
-from .test_gradients import all_inputs, check_directional, directions
-from .test_torch_module import as_layer
-from .test_trace import CASES
+from .harness import CATALOGUE, all_inputs, as_layer, check_directional, directions
 
 jax = pytest.importorskip("jax")
 jnp = jax.numpy
 
-FIRST = {kind: i for kind, i, _ in reversed(CASES)}      # the first example of every kind
-FIRST_CASES = [c for c in CASES if FIRST[c[0]] == c[1]]
+FIRST = {kind: i for kind, i, _ in reversed(CATALOGUE)}      # the first example of every kind
+FIRST_CASES = [c for c in CATALOGUE if FIRST[c[0]] == c[1]]
 
 
 @pytest.fixture(autouse=True)

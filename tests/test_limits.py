@@ -14,7 +14,7 @@ from opdsl.errors import QUOTE_WIDTH, DimError, LimitError, OpdslError
 from opdsl.ir import Graph
 from opdsl.reference import dense_eval
 
-from .test_fuzz import assert_located
+from .harness import assert_located
 
 
 def doubling(levels: int, step: str, n: int = 2) -> str:

@@ -11,37 +11,15 @@ import pytest
 
 import opdsl
 from opdsl.api import SingularError
-from opdsl.cli import to_backend, to_numpy
 from opdsl.errors import OpdslError, ShapeError, TypeError_
-from opdsl.reference import dense_eval
 
-from .test_linalg_rules import structured_inputs
+from .harness import call, run_against_dense, structured_inputs
 
 BACKENDS = ["numpy", "torch", "jax"]
 
 
-def call(prog, name, inputs):
-    """prog.name(**inputs) on its backend (64-bit JAX enabled for float64 arguments)."""
-    args = to_backend(prog.backend_name, inputs)
-    if prog.backend_name == "jax":
-        import jax
-        with jax.enable_x64(True):
-            return to_numpy(prog[name](**to_backend("jax", inputs)))
-    return to_numpy(prog[name](**args))
-
-
 def check(src, backend, dtype="float64", seeds=(0,), tol=None):
-    prog = opdsl.compile(src, backend=backend, dtype=dtype, verify=True)
-    tol = tol or (1e-9 if dtype == "float64" else 2e-4)
-    for name in prog.functions:
-        for seed in seeds:
-            inputs = structured_inputs(prog.graph, name, seed)
-            ref = dense_eval(prog.graph, prog.graph.exports[name], inputs)
-            out = call(prog, name, inputs)
-            assert out.shape == ref.shape
-            scale = max(1.0, float(np.max(np.abs(ref))))
-            assert float(np.max(np.abs(out - ref))) / scale <= tol, name
-    return prog
+    return run_against_dense(src, backend, dtype, inputs=structured_inputs, seed=tuple(seeds), tol=tol, verify=True)
 
 
 def prims(prog):
@@ -209,7 +187,7 @@ def test_cg_warns_with_its_residual_when_it_stops_early(backend):
     prog = opdsl.compile(src, backend=backend, dtype="float64")
     inputs = structured_inputs(prog.graph, "y")
     with pytest.warns(RuntimeWarning, match="stopped after 2 steps at relative residual"):
-        prog.y(**to_backend(backend, inputs))
+        call(prog, "y", inputs)
     (steps, res), = prog.module.CG_RESIDUALS.values()
     assert steps == 2 and res > 1e-10
 

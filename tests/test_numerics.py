@@ -17,6 +17,8 @@ import torch
 import opdsl
 from opdsl.reference import dense_eval
 
+from .harness import PY_BACKENDS, call, run_against_dense
+
 torch.set_num_threads(2)
 L_LONG = 16_384
 D = 64
@@ -34,8 +36,7 @@ def uniform(rng, shape, magnitude, dtype=np.float32):
 
 
 def run(prog, arrays):
-    args = {k: torch.from_numpy(v) for k, v in arrays.items() if k in prog.y.params}
-    return prog.y(**args).float().numpy()
+    return call(prog, "y", {k: v for k, v in arrays.items() if k in prog.y.params})
 
 
 @pytest.mark.parametrize("causal", ["false", "true"])
@@ -64,10 +65,7 @@ def test_attention_magnitude_50_matches_the_dense_reference(feature, causal):
     magnitude = {"favor(64, 0)": 1.0, "hedgehog(W)": 5.0}.get(feature, 50.0)
     arrays = {n: uniform(rng, (1, L, D), magnitude) for n in "QKV"}
     arrays["W"] = rng.standard_normal((D, 16)).astype(np.float32)
-    out = run(prog, arrays)
-    ref = dense_eval(prog.graph, prog.graph.exports["y"], {k: v.astype(np.float64) for k, v in arrays.items()})
-    assert np.all(np.isfinite(ref))
-    np.testing.assert_allclose(out, ref, rtol=0, atol=2e-3 * max(1.0, np.abs(ref).max()))
+    run_against_dense(prog, inputs=arrays, tol=2e-3, require_finite=True)
 
 
 def test_softmax_attention_large_logits():
@@ -109,12 +107,10 @@ def test_half_precision_products_accumulate_in_float32(backend):
     src = "input A : [2, 16384] float16\ninput x : [16384, 3] float16\ninput U : [16384, 2] float16\n" \
           "export y = A @ x\nexport z = lowrank(U, U) @ x"
     prog = opdsl.compile(src, backend=backend)
-    from opdsl.cli import to_backend
-    args = to_backend(backend, {"A": np.ones((2, 16384), np.float16), "x": np.ones((16384, 3), np.float16),
-                                "U": np.ones((16384, 2), np.float16) / 64})
-    y = np.asarray(prog.y(A=args["A"], x=args["x"]), dtype=np.float64)
+    a, x, u = np.ones((2, 16384), np.float16), np.ones((16384, 3), np.float16), np.ones((16384, 2), np.float16) / 64
+    y = call(prog, "y", {"A": a, "x": x})
     assert np.all(y == 16384)
-    z = np.asarray(prog.z(U=args["U"], x=args["x"]), dtype=np.float64)     # U (Uᵀ x): 2 · 16384 / 64² = 8
+    z = call(prog, "z", {"U": u, "x": x})     # U (Uᵀ x): 2 · 16384 / 64² = 8
     np.testing.assert_allclose(z, 8.0, rtol=1e-3)
 
 
@@ -200,12 +196,10 @@ def test_attention_rows_whose_weights_vanish_are_zero_not_nan():
     q[2] = -1.0                                    # row 2 attends to nothing
     k = np.abs(rng.standard_normal((L, 4))).astype(np.float32)
     v = rng.standard_normal((L, 3)).astype(np.float32)
-    from opdsl.cli import to_backend
-    from opdsl import backends
-    for backend in [b for b in ("numpy", "torch", "jax") if b in backends.available()]:
+    for backend in PY_BACKENDS:
         prog = opdsl.compile(src, backend=backend)
         for name in ("y", "z"):
-            out = np.asarray(prog[name](**to_backend(backend, {"Q": q, "K": k, "V": v})), dtype=np.float64)
+            out = call(prog, name, {"Q": q, "K": k, "V": v})
             ref = dense_eval(prog.graph, prog.graph.exports[name], {"Q": q, "K": k, "V": v})
             assert np.all(np.isfinite(out)) and np.all(out[2] == 0), (backend, name)
             np.testing.assert_allclose(out, ref, atol=1e-5)
@@ -236,6 +230,5 @@ def test_householder_zero_column_is_the_identity_reflector():
     for backend in ("numpy", "jax"):
         src = f"dim n = {n}\ninput V : [n, {k}]\ninput X : [n, n]\nexport H = householder(V) @ X\n"
         prog = opdsl.compile(src, backend=backend)
-        from opdsl.cli import to_backend
-        out = np.asarray(prog.H(**to_backend(backend, {"V": v.astype(np.float32), "X": np.eye(n, dtype=np.float32)})))
+        out = call(prog, "H", {"V": v.astype(np.float32), "X": np.eye(n, dtype=np.float32)})
         np.testing.assert_allclose(out, without, atol=1e-5)

@@ -17,16 +17,14 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 import opdsl
-from opdsl import backends
-from opdsl.cli import to_backend
 from opdsl.kinds import REGISTRY
-from opdsl.reference import dense_eval, random_inputs
+from opdsl.reference import random_inputs
 
-from .conftest import assert_matches
+from .harness import BACKENDS, PY_BACKENDS, call, run_against_dense
 
 LONG = os.environ.get("OPDSL_FUZZ_LONG", "") not in ("", "0")
 SIZES = (2, 3, 4, 6, 8)
-FAST = [b for b in ("numpy", "torch", "jax") if b in backends.available()]
+FAST = PY_BACKENDS
 
 
 def budget(small: int, long: int):
@@ -163,11 +161,7 @@ def check_all_exports(src: str, backend: str, dtype: str):
     note(f"program ({backend}, {dtype}):\n{src}")
     prog = opdsl.compile(src, backend=backend, dtype=dtype)
     assert prog.functions == [f"y{i}" for i in range(len(prog.functions))]
-    for name in prog.functions:
-        inputs = random_inputs(prog.graph, name, seed=7)
-        ref = dense_eval(prog.graph, prog.graph.exports[name], inputs)
-        assert np.all(np.isfinite(ref))
-        assert_matches(prog[name](**to_backend(backend, inputs)), ref, dtype)
+    run_against_dense(prog, dtype=dtype, seed=7, require_finite=True)
 
 
 @budget(25, 2000)
@@ -184,16 +178,14 @@ def test_random_program_same_answer_on_every_backend(src):
     for backend in FAST:
         prog = opdsl.compile(src, backend=backend, dtype="float64")
         for name in prog.functions:
-            inputs = random_inputs(prog.graph, name, seed=11)
-            out = prog[name](**to_backend(backend, inputs))
-            outs.setdefault(name, []).append(np.asarray(out.detach() if hasattr(out, "detach") else out))
+            outs.setdefault(name, []).append(call(prog, name, random_inputs(prog.graph, name, seed=11)))
     note(src)
     for name, values in outs.items():
         for v in values[1:]:
             np.testing.assert_allclose(v, values[0], rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.skipif("tvm" not in backends.available(), reason="TVM is not installed")
+@pytest.mark.skipif("tvm" not in BACKENDS, reason="TVM is not installed")
 @budget(3, 100)
 @given(program())
 def test_random_program_tvm(src):

@@ -8,7 +8,6 @@ optimizers, state_dict, .to(device/dtype), deepcopy/pickle, torch.compile.
 """
 import copy
 import io
-import re
 
 import numpy as np
 import pytest
@@ -17,24 +16,11 @@ import torch
 import opdsl
 import opdsl.torch
 from opdsl.errors import CallError
-from opdsl.kinds import REGISTRY
-from opdsl.reference import bind_free_dims, dense_eval
+from opdsl.reference import dense_eval
 
-from .test_gradients import all_inputs, check_directional, directions
-from .test_trace import CASES, IDS
+from .harness import CATALOGUE, CATALOGUE_IDS, all_inputs, as_layer, check_directional, directions
 
 LAYER = "examples/layer.op"
-
-
-def as_layer(src: str):
-    """(src with operator data turned into params, the names turned, values for free dims).  Operator
-    data: inputs that are operands of an operator node (kron's factors, diag's d, attention's Q, K...)."""
-    g = opdsl.compile(src, backend="numpy").graph
-    data = {g[o].attrs["name"] for n in g.nodes() if REGISTRY[n.kind].produces == "op"
-            for o in n.operands if g.kind(o) == "input"}
-    out = re.sub(r"(?m)^input (\w+)", lambda m: f"param {m.group(1)}" if m.group(1) in data else m.group(0), src)
-    env = bind_free_dims(g)
-    return out, data, {s.name: int(env[s]) for s in g.dims.free()}
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +30,7 @@ def _flush_denormals():
     torch.set_flush_denormal(False)
 
 
-@pytest.mark.parametrize("kind,i,src", CASES, ids=IDS)
+@pytest.mark.parametrize("kind,i,src", CATALOGUE, ids=CATALOGUE_IDS)
 def test_catalogue_as_module(kind, i, src):
     layer_src, data, dims = as_layer(src)
     for export in opdsl.compile(layer_src, backend="numpy").functions:

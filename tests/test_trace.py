@@ -1,7 +1,7 @@
 """@opdsl.jit: the tracer builds the same IR as the .op frontend, for every kind of the catalogue.
 
 Every catalogue example (opdsl.kinds.REGISTRY[*].examples) is turned into a
-Python function automatically: its `let`/`export` expressions are evaluated as
+Python function automatically (tests/harness.py, python_version): its `let`/`export` expressions are evaluated as
 Python with `opdsl.<constructor>` functions, traced by @opdsl.jit and compared
 with the dense reference of the .op program.  A new kind is covered the moment
 it registers an example.
@@ -14,65 +14,15 @@ import pytest
 import torch
 
 import opdsl
-from opdsl.frontend import parse
-from opdsl.kinds import CONSTRUCTORS, REGISTRY
-from opdsl.reference import bind_free_dims, dense_eval, random_inputs
+from opdsl.kinds import CONSTRUCTORS
+from opdsl.reference import dense_eval
 
-from .conftest import assert_matches
-
-CASES = [(name, i, src) for name in sorted(REGISTRY) for i, src in enumerate(REGISTRY[name].examples)]
-IDS = [f"{k}-{i}" for k, i, _ in CASES]
-
-
-# ---- .op example -> Python function (shared with test_gradients, test_torch_module, test_jax_params) ----
-
-class _Names(dict):
-    """Evaluation namespace: unknown bare words (feature=relu) evaluate to their name, as in .op."""
-
-    def __missing__(self, key):
-        return key
-
-
-def python_version(src: str):
-    """(fn, graph, inputs): fn(**tensors) -> {export: traced tensor}, built from src's let/export
-    statements with opdsl.<constructor> calls; inputs are random numpy values of every input."""
-    prog_graph = opdsl.compile(src, backend="numpy").graph
-    env = bind_free_dims(prog_graph)
-    consts = {name: int(env[s]) for name, s in prog_graph.dims.symbols.items()}
-    consts.update({"true": True, "false": False})
-    consts.update({name: getattr(opdsl, name) for name in CONSTRUCTORS})
-    stmts = []
-    for st in parse(src).children:
-        if st.data in ("let_stmt", "export_stmt"):
-            name, expr = st.children
-            stmts.append((st.data, str(name), src[expr.meta.start_pos:expr.meta.end_pos]))
-    inputs = {}
-    for export in prog_graph.exports:
-        for k, v in random_inputs(prog_graph, export).items():
-            inputs.setdefault(k, v)
-
-    def fn(**tensors):
-        ns = _Names(consts)
-        ns.update(tensors)
-        out = {}
-        for kind, name, text in stmts:
-            val = eval(text, {"__builtins__": {}}, ns)   # noqa: S307 (catalogue text, not user input)
-            if kind == "let_stmt":
-                ns[name] = val
-            else:
-                out[name] = val
-        return out
-
-    return fn, prog_graph, inputs
-
-
-def torch_inputs(inputs, dtype):
-    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(getattr(torch, dtype)) for k, v in inputs.items()}
+from .harness import CATALOGUE, CATALOGUE_IDS, assert_matches, python_version, torch_inputs
 
 
 # ---- every kind through the decorator -------------------------------------------------
 
-@pytest.mark.parametrize("kind,i,src", CASES, ids=IDS)
+@pytest.mark.parametrize("kind,i,src", CATALOGUE, ids=CATALOGUE_IDS)
 def test_catalogue_through_jit(kind, i, src, dtype="float32"):
     """float32 here; float64 values and gradients in test_gradients.test_jit_gradients."""
     fn, g, inputs = python_version(src)

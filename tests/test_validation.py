@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import opdsl
-from opdsl import backends
 from opdsl.errors import CallError, DimError
 
-BACKENDS = [b for b in ("numpy", "torch", "jax", "tvm") if b in backends.available()]
+from .harness import BACKENDS
+
 
 SRC = """
 dim n = 4
