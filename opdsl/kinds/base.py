@@ -39,6 +39,14 @@ def register(cls):
     return cls
 
 
+def unregister(name: str) -> None:
+    """Remove a kind and its constructors from the registry (a plugin's or a test's kind)."""
+    inst = REGISTRY.pop(name)
+    for c in inst.constructors:
+        if CONSTRUCTORS.get(c) is inst:
+            del CONSTRUCTORS[c]
+
+
 def join_dtype(*dtypes):
     """The widest of the given dtypes (None = no data of its own, e.g. eye)."""
     real = [d for d in dtypes if d is not None]
