@@ -98,7 +98,7 @@ class Backend:
         for v in g.live():
             n = g[v]
             d = getattr(n.type, "dtype", None)
-            if d is None or n.kind != "arg":     # declared tensors; intermediates may be complex (rfft)
+            if d is None or not n.is_arg:     # declared tensors; intermediates may be complex (rfft)
                 continue
             try:
                 self.dtype(d)

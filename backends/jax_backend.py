@@ -19,13 +19,13 @@ with the initializers of the .op file) and exports that take that dict first
 """
 from __future__ import annotations
 
-from opdsl.primitives import orf_expr
+from opdsl.primitives import PRIMS
 
 from .array_api import array_api_emit
 from .layers import init_scale, layer_export, param_dims, param_specs
 from .pycodegen import PythonBackend, nested_function
 from .pyexpr import pyexpr, shape_code
-from .pyruntime import site
+from .pyruntime import const_name, helpers_used, site
 
 ENTRY = '''
 
@@ -94,10 +94,6 @@ def _batched(a, b):
     batch = jnp.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     return jnp.broadcast_to(a, batch + a.shape[-2:]), jnp.broadcast_to(b, batch + b.shape[-2:])
 '''
-# exports using these primitives run op by op (their loop needs values on the host)
-EAGER_PRIMS = ("cg",)
-# exports using these report a singular matrix (a non-finite result) as SingularError after the call
-SINGULAR_PRIMS = ("solve", "cholesky", "cho_solve", "checked")
 
 
 def uses_float64(g) -> bool:
@@ -179,9 +175,9 @@ class JaxBackend(PythonBackend):
     emit = {
         **array_api_emit("jnp"),
         "einsum": lambda c, n, a: f"jnp.einsum({n.attrs['spec']!r}, {', '.join(a)})",
-        # FAVOR+ features: numpy at trace time, a constant of the compiled function
-        "orf": lambda c, n, a: (f"jnp.asarray({orf_expr(n.attrs['m'], n.attrs['d'], n.attrs['seed'])}, "
-                                f"dtype={c.backend.dtype(n.attrs['dtype'])})"),
+        # a constant: a numpy array computed once, at the module's top (pyruntime.module_constants),
+        # which jax.jit folds into the compiled function
+        "const": lambda c, n, a: f"jnp.asarray({const_name(n)}, dtype={c.backend.dtype(n.attrs['dtype'])})",
         # linear algebra: inside jit nothing can raise, so a singular matrix shows as a non-finite
         # result, which the entry point reports as SingularError (see _jit)
         "solve": lambda c, n, a: f"jnp.linalg.solve({a[0]}, {a[1]})",
@@ -199,16 +195,17 @@ class JaxBackend(PythonBackend):
         lines = [ENTRY.format(x64=x64, x64_why="this program computes in float64: 64-bit types are "
                               "enabled around its calls only" if x64 else "float32 program: 64-bit "
                               "types are left as configured").rstrip("\n")]
-        if any(g[v].kind in ("cho_solve", "solve_triangular") for v in g.live()):
+        if "batched" in helpers_used(g):     # _cho_solve, _batched (Prim.runtime)
             lines.append(BATCH.rstrip("\n"))
         lines.append("")
         for name, root in g.exports.items():
             want = ", ".join(f"{a!r}: np.dtype({self.dtype(node['dtype'])})" for a, node in self.signature(g, name))
             used = [g[v] for v in g.live([root])]
             extra = ""
-            if any(n.kind in EAGER_PRIMS for n in used):
+            if any(PRIMS[n.kind].eager for n in used):       # a loop that needs values on the host
                 extra += ", jit=False"
-            sites = sorted({site(n.span) for n in used if n.kind in SINGULAR_PRIMS})
+            # a singular matrix shows as a non-finite result, reported as SingularError after the call
+            sites = sorted({site(n.span) for n in used if PRIMS[n.kind].singular})
             if sites:
                 extra += f", singular={'; '.join(sites)!r}"
             lines.append("")

@@ -5,11 +5,9 @@ module's SingularError (`_linalg` converts numpy's LinAlgError, `_finite` checks
 """
 from __future__ import annotations
 
-from opdsl.primitives import orf_expr
-
 from .array_api import array_api_emit, emit_cg
 from .pycodegen import PythonBackend
-from .pyruntime import site
+from .pyruntime import const_name, site
 
 
 def _solve_triangular(c, n, a):
@@ -28,9 +26,8 @@ class NumpyBackend(PythonBackend):
     emit = {
         **array_api_emit("np"),
         "einsum": lambda c, n, a: f"np.einsum({n.attrs['spec']!r}, {', '.join(a)}, optimize=True)",
-        # FAVOR+ features: drawn by numpy when the module runs (opdsl/primitives.py, orf_expr)
-        "orf": lambda c, n, a: (f"{orf_expr(n.attrs['m'], n.attrs['d'], n.attrs['seed'])}"
-                                f".astype({c.backend.dtype(n.attrs['dtype'])})"),
+        # a constant: computed once, at the module's top (pyruntime.module_constants)
+        "const": lambda c, n, a: f"{const_name(n)}.astype({c.backend.dtype(n.attrs['dtype'])})",
         "solve": lambda c, n, a: f"_linalg({site(n.span)!r}, np.linalg.solve, {a[0]}, {a[1]})",
         "cholesky": lambda c, n, a: f"_linalg({site(n.span)!r}, np.linalg.cholesky, {a[0]})",
         "cho_solve": lambda c, n, a: (f"_linalg({site(n.span)!r}, np.linalg.solve, np.swapaxes({a[0]}, -1, -2), "

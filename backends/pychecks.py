@@ -1,5 +1,8 @@
 """The argument checks at the top of every generated function: ranks, free dims bound from the
-shapes, sizes, dtypes and devices, with the messages of the module's runtime (pyruntime.RUNTIME)."""
+shapes, sizes, dtypes and devices, with the messages of the module's runtime (pyruntime.RUNTIME).
+
+Per argument, one call of the module's `_check_arg` (check_arg_runtime: rank, dtype, device),
+then the lines that bind free dims from its shape and compare its sizes with the dims."""
 from __future__ import annotations
 
 import re
@@ -38,16 +41,43 @@ def _atom(code: str) -> str:
     return code if re.fullmatch(r"\w+", code) else f"({code})"
 
 
+def check_arg_runtime(backend) -> str:
+    """The module's `_check_arg`: one argument's rank, its sizes when they are all known before it,
+    its dtype (named `want`, spelled `dtype` as backend.check_dtype spells it) and, on a backend
+    with devices, its device (the first argument's), in the order and with the messages of the
+    `if ...: _..._error(...)` lines it stands for (pyruntime.RUNTIME)."""
+    lines = ["", "",
+             "def _check_arg(fn, name, value, decl, shape, dtype, want, known=None, first=None, first_name=None):",
+             '    """Argument `name` of fn(), declared `decl`.  `shape`: its sizes, or only its rank when',
+             "    it binds a free dim (its sizes are checked after the binding); `known`: the dims' values",
+             '    for the message; `first`: the first argument, whose device it must be on."""',
+             "    if shape.__class__ is int:",
+             '        if getattr(value, "ndim", None) != shape:',
+             "            _shape_error(fn, name, value, decl, {})",
+             '    elif getattr(value, "shape", None) != shape:      # which message: the rank, or a size',
+             '        if getattr(value, "ndim", None) != len(shape):',
+             "            _shape_error(fn, name, value, decl, {})",
+             "        if tuple(value.shape) != shape:",
+             "            _shape_error(fn, name, value, decl, known or {})",
+             f"    if {backend.dtype_check('value', 'dtype')}:",
+             "        _dtype_error(fn, name, value, want)"]
+    device = backend.device_check("value", "first")
+    if device:
+        lines += [f"    if first is not None and {device}:",
+                  "        _device_error(fn, name, value, first_name, first)"]
+    return "\n".join(lines)
+
 
 def arg_checks(backend, g: Graph, name: str, args, root: int | None = None) -> list[str]:
     """Checks of every argument against the declared signature, binding the free dims.
 
-    Per argument, in order: its rank; each free dim it has as a dimension of its own is
-    bound there (`k = x.shape[1]`; derived dims are expanded, so `[m]` with `dim m = n / 2`
-    binds nothing); derived dims computable from what is bound are computed, with a check
-    that they are integers (`n / 2` needs an even n); its other dimensions are compared
-    with their declared values; its dtype; its device (the first argument's).  A free dim
-    that only appears inside expressions (`[2 * n]`, `[a * b]` with a bound) is solved from
+    Per argument, one call of `_check_arg` (check_arg_runtime): its rank, its dtype, its device
+    (the first argument's) and, when every dim of its shape is known before it, its sizes.
+    Otherwise, after that call: each free dim it has as a dimension of its own is bound there
+    (`k = x.shape[1]`; derived dims are expanded, so `[m]` with `dim m = n / 2` binds nothing);
+    derived dims computable from what is bound are computed, with a check that they are
+    integers (`n / 2` needs an even n); its other dimensions are compared with their declared
+    values.  A free dim that only appears inside expressions (`[2 * n]`, `[a * b]` with a bound) is solved from
     one of them (`n = x.shape[0] // 2`) and the arguments that needed it are checked then;
     one that cannot be found from the shapes is a DimError at compile time.
     """
@@ -85,22 +115,36 @@ def arg_checks(backend, g: Graph, name: str, args, root: int | None = None) -> l
                 out.append(f"    {s.name} = {pyexpr(e)}")
                 bound.add(s)
 
+    def known_dims(shape) -> str:
+        """The `known` dict of a size error: the value of each dim the declared shape names."""
+        return "{" + ", ".join(f"{s.name!r}: {s.name}" for s in sorted(
+            {x for d in shape for x in sp.sympify(d).free_symbols}, key=str)) + "}"
+
     def size_check(a, shape):
         checks = [f"{a}.shape[{i}] != {pyexpr(d)}" for i, d in enumerate(shape) if (a, i) not in sources]
         if checks:
-            known = ", ".join(f"{s.name!r}: {s.name}" for s in sorted(
-                {x for d in shape for x in sp.sympify(d).free_symbols}, key=str))
             out.append(f"    if {' or '.join(checks)}:")
-            out.append(f"        _shape_error({name!r}, {a!r}, {a}, {shape_str(shape)!r}, {{{known}}})")
+            out.append(f"        _shape_error({name!r}, {a!r}, {a}, {shape_str(shape)!r}, {known_dims(shape)})")
 
     def ready(shape):
         return all(sp.sympify(d).free_symbols <= bound for d in shape)
 
     deferred = []
+    devices = bool(backend.device_check("value", "first"))
     for j, (a, node) in enumerate(args):
         shape = node["shape"]
-        out.append(f"    if getattr({a}, 'ndim', None) != {len(shape)}:")
-        out.append(f"        _shape_error({name!r}, {a!r}, {a}, {shape_str(shape)!r}, {{}})")
+        whole = ready(shape)          # every size known before this argument: compared in the call
+        sizes = "(" + ", ".join(pyexpr(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+        known = known_dims(shape) if whole else "{}"
+        call = [repr(name), repr(a), a, repr(shape_str(shape)), sizes if whole else str(len(shape)),
+                backend.check_dtype(node["dtype"]), repr(node["dtype"]), known if known != "{}" else "None"]
+        if j and devices:
+            call += [args[0][0], repr(args[0][0])]
+        while call[-1] == "None":     # the optional arguments left at their defaults
+            call.pop()
+        out.append(f"    _check_arg({', '.join(call)})")
+        if whole:
+            continue
         for i, d in enumerate(shape):
             e = expand(d)
             if e.is_Symbol and e not in bound:
@@ -112,12 +156,6 @@ def arg_checks(backend, g: Graph, name: str, args, root: int | None = None) -> l
             size_check(a, shape)
         else:
             deferred.append((a, shape))
-        out.append(f"    if {backend.dtype_check(a, node['dtype'])}:")
-        out.append(f"        _dtype_error({name!r}, {a!r}, {a}, {node['dtype']!r})")
-        cond = backend.device_check(a, args[0][0]) if j else None
-        if cond:
-            out.append(f"    if {cond}:")
-            out.append(f"        _device_error({name!r}, {a!r}, {a}, {args[0][0]!r}, {args[0][0]})")
     size = sp.Symbol("_size_", integer=True, positive=True)
     while True:
         for a, shape in [x for x in deferred if ready(x[1])]:   # bound by a later argument

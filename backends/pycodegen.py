@@ -16,14 +16,15 @@ from dataclasses import dataclass, field
 
 from opdsl.errors import BackendError, clip
 from opdsl.ir import Graph
+from opdsl.provenance import citations
 from opdsl.pytext import comment, docstring, printable
 from opdsl.version import __version__
 
 from .base import Backend
-from .pychecks import arg_checks
+from .pychecks import arg_checks, check_arg_runtime
 from .pyexpr import pyexpr, shape_str
 from .pynames import Names, check_names
-from .pyruntime import RUNTIME, prim_runtime
+from .pyruntime import RUNTIME, module_constants, prim_runtime
 
 
 def header(file: str, backend: str, exports: str, notes: tuple = ()) -> list[str]:
@@ -98,12 +99,14 @@ class PythonBackend(Backend):
         lines = header(g.meta.get("file", "<string>"), self.name, exports_summary(self, g))
         lines.extend(self.imports)
         lines.append(RUNTIME.format(array=self.array).rstrip("\n"))
+        lines.append(check_arg_runtime(self))
         lines.extend(prim_runtime(g))
         lines.append("")
         dims = module_dims(g)
         if dims:
             lines.append("")
             lines.extend(dims)
+        lines.extend(module_constants(g))
         for name, root in g.exports.items():
             lines.append("")
             lines.append("")
@@ -129,15 +132,17 @@ class PythonBackend(Backend):
         names = Names(self.reserved + tuple(a for a, _ in args) + tuple(t.symbols))
         ctx.extra["names"] = names          # for primitives that emit a nested function (cg)
         var: dict[int, str] = {}
-        last_line = None
+        cites = citations(g, root, name)    # the statement each node came from, in this function
+        last = None
         for v in g.live([root]):
             n = g[v]
-            if n.kind == "arg":
+            if n.is_arg:
                 var[v] = n.attrs["name"]
                 continue
-            if n.span is not None and n.span.line != last_line and n.span.source_line():
-                out.append(f"    {source_comment(n.span)}")
-                last_line = n.span.line
+            span = cites[v]
+            if span is not None and (span.file, span.line) != last and span.source_line():
+                out.append(f"    {source_comment(span)}")
+                last = (span.file, span.line)
             var[v] = names.fresh(n.name)
             before, code = emit_node(ctx, n, [var[o] for o in n.operands])
             out.extend(f"    {line}" for line in before)
@@ -149,8 +154,13 @@ class PythonBackend(Backend):
 
     # ---- what the argument checks and emit entries ask the backend ---------------
     def dtype_check(self, a: str, dtype: str) -> str:
-        """The condition under which argument `a` has the wrong dtype."""
-        return f"{a}.dtype != {self.dtype(dtype)}"
+        """The condition under which argument `a` does not have dtype `dtype` (code: what
+        check_dtype spells), in the module's _check_arg (pychecks.check_arg_runtime)."""
+        return f"{a}.dtype != {dtype}"
+
+    def check_dtype(self, dtype: str) -> str:
+        """How the argument checks spell dtype `dtype` for dtype_check."""
+        return self.dtype(dtype)
 
     def device_check(self, a: str, first: str) -> str | None:
         """The condition under which argument `a` is on another device than `first` (None: no devices)."""
@@ -196,7 +206,7 @@ def nested_function(ctx, body, captures, base="_matvec") -> tuple[str, list[str]
     lines = [f"def {fname}({p}):"]
     for v in g.live([body.root]):
         n = g[v]
-        if n.kind == "arg":
+        if n.is_arg:
             var[v] = p if v == body.loop else cap.get(v, n.attrs["name"])
             continue
         var[v] = names.fresh(None)

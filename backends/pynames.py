@@ -18,7 +18,7 @@ class Names:
         # builtins and the runtime helpers too: a local named `getattr` or `_shape_error` would break the checks
         self.taken = set(taken) | set(keyword.kwlist) | set(dir(builtins)) | {"ArgumentError", "_shape_error",
                                                                                "_dtype_error", "_dim_error",
-                                                                               "_device_error"}
+                                                                               "_device_error", "_check_arg"}
         self.n = 0
 
     def fresh(self, base: str | None) -> str:

@@ -3,7 +3,11 @@ calls, added to a module only when it uses them; `site` names where a primitive 
 run-time messages."""
 from __future__ import annotations
 
+import re
+
+from opdsl.errors import BackendError
 from opdsl.ir import Graph
+from opdsl.primitives import PRIMS
 
 # every module: ArgumentError and the messages of the argument checks (pychecks.py); `{array}`
 # names what the functions take
@@ -118,28 +122,50 @@ def _cg(what, matvec, b, tol, maxiter, minv=None):
                       f"{res:.3g} > tol = {tol:g}", RuntimeWarning, stacklevel=3)
     return x'''
 
+# helper group (what a primitive's code may call: Prim.runtime) -> its code
 RUNTIME_HELPERS = {"linalg": LINALG_RUNTIME, "cg": CG_RUNTIME}
-# primitive -> the helper its code calls (a backend whose emit calls no helper loses nothing by it)
-PRIM_RUNTIME = {"solve": "linalg", "cholesky": "linalg", "cho_solve": "linalg", "checked": "linalg",
-                "cg": "cg"}
 
 
-def _prims_used(g: Graph) -> set:
-    kinds = set()
+def _nodes_used(g: Graph):
+    """The live nodes of g and of the loop bodies they carry (cg's)."""
     for v in g.live():
         n = g[v]
-        kinds.add(n.kind)
+        yield n
         body = n.attrs.get("body")
         if body is not None and hasattr(body, "graph"):
-            kinds |= _prims_used(body.graph)
-    return kinds
+            yield from _nodes_used(body.graph)
+
+
+def helpers_used(g: Graph) -> set:
+    """The helper groups (Prim.runtime) the primitives of g may call."""
+    return {h for n in _nodes_used(g) for h in PRIMS[n.kind].helpers(n.attrs)}
 
 
 def prim_runtime(g: Graph, helpers=None) -> list[str]:
     """The helper code (RUNTIME_HELPERS) the primitives of g call, in a fixed order."""
-    used = _prims_used(g)
-    keys = {PRIM_RUNTIME[k] for k in used if k in PRIM_RUNTIME}
+    keys = helpers_used(g)
     return [RUNTIME_HELPERS[k].rstrip("\n") for k in (helpers or RUNTIME_HELPERS) if k in keys]
+
+
+def const_name(n) -> str:
+    """The module-level name of `const` node n's value (its `name`, private to the module)."""
+    return "_" + re.sub(r"\W", "_", n.attrs["name"])
+
+
+def module_constants(g: Graph) -> list[str]:
+    """`_name = <numpy expression>` for each constant of g (the `const` primitive), computed once
+    when the module is imported; emit entries convert it to the dtype (and array type) they need.
+    Numpy is `np` in the module (every Python backend imports it so)."""
+    exprs: dict[str, str] = {}
+    for n in _nodes_used(g):
+        if n.kind == "const":
+            name = const_name(n)
+            if exprs.setdefault(name, n.attrs["expr"]) != n.attrs["expr"]:
+                raise BackendError(f"internal: two constants named {name!r} with different values", n.span)
+    if not exprs:
+        return []
+    return ["", "", "# ---- constants, computed once when the module is imported"] + \
+        [f"{name} = {expr}" for name, expr in exprs.items()]
 
 
 def site(span) -> str:

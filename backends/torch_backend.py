@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from opdsl.primitives import orf_expr
 from opdsl.pytext import docstring
 
 from .array_api import emit_cg, python_emit
 from .layers import init_scale, param_dims, param_specs
 from .pycodegen import PythonBackend, function_doc
 from .pyexpr import fill_value, pyexpr, shape_code
-from .pyruntime import site
+from .pyruntime import const_name, site
 
 UNARY = {
     "neg": "-{x}", "exp": "torch.exp({x})", "log": "torch.log({x})", "sqrt": "torch.sqrt({x})",
@@ -122,9 +121,8 @@ class TorchBackend(PythonBackend):
         "cumsum": lambda c, n, a: f"torch.cumsum({a[0]}, dim={n.attrs['axis']})",
         "rfft": lambda c, n, a: f"torch.fft.rfft({a[0]}, n={pyexpr(n.attrs['n'])}, dim=-1)",
         "irfft": lambda c, n, a: f"torch.fft.irfft({a[0]}, n={pyexpr(n.attrs['n'])}, dim=-1)",
-        # FAVOR+ features: drawn by numpy when the module runs (opdsl/primitives.py, orf_expr)
-        "orf": lambda c, n, a: (f"torch.as_tensor({orf_expr(n.attrs['m'], n.attrs['d'], n.attrs['seed'])}, "
-                                f"dtype={_dtype(c, n)}, device={c.dev})"),
+        # a constant: a numpy array computed once, at the module's top (pyruntime.module_constants)
+        "const": lambda c, n, a: f"torch.as_tensor({const_name(n)}, dtype={_dtype(c, n)}, device={c.dev})",
         # linear algebra: _linalg / _finite raise the module's SingularError (pyruntime.LINALG_RUNTIME)
         "solve": lambda c, n, a: f"_linalg({site(n.span)!r}, torch.linalg.solve, {a[0]}, {a[1]})",
         "cholesky": lambda c, n, a: f"_linalg({site(n.span)!r}, torch.linalg.cholesky, {a[0]})",

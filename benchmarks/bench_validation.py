@@ -37,11 +37,15 @@ TARGET = 0.05
 
 
 def strip_checks(source: str) -> str:
-    """The module without its argument checks: every `if ...:` whose body raises through a
-    `_..._error(...)` helper is dropped; bindings of free dims (`k = x.shape[1]`) stay."""
+    """The module without its argument checks: every `_check_arg(...)` call and every `if ...:`
+    whose body raises through a `_..._error(...)` helper is dropped; bindings of free dims
+    (`k = x.shape[1]`) stay."""
     lines = source.splitlines()
     out, i = [], 0
     while i < len(lines):
+        if lines[i].startswith("    _check_arg("):
+            i += 1
+            continue
         if re.match(r"    if .*:$", lines[i]) and i + 1 < len(lines) and re.match(r"        _\w+_error\(", lines[i + 1]):
             i += 2
             continue
@@ -109,7 +113,8 @@ def rows(quick: bool = False) -> list[dict]:
         t_plain = median_ms(lambda: plain(**args), reps)
         check_us = per_call_us(lambda: only(**args), 500 if quick else 2000)
         overhead = check_us / 1e3 / t_plain
-        n_checks = prog.source.split(f"def {export}(")[1].split("\n    # ")[0].count("_error(")
+        head = prog.source.split(f"def {export}(")[1].split("\n    # ")[0]
+        n_checks = head.count("_error(") + head.count("_check_arg(")
         out.append({
             "workload": f"{name}: argument checks", "baseline": "the same generated code without its checks",
             "flop_ratio": None, "opdsl_ms": t_checked, "baseline_ms": t_plain,

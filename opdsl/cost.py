@@ -30,6 +30,7 @@ import sympy as sp
 
 from .ir import Graph
 from .kinds.linalg_analysis import triangular
+from .primitives import PRIMS
 
 DEFAULT_HINT = 256
 
@@ -224,7 +225,7 @@ def largest_intermediate(prim: Graph, roots=None, ev: Evaluator | None = None):
     best, best_n = sp.Integer(0), 0.0
     for v in prim.live(roots):
         n = prim[v]
-        if n.kind in ("arg", "reshape", "swap"):      # arguments and views hold no new data
+        if PRIMS[n.kind].view:      # arguments and views hold no new data
             continue
         size = numel(n.type.shape)
         x = ev.num(size)
@@ -244,7 +245,7 @@ class Cost:
 
 def apply_cost(g: Graph, op: int, k=None) -> Cost:
     """FLOPs and largest intermediate of applying operator op (any kind) to an [n, k] tensor."""
-    from opdsl.passes.lower import lower
+    from opdsl.passes.prim_simplify import to_primitives
     k = sp.Symbol("k", integer=True, positive=True) if k is None else sp.sympify(k)
     scratch = g.empty_like()
     m: dict = {}
@@ -253,9 +254,9 @@ def apply_cost(g: Graph, op: int, k=None) -> Cost:
     x = scratch.add("input", [], {"name": "__x", "shape": (t.cols, k), "dtype": "float32", "role": "input"})
     y = scratch.add("apply", [o, x])
     scratch.exports["__y"] = y
-    prim = lower(scratch)
+    prim = to_primitives(scratch)
     ev = Evaluator(prim.dims)
-    sizes = [numel(prim[v].type.shape) for v in prim.live() if prim.kind(v) not in ("arg", "reshape", "swap")]
+    sizes = [numel(prim[v].type.shape) for v in prim.live() if not PRIMS[prim.kind(v)].view]
     peak = max(sizes, key=lambda s: ev.num(s.subs(k, 64))) if sizes else sp.Integer(0)
     return Cost(sp.sympify(g.spec(op).flops(g, op, k)), peak)
 
@@ -278,12 +279,12 @@ class Summary:
 
 def summarize(program, export: str) -> Summary:
     """Dense, source-order and optimized FLOPs and the largest intermediates of one export of a Program."""
-    from opdsl.passes.lower import lower
+    from opdsl.passes.prim_simplify import to_primitives
     src, opt = program.graph, program.optimized
     ev = Evaluator(src.dims)
     cache = program.__dict__.setdefault("_cost_cache", {})
     if "source-lowered" not in cache:
-        cache["source-lowered"] = lower(src)
+        cache["source-lowered"] = to_primitives(src)
     prim_src = cache["source-lowered"]
     peak_s, _ = largest_intermediate(prim_src, [prim_src.exports[export]], ev)
     peak_o, _ = largest_intermediate(program.primitive, [program.primitive.exports[export]], ev)

@@ -73,15 +73,18 @@ def _export_report(program, name, ev, fired_here) -> list[str]:
     prev = compact(g0, [g0.exports[name]])
     lines.append("-- as written --")
     lines.extend("  " + ln for ln in prev)
+    level = "operator"
     for r in program.records:
         ga = r.graph_after
         text = compact(ga, [ga.exports[name]]) if ga is not None and name in ga.exports else []
         head = f"-- after {r.name} ({r.seconds * 1e3:.1f} ms)"
-        if r.level != "operator":
+        if r.level != level:          # lowering: the IR of the next level, in full
             lines.append(head + f" — {r.level} IR --")
             lines.extend("  " + ln for ln in text)
+            level, prev = r.level, text
             continue
-        mine = fired_here.get(r.name, {})
+        # a primitive pass rewrites the whole file at once: its counts are the file's
+        mine = fired_here.get(r.name, {}) if r.level == "operator" else r.fired
         fired = ", ".join(f"{k} ×{v}" for k, v in sorted(mine.items()))
         head += f" — rules fired: {fired}" if fired else " — no rule fired"
         if text == prev:
@@ -98,9 +101,10 @@ def _export_report(program, name, ev, fired_here) -> list[str]:
 
 def identity(rule: str) -> str:
     """The identity behind a rule of the simplify table or an event of the reassociation pass."""
+    from opdsl.passes.prim_simplify import TABLE
     from opdsl.passes.reassociate import EVENTS
     from opdsl.passes.simplify import rule_table
-    r = rule_table().named.get(rule)
+    r = rule_table().named.get(rule) or TABLE.named.get(rule)
     return r.identity if r is not None else EVENTS.get(rule, "")
 
 

@@ -23,6 +23,7 @@ from .errors import DimError, LimitError, NameError_, OpdslError, ParseError, Sp
 from .ir import Graph
 from .kinds import REGISTRY, Val
 from .kinds.base import DTYPES
+from .provenance import Statement
 
 PROPS = ("psd", "symmetric", "orthogonal", "lower", "upper", "diagonal", "invertible")
 INITS = ("normal", "zeros", "ones", "eye", "orthogonal", "uniform")
@@ -106,6 +107,7 @@ class Frontend:
         self.table = DimTable()
         self.graph = Graph(REGISTRY, self.table, meta={"file": filename, "source": text})
         self.env: dict[str, tuple[Val, Span]] = {}
+        self.uses: set[str] = set()     # the names the current statement reads (provenance.Statement)
         self.b = Builder(self.graph, known=self.env)
 
     # ---- spans ----------------------------------------------------------
@@ -122,7 +124,10 @@ class Frontend:
     def run(self) -> Graph:
         tree = parse(self.text, self.file)
         for st in tree.children:
+            self.uses = set()
             getattr(self, st.data)(st)
+            self.graph.meta.setdefault("statements", []).append(Statement(
+                st.data.removesuffix("_stmt"), str(st.children[0]), self.span(st), frozenset(self.uses)))
         unused = set(self.overrides) - set(self.table.symbols)
         if unused:
             raise DimError(f"--dim names {', '.join(sorted(unused))}, which the program does not declare",
@@ -219,24 +224,36 @@ class Frontend:
         return out[0]
 
     def _dim_node(self, node, args):
-        op = node.data
-        if op == "dint":
-            return sp.Integer(self.integer(args[0]))
-        if op == "dname":
-            name = str(args[0])
-            val = self.env.get(name)
-            if val is None or val[0].tag != "dim":
-                close = difflib.get_close_matches(name, list(self.table.symbols), n=3)
-                raise NameError_(f"unknown dimension {name!r}", self.span(args[0]),
-                                 hint=f"did you mean {', '.join(close)}?" if close
-                                 else f"declare it first: `dim {name}` (free) or `dim {name} = 64`")
-            return val[0].v
+        """One node of a dimension expression: the method named after its grammar rule (dim_*)."""
+        return getattr(self, f"dim_{node.data}")(node, args)
+
+    def dim_dint(self, node, args):
+        return sp.Integer(self.integer(args[0]))
+
+    def dim_dname(self, node, args):
+        name = str(args[0])
+        val = self.env.get(name)
+        if val is None or val[0].tag != "dim":
+            close = difflib.get_close_matches(name, list(self.table.symbols), n=3)
+            raise NameError_(f"unknown dimension {name!r}", self.span(args[0]),
+                             hint=f"did you mean {', '.join(close)}?" if close
+                             else f"declare it first: `dim {name}` (free) or `dim {name} = 64`")
+        return val[0].v
+
+    def dim_ddiv(self, node, args):
         a, b = args
-        if op == "ddiv":
-            if b == 0:
-                raise DimError("division by zero in a dimension", self.span(node))
-            return a / b
-        return {"dadd": lambda: a + b, "dsub": lambda: a - b, "dmul": lambda: a * b}[op]()
+        if b == 0:
+            raise DimError("division by zero in a dimension", self.span(node))
+        return a / b
+
+    def dim_dadd(self, node, args):
+        return args[0] + args[1]
+
+    def dim_dsub(self, node, args):
+        return args[0] - args[1]
+
+    def dim_dmul(self, node, args):
+        return args[0] * args[1]
 
     def shape(self, t) -> tuple:
         dims = []
@@ -354,51 +371,72 @@ class Frontend:
                               "or bind a repeated expression once with `let`")
 
     def _expr_node(self, node, args):
-        span = self.span(node)
-        b = self.b
-        op = node.data
-        if op == "number":
-            x = finite(float(args[0]), span)
-            text = str(args[0])
-            if x == 0 and text.lower().split("e")[0].strip("0.") != "":
-                # not written as zero, yet 0 in float64 (1e-400): an error, as 1e400 is and as
-                # 1e-320 * A is in float32 (builder.times)
-                raise TypeError_(f"the constant {clip(text, 24)} is 0 in float64 (smallest {FLOAT_MIN['float64']:g})",
-                                 span, hint="write 0 if 0 is meant")
-            return Val("num", int(x) if x.is_integer() and "." not in str(args[0]) else x, span)
-        if op == "name":
-            return self.lookup(args[0])
-        if op in ("add", "sub", "matmul", "mul", "div"):
-            fn = {"add": b.plus, "sub": b.minus, "matmul": b.matmul, "mul": b.times, "div": b.divide}[op]
-            return fn(self.resolve(args[0]), self.resolve(args[1]), span)
-        if op == "neg":
-            return b.negate(self.resolve(args[0]), span)
-        if op == "attr":
-            return b.attr(self.resolve(args[0]), str(args[1]), span)
-        if op == "kwarg":
-            return ("kw", args[0], args[1])
-        if op == "arglist":
-            return [a for a in args if a is not None]
-        if op == "call":
-            fname, arglist = args
-            pos, kw, names = [], {}, {}
-            for a in arglist or []:
-                if isinstance(a, tuple):
-                    key = str(a[1])
-                    if key in kw:
-                        raise TypeError_(f"option {key!r} given twice", self.span(a[1]))
-                    kw[key], names[key] = a[2], self.span(a[1])
-                else:
-                    if kw:
-                        raise TypeError_("a positional argument follows a keyword argument", a.span)
-                    pos.append(a)
-            return b.call(str(fname), pos, kw, span, names)
-        raise OpdslError(f"internal: unhandled syntax {op}", span)
+        """One node of an expression: the method named after its grammar rule (ex_*)."""
+        return getattr(self, f"ex_{node.data}")(node, args, self.span(node))
+
+    def ex_number(self, node, args, span):
+        x = finite(float(args[0]), span)
+        text = str(args[0])
+        if x == 0 and text.lower().split("e")[0].strip("0.") != "":
+            # not written as zero, yet 0 in float64 (1e-400): an error, as 1e400 is and as
+            # 1e-320 * A is in float32 (builder.times)
+            raise TypeError_(f"the constant {clip(text, 24)} is 0 in float64 (smallest {FLOAT_MIN['float64']:g})",
+                             span, hint="write 0 if 0 is meant")
+        return Val("num", int(x) if x.is_integer() and "." not in str(args[0]) else x, span)
+
+    def ex_name(self, node, args, span):
+        return self.lookup(args[0])
+
+    def _binary(self, fn, args, span):
+        return fn(self.resolve(args[0]), self.resolve(args[1]), span)
+
+    def ex_add(self, node, args, span):
+        return self._binary(self.b.plus, args, span)
+
+    def ex_sub(self, node, args, span):
+        return self._binary(self.b.minus, args, span)
+
+    def ex_matmul(self, node, args, span):
+        return self._binary(self.b.matmul, args, span)
+
+    def ex_mul(self, node, args, span):
+        return self._binary(self.b.times, args, span)
+
+    def ex_div(self, node, args, span):
+        return self._binary(self.b.divide, args, span)
+
+    def ex_neg(self, node, args, span):
+        return self.b.negate(self.resolve(args[0]), span)
+
+    def ex_attr(self, node, args, span):
+        return self.b.attr(self.resolve(args[0]), str(args[1]), span)
+
+    def ex_kwarg(self, node, args, span):
+        return ("kw", args[0], args[1])
+
+    def ex_arglist(self, node, args, span):
+        return [a for a in args if a is not None]
+
+    def ex_call(self, node, args, span):
+        fname, arglist = args
+        pos, kw, names = [], {}, {}
+        for a in arglist or []:
+            if isinstance(a, tuple):
+                key = str(a[1])
+                if key in kw:
+                    raise TypeError_(f"option {key!r} given twice", self.span(a[1]))
+                kw[key], names[key] = a[2], self.span(a[1])
+            else:
+                if kw:
+                    raise TypeError_("a positional argument follows a keyword argument", a.span)
+                pos.append(a)
+        return self.b.call(str(fname), pos, kw, span, names)
 
     def lookup(self, tok: Token) -> Val:
         name = str(tok)
         span = self.span(tok)
         if name in self.env:
+            self.uses.add(name)
             v = self.env[name][0]
             return Val(v.tag, v.v, span)
         if name in ("true", "false"):
@@ -440,7 +478,7 @@ def param_inits(g: Graph) -> dict:
     """
     out = {}
     for n in g.nodes():
-        if n.kind != "input" or n.attrs.get("role") != "param":
+        if not n.is_input or n.attrs.get("role") != "param":
             continue
         iname, args = n.attrs.get("init", ("normal", ()))
         counts, rank, names = INIT_ARGS[iname]

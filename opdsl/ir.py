@@ -1,6 +1,6 @@
 """The IR: a thin class over a networkx graph with ordered operands.
 
-Both levels of DESIGN.md use it: the operator level (kinds in ``opdsl.kinds``)
+Both levels of the pipeline (docs/architecture.md) use it: the operator level (kinds in ``opdsl.kinds``)
 and the primitive level (``opdsl.primitives``).  A node holds its kind, an
 ordered tuple of operand ids (so ``kron(A, A)`` keeps both operands), frozen
 attributes, its inferred type and the source span it came from.  Edges
@@ -9,6 +9,10 @@ networkx algorithms (topological order, reachability, drawing) apply.
 
 Nodes are hash-consed: adding a node equal to an existing one returns the
 existing id, which is common-subexpression elimination at construction time.
+Spans are metadata, not part of a node's identity: the node keeps the first
+span it was built with (error messages quote it) and the graph records the
+others (``Graph.spans``), so that generated code can cite, in each function,
+a statement that function really comes from (opdsl/provenance.py).
 """
 from __future__ import annotations
 
@@ -71,6 +75,16 @@ class Node:
     def attr(self, key, default=None):
         return self.attrs.get(key, default)
 
+    # The two leaf kinds every level has, asked by name in one place: a declared input or param
+    # of the operator level, and an argument of a primitive program.
+    @property
+    def is_input(self) -> bool:
+        return self.kind == "input"
+
+    @property
+    def is_arg(self) -> bool:
+        return self.kind == "arg"
+
 
 @dataclass
 class Graph:
@@ -83,6 +97,7 @@ class Graph:
     g: nx.MultiDiGraph = field(default_factory=nx.MultiDiGraph)
     _memo: dict = field(default_factory=dict)
     _next: int = 0
+    _more_spans: dict = field(default_factory=dict)   # id -> {(file, line, column): span} beyond the first
 
     def add(self, kind: str, operands=(), attrs: dict | None = None, span: Span | None = None,
             name: str | None = None, type=None) -> int:
@@ -90,6 +105,8 @@ class Graph:
         key = (kind, operands, freeze(attrs))
         hit = self._memo.get(key)
         if hit is not None:
+            if span is not None:
+                self.note_span(hit, span)
             if name and not self.g.nodes[hit]["node"].name:
                 self.rename(hit, name)
             return hit
@@ -108,6 +125,23 @@ class Graph:
             self.g.add_edge(o, v, key=i)
         self._memo[key] = v
         return v
+
+    def note_span(self, v: int, span: Span) -> None:
+        """Record that node v was also built from `span` (one entry per source position)."""
+        first = self.g.nodes[v]["node"].span
+        if first is None or span is first:
+            return
+        key = (span.file, span.line, span.column)
+        if key != (first.file, first.line, first.column):
+            self._more_spans.setdefault(v, {}).setdefault(key, span)
+
+    def spans(self, v: int) -> tuple:
+        """Every source span node v was built from, the first one (Node.span) first."""
+        first = self[v].span
+        more = self._more_spans.get(v)
+        if first is None:
+            return ()
+        return (first,) + tuple(more.values()) if more else (first,)
 
     def rename(self, v: int, name: str) -> None:
         n = self.g.nodes[v]["node"]
@@ -172,6 +206,8 @@ class Graph:
                 mapping[u] = fn(self, n, ops)
             else:
                 mapping[u] = self.add(n.kind, ops, n.attrs, n.span, n.name)
+            for s in src._more_spans.get(u, {}).values():
+                self.note_span(mapping[u], s)
         return mapping[v]
 
     def to_text(self, roots=None) -> str:

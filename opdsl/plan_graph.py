@@ -44,7 +44,7 @@ def graph_after(program, after: str | None):
 
 def _role(g, v) -> str:
     n = g[v]
-    if n.kind in ("input", "arg"):
+    if n.is_input or n.is_arg:
         return "param" if n.attrs.get("role") == "param" else "input"
     spec = g.registry[n.kind]
     produces = getattr(spec, "produces", None)
@@ -59,7 +59,7 @@ def _esc(s: str) -> str:
 
 def _label(g, v) -> str:
     n = g[v]
-    if n.kind in ("input", "arg"):
+    if n.is_input or n.is_arg:
         return f"{n.attrs.get('name', n.name)}\n{n.type}"
     attrs = [f"{k}={a}" for k, a in n.attrs.items() if k not in ("init", "props", "spec", "dtype") and a != ()]
     head = n.kind + (f" ({', '.join(attrs)})" if attrs else "")
@@ -104,7 +104,7 @@ def write_plan(path, out, dims: dict | None = None, after: str | None = None) ->
 
 def write_program(program, out, after: str | None = None) -> str:
     g = graph_after(program, after)
-    stage = after or (program.records[-2].name if len(program.records) > 1 else "source")
+    stage = after or next((r.name for r in reversed(program.records) if r.level == "operator"), "source")
     dot = to_dot(g, f"{program.filename} after {stage}")
     out = Path(out)
     fmt = out.suffix.lower().lstrip(".")

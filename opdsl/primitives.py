@@ -1,14 +1,31 @@
 """The primitive set: what lowering produces and what a backend implements.
 
-Each primitive has a shape rule (``infer``) and a numpy meaning (``np``) used by
-the primitive-level interpreter in the tests.  Backends (``opdsl.backends``)
-hold one emit entry per primitive and nothing about operator kinds.
+Every fact about a primitive is on its `Prim`, and the compiler and the backends read it there
+(``PRIMS[name].singular``, ...) instead of keeping lists of names of their own:
+
+- ``infer``, ``dtype``: its shape rule and result dtype;
+- ``np``: its numpy meaning, which the primitive interpreter (opdsl/interpret.py) evaluates and
+  every backend's emit entry is tested against (tests/test_primitives.py);
+- ``promote``: lowering casts its operands to one real dtype first (passes/lower.py);
+- ``view``: its result holds no new data, so the cost model does not count it as an
+  intermediate (opdsl/cost.py);
+- ``runtime``: the helper groups its generated Python code may call (backends/pyruntime.py adds
+  the code of those a module uses; a backend whose code calls none loses nothing by it);
+- ``eager``: it needs values on the host while it runs (a loop with a stopping test): JAX runs
+  an export using it op by op instead of under jax.jit;
+- ``singular``: it may meet a singular matrix, which shows as a non-finite result that the
+  entry point reports as the module's SingularError (JAX, TVM: nothing can raise in a kernel).
+
+The set is closed: backends (``opdsl.backends``) hold one emit entry per primitive and nothing
+about operator kinds, and a new family lowers to these primitives.  A new primitive is for a new
+capability of the backends, not for a new family: a family's precomputed data (FAVOR+'s random
+features) is a `const`, a numpy expression evaluated once.
 
 Shapes are tuples of sympy expressions over the program's dims.
 """
 from __future__ import annotations
 
-import string
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -30,9 +47,18 @@ class Prim:
     np: Callable             # (*arrays, **attrs) -> array
     doc: str = ""
     dtype: Callable | None = None   # (operand dtypes, attrs) -> dtype; default: widest operand
+    promote: bool = False           # operands cast to one real dtype by lowering
+    view: bool = False              # holds no new data (a view, or the caller's argument)
+    runtime: tuple | Callable = ()  # helper groups its code may call; or attrs -> such a tuple
+    eager: bool = False             # needs host values while it runs (JAX: the export runs op by op)
+    singular: bool = False          # a singular matrix gives a non-finite result: SingularError
 
     def __post_init__(self):
         PRIMS[self.name] = self
+
+    def helpers(self, attrs) -> tuple:
+        """The runtime helper groups the code of a node with these attrs may call."""
+        return self.runtime(attrs) if callable(self.runtime) else self.runtime
 
     # Graph.add calls spec.infer(graph, operands, attrs, span)
     def infer_node(self, g, ops, attrs, span):
@@ -152,113 +178,119 @@ def _real(dts, attrs):
     return "float64" if "complex128" in dts else "float32"
 
 
+def _declared(dts, attrs):
+    return attrs["dtype"]
+
+
+def _same(g, ts, attrs):
+    return ts[0].shape
+
+
+def _broadcast2(g, ts, attrs):
+    return broadcast(ts[0].shape, ts[1].shape)
+
+
 UNARY = {
     "neg": np.negative, "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "recip": np.reciprocal,
     "relu": lambda x: np.maximum(x, 0), "abs": np.abs, "square": np.square,
     "elu1": lambda x: np.where(x >= 0, x + 1, np.exp(np.minimum(x, 0))),
 }
 
-Prim("arg", lambda g, ts, a: a["shape"], lambda **a: None, "a function argument",
-     dtype=lambda d, a: a["dtype"])
+
+# ---- constants and arguments ---------------------------------------------------------------------
+
+Prim("arg", lambda g, ts, a: a["shape"], lambda **a: None, "a function argument (the caller's data)",
+     dtype=_declared, view=True)
 Prim("eye", lambda g, ts, a: (a["n"], a["n"]), lambda n, dtype: np.eye(int(n), dtype=dtype),
-     "identity matrix", dtype=lambda d, a: a["dtype"])
+     "identity matrix", dtype=_declared)
 Prim("zeros", lambda g, ts, a: a["shape"], lambda shape, dtype: np.zeros([int(s) for s in shape], dtype),
-     "zeros", dtype=lambda d, a: a["dtype"])
+     "zeros", dtype=_declared)
+Prim("fill", lambda g, ts, a: a["shape"],
+     lambda shape, value, dtype: np.full([int(s) for s in shape], float(value), dtype=dtype),
+     "a constant tensor; `value` is a number or a dim expression", dtype=_declared)
+Prim("tri", lambda g, ts, a: (a["n"], a["m"]), lambda n, m, k, dtype: np.tri(int(n), int(m), int(k), dtype=dtype),
+     "[n, m] matrix of ones on and below diagonal k (numpy.tri)", dtype=_declared)
+
+
+@functools.lru_cache(maxsize=8)
+def const_value(expr: str) -> np.ndarray:
+    """The value of a `const` primitive: numpy expression `expr` (numpy as `np`), evaluated once.
+
+    The expressions are the compiler's own (a kind writes them at lowering, e.g. FAVOR+'s
+    features), never the user's text; read-only, since every node with this expr shares it."""
+    value = np.array(eval(expr, {"__builtins__": {}, "np": np, "range": range}))  # noqa: S307
+    value.flags.writeable = False
+    return value
+
+
+Prim("const", lambda g, ts, a: const_value(a["expr"]).shape,
+     lambda expr, dtype, name: const_value(expr).astype(dtype),
+     "an array computed at compile time: numpy expression `expr` (numpy as `np`), deterministic, "
+     "evaluated when the node is made (its shape is the value's); the Python backends define it once "
+     "per module, as `_<name>` (one name, one expr), TVM passes its value to the kernel",
+     dtype=_declared)
+
+# ---- views and data movement ---------------------------------------------------------------------
+
 Prim("reshape", lambda g, ts, a: a["shape"], lambda x, shape: x.reshape([int(s) for s in shape]),
-     "reshape (row-major), no copy when contiguous")
+     "reshape (row-major), no copy when contiguous", view=True)
 Prim("permute", lambda g, ts, a: tuple(ts[0].shape[i] for i in a["perm"]),
      lambda x, perm: np.transpose(x, perm), "axis permutation")
 Prim("swap", lambda g, ts, a: ts[0].shape[:-2] + (ts[0].shape[-1], ts[0].shape[-2]),
-     lambda x: np.swapaxes(x, -1, -2), "transpose of the last two axes (a view)")
-Prim("matmul", _matmul_shape, np.matmul, "batched matrix product with broadcasting")
-Prim("einsum", _einsum_shape, _np_einsum, "two-operand contraction")
-Prim("add", lambda g, ts, a: broadcast(ts[0].shape, ts[1].shape), np.add, "broadcast add")
-Prim("sub", lambda g, ts, a: broadcast(ts[0].shape, ts[1].shape), np.subtract, "broadcast subtract")
-Prim("mul", lambda g, ts, a: broadcast(ts[0].shape, ts[1].shape), np.multiply, "broadcast multiply")
-Prim("div", lambda g, ts, a: broadcast(ts[0].shape, ts[1].shape), np.divide, "broadcast divide")
-Prim("scale", lambda g, ts, a: ts[0].shape, lambda x, c: x * np.asarray(c, x.dtype), "multiply by a constant")
-Prim("unary", lambda g, ts, a: ts[0].shape, lambda x, fn: UNARY[fn](x), "elementwise function")
-Prim("sum", _reduce_shape, lambda x, axis, keepdims=False: x.sum(axis=axis, keepdims=keepdims), "sum over an axis")
-Prim("cumsum", lambda g, ts, a: ts[0].shape, lambda x, axis: np.cumsum(x, axis=axis), "inclusive prefix sum")
-Prim("concat", _concat_shape, lambda *xs, axis: np.concatenate(xs, axis=axis), "concatenate")
+     lambda x: np.swapaxes(x, -1, -2), "transpose of the last two axes (a view)", view=True)
+Prim("concat", _concat_shape, lambda *xs, axis: np.concatenate(xs, axis=axis), "concatenate", promote=True)
 Prim("slice", _slice_shape, _slice_np, "contiguous slice along one axis")
-Prim("rfft", _fft_shape(True), lambda x, n: np.fft.rfft(x, n=int(n), axis=-1), "real FFT, last axis",
-     dtype=_complex)
-Prim("irfft", _fft_shape(False), lambda x, n: np.fft.irfft(x, n=int(n), axis=-1), "inverse real FFT, last axis",
-     dtype=_real)
-Prim("cast", lambda g, ts, a: ts[0].shape, lambda x, dtype: x.astype(dtype), "dtype conversion",
-     dtype=lambda d, a: a["dtype"])
+Prim("flip", _same, lambda x, axis: np.flip(x, axis=axis), "reverse one axis")
+Prim("diagonal", lambda g, ts, a: ts[0].shape[:-1], lambda x: np.diagonal(x, axis1=-2, axis2=-1).copy(),
+     "the diagonal of the last two (equal) axes")
+Prim("cast", _same, lambda x, dtype: x.astype(dtype), "dtype conversion", dtype=_declared)
 
+# ---- elementwise ---------------------------------------------------------------------------------
 
-def _solve_triangular_np(a, b, upper=True):
-    """Solve triu(a) x = b (tril when upper=False); the other triangle of a is ignored."""
-    return np.linalg.solve(np.triu(a) if upper else np.tril(a), b)
+Prim("add", _broadcast2, np.add, "broadcast add", promote=True)
+Prim("sub", _broadcast2, np.subtract, "broadcast subtract", promote=True)
+Prim("mul", _broadcast2, np.multiply, "broadcast multiply", promote=True)
+Prim("div", _broadcast2, np.divide, "broadcast divide", promote=True)
+Prim("scale", _same, lambda x, c: x * np.asarray(c, x.dtype), "multiply by a constant")
+Prim("shift", _same, lambda x, c: x + np.asarray(c, x.dtype), "add a constant")
+Prim("unary", _same, lambda x, fn: UNARY[fn](x), "elementwise function `fn` (UNARY)")
 
-
-Prim("solve_triangular",
-     lambda g, ts, a: broadcast(ts[0].shape[:-2], ts[1].shape[:-2]) + ts[1].shape[-2:],
-     _solve_triangular_np,
-     "x with triu(A) x = B (tril(A) when upper=False), broadcast over batch dims; "
-     "only the named triangle of A is read")
-
-
-# ---- structured families: attention and FFT convolution (opdsl/kinds/attention.py, fftconv.py) ----
 
 def _tril_np(x, k=0, fill=0.0):
     r, c = x.shape[-2], x.shape[-1]
     return np.where(np.tri(r, c, int(k), dtype=bool), x, np.asarray(fill, x.dtype))
 
 
-# The FAVOR+ random features: m rows of blocks of d x d orthogonal matrices (QR of
-# Gaussian draws with the signs of diag(R) fixed, so each row is uniform on the
-# sphere), each row rescaled to the norm of a Gaussian vector: every row is N(0, I).  The
-# backends emit ORF_NUMPY_EXPR verbatim, so the generated code rebuilds exactly
-# these numbers from the seed (tests/test_families_attention_conv.py checks it).
-ORF_NUMPY_EXPR = ("(lambda r: np.concatenate([(lambda qr: (qr[0] * np.sign(np.diag(qr[1]))).T)"
-                  "(np.linalg.qr(r.standard_normal(({d}, {d})))) for _ in range({blocks})])[:{m}] "
-                  "* np.linalg.norm(r.standard_normal(({m}, {d})), axis=1)[:, None])(np.random.default_rng({seed}))")
+Prim("tril", _same, _tril_np,
+     "keep entries on and below diagonal k of the last two axes, set the others to `fill`")
 
+# ---- contractions, reductions, scans, FFT --------------------------------------------------------
 
-def orthogonal_features(m: int, d: int, seed: int) -> np.ndarray:
-    """The [m, d] FAVOR+ feature matrix drawn from `seed` (float64)."""
-    r = np.random.default_rng(int(seed))
-    blocks = -(-int(m) // int(d))
-    rows = []
-    for _ in range(blocks):   # Q R of a Gaussian matrix, signs fixed by diag(R): Q is Haar-distributed
-        q, rr = np.linalg.qr(r.standard_normal((int(d), int(d))))
-        rows.append((q * np.sign(np.diag(rr))).T)
-    w = np.concatenate(rows)[:int(m)]
-    return w * np.linalg.norm(r.standard_normal((int(m), int(d))), axis=1)[:, None]
-
-
-def orf_expr(m, d, seed) -> str:
-    """ORF_NUMPY_EXPR for concrete sizes (what the backends emit)."""
-    return ORF_NUMPY_EXPR.format(m=int(m), d=int(d), seed=int(seed), blocks=-(-int(m) // int(d)))
-
-
+Prim("matmul", _matmul_shape, np.matmul, "batched matrix product with broadcasting", promote=True)
+Prim("einsum", _einsum_shape, _np_einsum, "two-operand contraction", promote=True)
+Prim("sum", _reduce_shape, lambda x, axis, keepdims=False: x.sum(axis=axis, keepdims=keepdims), "sum over an axis")
 Prim("max", _reduce_shape, lambda x, axis, keepdims=False: x.max(axis=axis, keepdims=keepdims),
      "maximum over an axis")
-Prim("tril", lambda g, ts, a: ts[0].shape, _tril_np,
-     "keep entries on and below diagonal k of the last two axes, set the others to `fill`")
-Prim("flip", lambda g, ts, a: ts[0].shape, lambda x, axis: np.flip(x, axis=axis), "reverse one axis")
-Prim("shift", lambda g, ts, a: ts[0].shape, lambda x, c: x + np.asarray(c, x.dtype), "add a constant")
-Prim("tri", lambda g, ts, a: (a["n"], a["m"]), lambda n, m, k, dtype: np.tri(int(n), int(m), int(k), dtype=dtype),
-     "[n, m] matrix of ones on and below diagonal k (numpy.tri)", dtype=lambda d, a: a["dtype"])
-Prim("orf", lambda g, ts, a: (a["m"], a["d"]),
-     lambda m, d, seed, dtype: orthogonal_features(m, d, seed).astype(dtype),
-     "FAVOR+ orthogonal random features [m, d], rebuilt from a seed", dtype=lambda d, a: a["dtype"])
+Prim("cumsum", _same, lambda x, axis: np.cumsum(x, axis=axis), "inclusive prefix sum")
+Prim("rfft", _fft_shape(True), lambda x, n: np.fft.rfft(x, n=int(n), axis=-1), "real FFT, last axis",
+     dtype=_complex)
+Prim("irfft", _fft_shape(False), lambda x, n: np.fft.irfft(x, n=int(n), axis=-1), "inverse real FFT, last axis",
+     dtype=_real)
 
 
-def letters(k: int, skip: str = "") -> str:
-    """k distinct einsum letters, avoiding `skip`."""
-    return "".join(c for c in string.ascii_letters if c not in skip)[:k]
-
-
-# ---- linear algebra: solves, factorizations, diagonals (opdsl/kinds/linalg.py, docs/linalg.md) ----
-# Backends report a singular matrix at run time (the generated module's SingularError) where they can.
+# ---- linear algebra: solves, factorizations, determinants (opdsl/kinds/linalg.py, docs/linalg.md) ----
+# Backends report a singular matrix at run time (the generated module's SingularError) where they can:
+# helper group "linalg" (_linalg, _finite); "batched": the batch dims of a matrix and a right-hand
+# side broadcast to each other first (JAX's lax.linalg needs it).
 
 def _solve_shape(g, ts, attrs):
     return broadcast(ts[0].shape[:-2], ts[1].shape[:-2]) + tuple(ts[1].shape[-2:])
+
+
+def _solve_triangular_np(a, b, upper=True, checked=False):
+    """Solve triu(a) x = b (tril when upper=False); the other triangle of a is ignored.  checked:
+    a singular factor is an error (numpy's is one either way)."""
+    return np.linalg.solve(np.triu(a) if upper else np.tril(a), b)
 
 
 def _cho_solve_np(l, b):
@@ -266,27 +298,54 @@ def _cho_solve_np(l, b):
     return np.linalg.solve(np.swapaxes(l, -1, -2), y)
 
 
-def _no_np(name):
-    def fn(*args, **attrs):
-        raise NotImplementedError(f"primitive {name!r} has no numpy meaning outside generated code")
-    return fn
-
-
+Prim("solve_triangular", _solve_shape, _solve_triangular_np,
+     "x with triu(A) x = B (tril(A) when upper=False), broadcast over batch dims; only the named "
+     "triangle of A is read; checked=True: a singular A is an error (its numpy code calls _linalg)",
+     promote=True, runtime=lambda a: ("linalg", "batched") if a.get("checked") else ("batched",))
 Prim("solve", _solve_shape, np.linalg.solve,
-     "x with A x = B (LU with partial pivoting), broadcast over batch dims; a singular A is an error")
-Prim("cholesky", lambda g, ts, a: ts[0].shape, np.linalg.cholesky,
-     "the lower Cholesky factor L of a positive definite A = L Lᵀ; an indefinite A is an error")
-Prim("cho_solve", _solve_shape, _cho_solve_np, "x with L Lᵀ x = B for L from cholesky")
-Prim("checked", lambda g, ts, a: ts[0].shape, lambda x: x,
-     "x itself; an error when x has inf or nan entries (after a triangular solve with a singular factor)")
+     "x with A x = B (LU with partial pivoting), broadcast over batch dims; a singular A is an error",
+     promote=True, runtime=("linalg",), singular=True)
+Prim("cholesky", _same, np.linalg.cholesky,
+     "the lower Cholesky factor L of a positive definite A = L Lᵀ; an indefinite A is an error",
+     runtime=("linalg",), singular=True)
+Prim("cho_solve", _solve_shape, _cho_solve_np, "x with L Lᵀ x = B for L from cholesky",
+     promote=True, runtime=("linalg", "batched"), singular=True)
+Prim("checked", _same, lambda x: x,
+     "x itself; an error when x has inf or nan entries (after a triangular solve with a singular factor)",
+     runtime=("linalg",), singular=True)
 Prim("slogdet", lambda g, ts, a: ts[0].shape[:-2], lambda x: np.linalg.slogdet(x)[1],
      "log |det A| over the last two axes")
-Prim("diagonal", lambda g, ts, a: ts[0].shape[:-1], lambda x: np.diagonal(x, axis1=-2, axis2=-1).copy(),
-     "the diagonal of the last two (equal) axes")
-Prim("fill", lambda g, ts, a: a["shape"],
-     lambda shape, value, dtype: np.full([int(s) for s in shape], float(value), dtype=dtype),
-     "a constant tensor; `value` is a number or a dim expression", dtype=lambda d, a: a["dtype"])
-Prim("cg", lambda g, ts, a: ts[0].shape, _no_np("cg"),
+
+
+def _cg_np(b, *rest, body, tol, maxiter, precond="none"):
+    """Preconditioned conjugate gradients for each column of b; `body` is A @ p as a function of p
+    (the interpreter evaluates the loop body with the captured values, rest[1:] or rest)."""
+    minv = rest[0] if precond == "jacobi" else None
+
+    def dot(u, v):
+        return (u * v).sum(-2)[..., None, :]
+
+    x = np.zeros_like(b)
+    r = b
+    z = r if minv is None else minv * r
+    p, rz = z, dot(r, z)
+    bb = np.sqrt(dot(b, b))
+    bb = bb + (bb == 0)
+    for _ in range(int(maxiter)):
+        if np.max(np.sqrt(dot(r, r)) / bb) <= tol:
+            break
+        ap = body(p)
+        pap = dot(p, ap)
+        alpha = rz / (pap + (pap == 0))
+        x, r = x + alpha * p, r - alpha * ap
+        z = r if minv is None else minv * r
+        rz_next = dot(r, z)
+        p, rz = z + rz_next / (rz + (rz == 0)) * p, rz_next
+    return x
+
+
+Prim("cg", _same, _cg_np,
      "conjugate gradients: x with A x = B for the symmetric positive definite A that the `body` "
      "primitive graph applies (operands: B, then the inverse diagonal with precond=jacobi, then the "
-     "values the body captures); stops at relative residual `tol` or after `maxiter` steps")
+     "values the body captures); stops at relative residual `tol` or after `maxiter` steps",
+     runtime=("cg",), eager=True)

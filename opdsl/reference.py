@@ -25,7 +25,7 @@ def dense_eval(g: Graph, root: int, inputs: dict) -> np.ndarray:
     vals: dict[int, np.ndarray] = {}
     for v in g.live([root]):
         n = g[v]
-        if n.kind == "input":
+        if n.is_input:
             vals[v] = np.asarray(inputs[n.attrs["name"]], dtype=np.float64)
         else:
             vals[v] = np.asarray(g.spec(v).dense(g, v, [vals[o] for o in n.operands]), dtype=np.float64)
@@ -42,7 +42,7 @@ def _with_free_dims(g: Graph, root: int, inputs: dict) -> Graph:
     values = dict(t.values)
     for v in g.live([root]):
         n = g[v]
-        if n.kind == "input" and n.attrs["name"] in inputs:
+        if n.is_input and n.attrs["name"] in inputs:
             for d, size in zip(n.attrs["shape"], np.shape(inputs[n.attrs["name"]])):
                 d = sp.sympify(d)
                 if d in free and d not in values:
@@ -117,7 +117,7 @@ def random_inputs(g: Graph, export: str, free: dict | None = None, dtype=None, s
     out = {}
     for v in g.live([g.exports[export]]):
         n = g[v]
-        if n.kind != "input":
+        if not n.is_input:
             continue
         shape = tuple(int(g.dims.subs(d).subs(env)) for d in n.attrs["shape"])
         x = rng.standard_normal(shape)
@@ -132,7 +132,7 @@ def _factored_inputs(g: Graph, export: str) -> set:
     """Ids of the inputs that an inverse or a log-determinant of this export depends on."""
     live = g.live([g.exports[export]])
     roots = [g[v].operands[0] for v in live if g[v].kind in FACTORED]
-    return {v for v in g.live(roots) if g[v].kind == "input"} if roots else set()
+    return {v for v in g.live(roots) if g[v].is_input} if roots else set()
 
 
 def with_props(x: np.ndarray, props: set, factored: bool = False) -> np.ndarray:
@@ -258,7 +258,7 @@ def check_bytes(g: Graph, export: str, free: dict | None = None) -> tuple[int, i
     for v in g.live([root]):
         t = g.type(v)
         n = size(tuple(t.batch) + (t.rows, t.cols)) if t.is_op else size(t.shape)
-        total += n * (4 if g[v].kind == "input" else 1)
+        total += n * (4 if g[v].is_input else 1)
         if n > big_n:
             big, big_n = v, n
     out_n = 0 if g.type(root).is_op else size(g.type(root).shape)
@@ -275,7 +275,7 @@ def check_fits(g: Graph, export: str, free: dict | None = None, limit: int | Non
     n = g[big]
     t = n.type
     shape = tuple(t.batch) + (t.rows, t.cols) if t.is_op else tuple(t.shape)
-    what = f"input {n.attrs['name']}" if n.kind == "input" else (
+    what = f"input {n.attrs['name']}" if n.is_input else (
         f"{n.name} ({n.kind})" if n.name else f"{n.kind}(...)" + (" as a dense matrix" if t.is_op else ""))
     dims = sorted({str(s) for d in shape for s in _base_dims(g, d)})
     env = bind_free_dims(g, free)

@@ -1,9 +1,10 @@
 """Passes (pure functions Graph -> Graph) and the pass manager that runs them.
 
-The pipeline (DESIGN.md): ``simplify`` (algebraic identities, passes/simplify.py)
+The pipeline (docs/architecture.md): ``simplify`` (algebraic identities, passes/simplify.py)
 → ``reassociate`` (cost-driven order of every chain, passes/reassociate.py)
 → ``cleanup`` (the simplify table again, for what reassociation built)
-→ ``lower`` (primitive IR).  Common subexpressions are shared by construction
+→ ``lower`` (primitive IR) → ``prim-simplify`` (small rewrites of the primitives the kinds'
+lowerings meet in, passes/prim_simplify.py).  Common subexpressions are shared by construction
 (``Graph.add`` is hash-consed, lowering memoizes (operator, tensor) pairs) and
 dead code is never emitted (everything walks ``Graph.live()`` from the exports).
 
@@ -21,6 +22,7 @@ from typing import Callable
 from opdsl.ir import Graph
 
 from .lower import lower
+from .prim_simplify import prim_simplify
 from .reassociate import reassociate
 from .rewrite import RewriteLog
 from .simplify import simplify
@@ -91,10 +93,14 @@ _PIPELINE: list[Pass] = [
     Pass("cleanup", _cleanup, doc="the simplify table again, on what reassociation built"),
 ]
 LOWER = Pass("lower", _lower, "primitive", doc="operator IR to primitive IR")
+# after lowering, on the primitive graph (prim_simplify.to_primitives runs the same, unrecorded)
+PRIMITIVE_PASSES: list[Pass] = [
+    Pass("prim-simplify", prim_simplify, "primitive", doc="small rewrites of primitives (passes/prim_simplify.py)"),
+]
 
 
 def pass_names() -> list[str]:
-    return [p.name for p in operator_passes()] + [LOWER.name]
+    return [p.name for p in operator_passes()] + [LOWER.name] + [p.name for p in PRIMITIVE_PASSES]
 
 
 def register_pass(p: Pass, after: str | None = None):
@@ -130,7 +136,8 @@ def run(g: Graph, verify_each: bool | None = None, stop_after: str | None = None
     if verify_each is None:
         verify_each = os.environ.get("OPDSL_VERIFY", "") not in ("", "0")
     records: list[PassRecord] = []
-    for p in operator_passes() + [LOWER]:
+    operator_graph = g
+    for p in operator_passes() + [LOWER] + PRIMITIVE_PASSES:
         if stop_after is not None and records and records[-1].name == stop_after:
             break
         log = RewriteLog()
@@ -143,7 +150,9 @@ def run(g: Graph, verify_each: bool | None = None, stop_after: str | None = None
             except AssertionError as e:
                 raise AssertionError(f"after pass {p.name}: {e}") from None
         records.append(PassRecord(p.name, g, out, dict(log.fired), dt, p.level))
-        if p.level == "primitive":
-            return out, g, records
+        if p.level == "operator":
+            operator_graph = out
         g = out
-    return None, g, records
+    if records[-1].level == "operator":
+        return None, g, records
+    return g, operator_graph, records

@@ -1,9 +1,9 @@
 """Lowering: operator IR -> primitive IR.
 
 Each kind lowers itself (Kind.lower); this module holds the Lowerer those
-methods call, which builds primitive nodes and keeps a few local
-simplifications (reshape of a reshape, reshape to the same shape, swap of a
-swap) so the generated code stays short.
+methods call, which builds primitive nodes.  What the kinds' pieces meet in
+(a reshape of a reshape, a reshape to the same shape, a swap of a swap) is
+cleaned up after lowering by passes/prim_simplify.py.
 """
 from __future__ import annotations
 
@@ -12,12 +12,10 @@ import math
 import sympy as sp
 
 from opdsl.ir import Graph
-from opdsl.primitives import PRIM_REGISTRY
+from opdsl.primitives import PRIM_REGISTRY, PRIMS
 
 
-# primitives whose operands must share a dtype, and the real dtypes by width
-PROMOTE = frozenset({"matmul", "add", "sub", "mul", "div", "einsum", "solve_triangular", "solve", "cho_solve",
-                     "concat"})
+# the real dtypes by width (a primitive whose operands must share one says so: Prim.promote)
 _REAL_RANK = {"float16": 0, "bfloat16": 0, "float32": 1, "float64": 2}
 
 
@@ -63,7 +61,7 @@ class Lowerer:
         return self.out.type(p).dtype
 
     def prim(self, _prim: str, *ops, **attrs) -> int:
-        if _prim in PROMOTE and len(ops) > 1:
+        if PRIMS[_prim].promote and len(ops) > 1:
             ops = self._promote(ops)
         return self.out.add(_prim, ops, attrs, self._span)
 
@@ -77,28 +75,16 @@ class Lowerer:
         return tuple(self.out.add("cast", (o,), {"dtype": want}, self._span)
                      if self.dtype(o) in _REAL_RANK and self.dtype(o) != want else o for o in ops)
 
-    # ---- primitives with local clean-ups -------------------------------------
+    # ---- views (a reshape of a reshape, an identity permutation, ... are cleaned up after
+    # lowering, by passes/prim_simplify.py) ------------------------------------
     def reshape(self, x: int, shape) -> int:
-        shape = tuple(sp.sympify(s) for s in shape)
-        cur = self.shape(x)
-        if len(cur) == len(shape) and all(self.dims.equal(a, b) for a, b in zip(cur, shape)):
-            return x
-        n = self.out[x]
-        if n.kind == "reshape":       # reshape(reshape(y)) = reshape(y)
-            return self.reshape(n.operands[0], shape)
-        return self.prim("reshape", x, shape=shape)
+        return self.prim("reshape", x, shape=tuple(sp.sympify(s) for s in shape))
 
     def swap(self, x: int) -> int:
-        n = self.out[x]
-        if n.kind == "swap":
-            return n.operands[0]
         return self.prim("swap", x)
 
     def permute(self, x: int, perm) -> int:
-        perm = tuple(perm)
-        if perm == tuple(range(len(perm))):
-            return x
-        return self.prim("permute", x, perm=perm)
+        return self.prim("permute", x, perm=tuple(perm))
 
     def matmul(self, a: int, b: int) -> int:
         return self.prim("matmul", a, b)

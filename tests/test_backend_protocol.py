@@ -18,8 +18,8 @@ from .harness import BACKENDS, CATALOGUE, run_against_dense
 ROOT = Path(__file__).resolve().parent.parent
 
 # A throw-away backend: numpy under another name (`import numpy as xp`, so nothing may assume `np`),
-# subclassing only the Python-source protocol base and declaring its whole table.  No FAVOR+
-# features (`orf`): a program that needs them is refused with the backend's name.
+# subclassing only the Python-source protocol base and declaring its whole table.  No constants
+# (`const`, e.g. FAVOR+ features): a program that needs them is refused with the backend's name.
 XP_BACKEND = '''
 """numpy as `xp`: a test backend."""
 from opdsl.backends.array_api import array_api_emit, emit_cg
@@ -67,7 +67,7 @@ def test_a_new_backend_is_one_file_and_its_registration(xp_backend):
     assert "xp" in backends.names() and "xp" in backends.available()
     prog = opdsl.compile(XP_PROGRAMS[0][2], backend="xp")
     assert "import numpy as xp" in prog.source and "np." not in prog.source
-    with pytest.raises(opdsl.OpdslError, match="the xp backend has no primitive 'orf'"):
+    with pytest.raises(opdsl.OpdslError, match="the xp backend has no primitive 'const'"):
         opdsl.compile("input Q : [8, 4]\ninput K : [8, 4]\ninput V : [8, 2]\n"
                       "export y = softmax_attention(Q, K) @ V", backend="xp", softmax_to_favor=16)
 

@@ -11,7 +11,7 @@ from opdsl.cli import to_backend, to_numpy
 from opdsl.errors import OpdslError
 from opdsl.kinds.attention import choose_chunk, replace_softmax
 from opdsl.kinds.fftconv import fast_length
-from opdsl.primitives import orf_expr, orthogonal_features
+from opdsl.kinds.attention_features import orf_expr, orthogonal_features
 from opdsl.reference import dense_eval, random_inputs
 
 from .harness import call, run_against_dense

@@ -17,7 +17,7 @@ from opdsl.cli import main as cli
 ROOT = Path(__file__).resolve().parent.parent
 LAYER = str(ROOT / "examples" / "layer.op")
 
-# A process where opdsl cannot be imported (as in test_codegen.py).
+# A process where opdsl cannot be imported (as in test_pycodegen.py).
 NO_OPDSL = """
 import sys, importlib.util
 sys.meta_path = [f for f in sys.meta_path if 'opdsl' not in repr(f).lower() and '__editable__' not in repr(f)]

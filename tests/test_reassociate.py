@@ -305,38 +305,7 @@ def test_random_chains_are_sound_and_never_costlier(src):
     assert o <= s * (1 + 1e-9), (s, o, src)
 
 
-# ---- CSE and DCE ---------------------------------------------------------------------------
-
-def _prims(prog, kind, export=None):
-    g = prog.primitive
-    roots = None if export is None else [g.exports[export]]
-    return [v for v in g.live(roots) if g.kind(v) == kind]
-
-
-def test_same_operator_on_same_tensor_is_computed_once():
-    src = ("input A : [3, 3]\ninput B : [4, 4]\ninput x : [12, 2]\n"
-           "export y = kron(A, B) @ x + 2 * (kron(A, B) @ x)\n")
-    prog = compile_sound(src)
-    assert len(_prims(prog, "matmul")) == 2     # one application of kron (two mode products), not two
-
-
-def test_lowering_memoizes_operator_tensor_pairs():
-    # (A + lowrank) x lowers A x once and reuses it for the direct A x of z
-    src = ("input A : [4, 4]\ninput U : [4, 1]\ninput V : [4, 1]\ninput x : [4, 2]\n"
-           "export y = (kron(A, eye(1)) + lowrank(U, V)) @ x\nexport z = kron(A, eye(1)) @ x\n")
-    prog = compile_sound(src)
-    ys = set(_prims(prog, "matmul", "y"))
-    zs = set(_prims(prog, "matmul", "z"))
-    assert zs and zs <= ys                       # z's matmul is the same node as in y
-
-
-def test_across_exports_the_primitive_graph_is_shared():
-    src = ("input K : [6, 5]\ninput x : [5, 3]\n"
-           "export y = K @ x\nexport z = 3 * (K @ x)\n")
-    prog = compile_sound(src)
-    gy, gz = prog.primitive.exports["y"], prog.primitive.exports["z"]
-    assert gy in prog.primitive.live([gz])       # z is computed from y's node
-    assert len(_prims(prog, "matmul")) == 1
+# ---- DCE (CSE: tests/test_lower.py) ---------------------------------------------------------
 
 
 def test_unused_bindings_cost_nothing():
@@ -346,7 +315,7 @@ def test_unused_bindings_cost_nothing():
     assert "let unused" not in prog.source and "W @" not in prog.source
     s, o = flops(prog)
     assert s == o == 100
-    assert not _prims(prog, "matmul")
+    assert not [v for v in prog.primitive.live() if prog.primitive.kind(v) == "matmul"]
 
 
 # ---- the pass manager ------------------------------------------------------------------------
@@ -354,10 +323,10 @@ def test_unused_bindings_cost_nothing():
 def test_run_records_every_pass_and_stops_after():
     g = to_graph(ATTN.format(L=8, d=2), "<t>", None, "float32")
     prim, opt, recs = run(g, verify_each=True)
-    assert [r.name for r in recs] == ["simplify", "reassociate", "cleanup", "lower"]
+    assert [r.name for r in recs] == ["simplify", "reassociate", "cleanup", "lower", "prim-simplify"]
     assert all(isinstance(r, PassRecord) and r.seconds >= 0 for r in recs)
     assert recs[1].fired == {"reassociate": 1} and recs[1].before != recs[1].after
-    assert prim is recs[-1].graph_after and opt is recs[-2].graph_after
+    assert prim is recs[-1].graph_after and opt is recs[-3].graph_after
     prim2, opt2, recs2 = run(g, stop_after="simplify")
     assert prim2 is None and [r.name for r in recs2] == ["simplify"]
     assert g.to_text() == recs[0].before          # passes are pure: the input graph is unchanged
@@ -380,7 +349,7 @@ def test_opdsl_verify_env_turns_verification_on(monkeypatch):
     monkeypatch.setattr(P, "verify", lambda g: calls.append(g))
     monkeypatch.setenv("OPDSL_VERIFY", "1")
     run(to_graph(ATTN.format(L=8, d=2), "<t>", None, "float32"))
-    assert len(calls) == 4
+    assert len(calls) == 5            # once after each pass: simplify, reassociate, cleanup, lower, prim-simplify
     calls.clear()
     monkeypatch.setenv("OPDSL_VERIFY", "0")
     run(to_graph(ATTN.format(L=8, d=2), "<t>", None, "float32"))

@@ -39,11 +39,12 @@ from pathlib import Path
 import sympy as sp
 
 from opdsl.errors import BackendError
+from opdsl.primitives import PRIMS
 from opdsl.pytext import comment
 from opdsl.version import __version__
 
 from ..numpy_backend import NumpyBackend
-from ..pychecks import arg_checks
+from ..pychecks import arg_checks, check_arg_runtime
 from ..pycodegen import PythonBackend, exec_module, exports_summary, function_doc, header, module_dims
 from ..pyexpr import shape_code
 from ..pyruntime import RUNTIME, prim_runtime, site
@@ -281,7 +282,8 @@ class TvmBackend(PythonBackend):
                         "tvm.compile and called through DLPack; `_lib` is the compiled module."))
         lines += ["import numpy as np",
                  "import tvm",
-                 RUNTIME.format(array=self.array).rstrip("\n")]
+                 RUNTIME.format(array=self.array).rstrip("\n"),
+                 check_arg_runtime(self)]
         lines.extend(prim_runtime(g))
         lines.append(WRAPPER_RUNTIME.rstrip("\n"))
         if self.gpu:
@@ -322,15 +324,17 @@ class TvmBackend(PythonBackend):
         return "\n".join(lines) + "\n"
 
     def dtype_check(self, a: str, dtype: str) -> str:
-        """Arguments may be numpy arrays or torch tensors: compare dtype names."""
-        return f"_dtype_name({a}) != {dtype!r}"
+        """Arguments may be numpy arrays or torch tensors: compare dtype names (check_dtype)."""
+        return f"_dtype_name({a}) != {dtype}"
+
+    def check_dtype(self, dtype: str) -> str:
+        return repr(dtype)
 
     def device_check(self, a: str, first: str) -> str | None:
         return f"_device_name({a}) != _device_name({first})"
 
     def _function(self, g, name, root, args) -> list[str]:
         """The Python entry point: the same checks as the Python backends, then the kernel call."""
-        from .linalg import SINGULAR_PRIMS
         out = [f"def {name}(*, {', '.join(a for a, _ in args)}):" if args else f"def {name}():"]
         out.append(function_doc(g, name))
         out.extend(arg_checks(self, g, name, args, root))
@@ -353,7 +357,7 @@ class TvmBackend(PythonBackend):
             out.append(f"    _call({kernel}, [{call_args}], {dest})")
         else:
             out.append(f"    {kernel}({call_args + ', ' if call_args else ''}{dest})")
-        sites = sorted({site(g[v].span) for v in g.live([root]) if g[v].kind in SINGULAR_PRIMS})
+        sites = sorted({site(g[v].span) for v in g.live([root]) if PRIMS[g[v].kind].singular})
         if sites:
             out.append(f"    _finite({'; '.join(sites)!r}, _out)")
         out.append("    return _out")

@@ -135,7 +135,7 @@ class Builder:
         for v in g.live([root]):
             n = g[v]
             self._node = v
-            if n.kind == "arg":
+            if n.is_arg:
                 shape = self.shape(v)
                 ph = te.placeholder(shape, n.attrs["dtype"], name=self.fresh(n.attrs["name"]))
                 self.args.append((n.attrs["name"], ph))
@@ -153,7 +153,7 @@ class Builder:
         self.out_view = None
         while g[root].kind == "reshape" and not isinstance(vals[g[root].operands[0]], Cplx) \
                 and vals[g[root].operands[0]].op.name in self.stages \
-                and g[g[root].operands[0]].kind != "arg":
+                and not g[g[root].operands[0]].is_arg:
             if self.out_view is None:
                 self.out_view = tuple(g.type(root).shape)
             root = g[root].operands[0]
@@ -163,7 +163,7 @@ class Builder:
         if isinstance(out, Cplx):
             raise BackendError(f"export {self.export!r} is complex-valued; the tvm backend returns real tensors",
                                g[root].span)
-        if g[root].kind == "arg" or out.op.name not in self.stages:
+        if g[root].is_arg or out.op.name not in self.stages:
             # an export that is an argument (or a stage we did not create) gets a copy stage
             src = out
             out = self.compute(src.shape, lambda *i: src(*i), self.export, ELEMENTWISE, [src])

@@ -64,13 +64,20 @@ def _complex_binary(b, n, op, x, y, shape, so, sx, sy, base):
         if isinstance(v, Cplx):
             return (lambda i: v.re(*broadcast_index(i, s, so))), (lambda i: v.im(*broadcast_index(i, s, so)))
         return (lambda i: v(*broadcast_index(i, s, so))), None
-    xr, xi = get(x, sx)
-    yr, yi = get(y, sy)
+    rule = _COMPLEX.get(op)
+    if rule is None:
+        raise BackendError(f"the tvm backend cannot apply {op!r} to complex tensors", n.span)
+    re_f, im_f = rule(*get(x, sx), *get(y, sy))
     reads = [x, y]
-    if op in ("add", "sub"):
-        sgn = 1 if op == "add" else -1
+    return Cplx(b.compute(shape, re_f, base + "_re", ELEMENTWISE, reads, complex=True),
+                b.compute(shape, im_f, base + "_im", ELEMENTWISE, reads, complex=True))
 
-        def im(i):
+
+# (real, imaginary) parts of x op y from the parts of x and y; a missing imaginary part (None) is a
+# real operand, so a real times a complex tensor costs two products, not four
+def _c_addsub(sgn):
+    def parts(xr, xi, yr, yi):
+        def im(*i):
             a_ = xi(i) if xi else None
             c_ = yi(i) if yi else None
             if a_ is None:
@@ -78,48 +85,49 @@ def _complex_binary(b, n, op, x, y, shape, so, sx, sy, base):
             if c_ is None:
                 return a_
             return a_ + c_ if sgn > 0 else a_ - c_
-        re = b.compute(shape, lambda *i: xr(i) + yr(i) if sgn > 0 else xr(i) - yr(i), base + "_re", ELEMENTWISE,
-                       reads, complex=True)
-        imt = b.compute(shape, lambda *i: im(i), base + "_im", ELEMENTWISE, reads, complex=True)
-        return Cplx(re, imt)
-    if op == "mul":
-        def re_f(*i):
-            r = xr(i) * yr(i)
-            if xi and yi:
-                r = r - xi(i) * yi(i)
-            return r
+        return (lambda *i: xr(i) + yr(i) if sgn > 0 else xr(i) - yr(i)), im
+    return parts
 
-        def im_f(*i):
-            terms = []
-            if yi:
-                terms.append(xr(i) * yi(i))
-            if xi:
-                terms.append(xi(i) * yr(i))
-            return terms[0] + terms[1] if len(terms) == 2 else terms[0]
-        return Cplx(b.compute(shape, re_f, base + "_re", ELEMENTWISE, reads, complex=True),
-                    b.compute(shape, im_f, base + "_im", ELEMENTWISE, reads, complex=True))
-    if op == "div":
-        if yi is None:
-            return Cplx(b.compute(shape, lambda *i: xr(i) / yr(i), base + "_re", ELEMENTWISE, reads, complex=True),
-                        b.compute(shape, lambda *i: xi(i) / yr(i), base + "_im", ELEMENTWISE, reads, complex=True))
 
-        def den(i):
-            return yr(i) * yr(i) + yi(i) * yi(i)
+def _c_mul(xr, xi, yr, yi):
+    def re_f(*i):
+        r = xr(i) * yr(i)
+        if xi and yi:
+            r = r - xi(i) * yi(i)
+        return r
 
-        def re_f(*i):
-            r = xr(i) * yr(i)
-            if xi:
-                r = r + xi(i) * yi(i)
-            return r / den(i)
+    def im_f(*i):
+        terms = []
+        if yi:
+            terms.append(xr(i) * yi(i))
+        if xi:
+            terms.append(xi(i) * yr(i))
+        return terms[0] + terms[1] if len(terms) == 2 else terms[0]
+    return re_f, im_f
 
-        def im_f(*i):
-            r = -xr(i) * yi(i)
-            if xi:
-                r = r + xi(i) * yr(i)
-            return r / den(i)
-        return Cplx(b.compute(shape, re_f, base + "_re", ELEMENTWISE, reads, complex=True),
-                    b.compute(shape, im_f, base + "_im", ELEMENTWISE, reads, complex=True))
-    raise BackendError(f"the tvm backend cannot apply {op!r} to complex tensors", n.span)
+
+def _c_div(xr, xi, yr, yi):
+    if yi is None:
+        return (lambda *i: xr(i) / yr(i)), (lambda *i: xi(i) / yr(i))
+
+    def den(i):
+        return yr(i) * yr(i) + yi(i) * yi(i)
+
+    def re_f(*i):
+        r = xr(i) * yr(i)
+        if xi:
+            r = r + xi(i) * yi(i)
+        return r / den(i)
+
+    def im_f(*i):
+        r = -xr(i) * yi(i)
+        if xi:
+            r = r + xi(i) * yr(i)
+        return r / den(i)
+    return re_f, im_f
+
+
+_COMPLEX = {"add": _c_addsub(1), "sub": _c_addsub(-1), "mul": _c_mul, "div": _c_div}
 
 
 def e_scale(b, n, a):
@@ -228,16 +236,14 @@ def e_tri(b, n, a):
                      n.name or "tri", CONST)
 
 
-def e_orf(b, n, a):
-    """The FAVOR+ features are drawn with numpy at compile time and passed to the kernel as a constant."""
-    from opdsl.primitives import orthogonal_features
-    m, d = b.dims.value(n.attrs["m"]), b.dims.value(n.attrs["d"])
-    if m is None or d is None:
-        raise BackendError("primitive 'orf' needs known sizes in the tvm backend", n.span)
+def e_const(b, n, a):
+    """A constant is computed with numpy at compile time (primitives.const_value) and passed to the
+    kernel as an argument after the export's own; the manifest holds its data."""
+    from opdsl.primitives import const_value
     dt = n.attrs["dtype"]
-    value = orthogonal_features(m, d, n.attrs["seed"]).astype(dt)
-    name = b.fresh(f"orf_{m}x{d}_seed{int(n.attrs['seed'])}")
-    ph = te.placeholder((m, d), dt, name=name)
+    value = const_value(n.attrs["expr"]).astype(dt)
+    name = b.fresh(n.attrs["name"])
+    ph = te.placeholder(value.shape, dt, name=name)
     b.consts.append((name, ph, value))
     return ph
 

@@ -13,7 +13,7 @@ EMIT = {
     "zeros": elementwise.e_zeros,
     "tri": elementwise.e_tri,
     "fill": elementwise.e_fill,
-    "orf": elementwise.e_orf,
+    "const": elementwise.e_const,
     # views
     "reshape": views.e_reshape,
     "permute": views.e_permute,

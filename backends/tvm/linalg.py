@@ -246,6 +246,3 @@ def e_cg(b, n, a):
         "tolerance, with the operator applied inside it)", n.span,
         hint="use backend='torch', 'jax' or 'numpy' for this program, or a direct inverse")
 
-
-# exports using these report a non-finite result as the module's SingularError
-SINGULAR_PRIMS = ("solve", "cholesky", "cho_solve", "checked")

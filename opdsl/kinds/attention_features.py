@@ -16,7 +16,7 @@ import numpy as np
 import sympy as sp
 
 from ..errors import TypeError_
-from ..primitives import UNARY, orthogonal_features
+from ..primitives import UNARY, const_value
 from .base import CONSTRUCTORS, Kind, Val
 
 ELEMENTWISE = ("elu1", "relu", "identity")
@@ -41,6 +41,32 @@ class FeatureMap(Kind):
 # Limits of favor(m, seed): its [m, d] features are drawn at compile time (m/d QRs of d x d).
 FAVOR_MAX_M = 65536
 FAVOR_MAX_D = 4096
+
+# The FAVOR+ random features: m rows of blocks of d x d orthogonal matrices (QR of Gaussian
+# draws with the signs of diag(R) fixed, so each row is uniform on the sphere), each row rescaled
+# to the norm of a Gaussian vector: every row is N(0, I).  Lowered as a `const` primitive whose
+# expression is ORF_NUMPY_EXPR, so generated code rebuilds exactly these numbers from the seed
+# (tests/test_families_attention_conv.py checks it); no backend knows about FAVOR.
+ORF_NUMPY_EXPR = ("(lambda r: np.concatenate([(lambda qr: (qr[0] * np.sign(np.diag(qr[1]))).T)"
+                  "(np.linalg.qr(r.standard_normal(({d}, {d})))) for _ in range({blocks})])[:{m}] "
+                  "* np.linalg.norm(r.standard_normal(({m}, {d})), axis=1)[:, None])(np.random.default_rng({seed}))")
+
+
+def orthogonal_features(m: int, d: int, seed: int) -> np.ndarray:
+    """The [m, d] FAVOR+ feature matrix drawn from `seed` (float64)."""
+    r = np.random.default_rng(int(seed))
+    blocks = -(-int(m) // int(d))
+    rows = []
+    for _ in range(blocks):   # Q R of a Gaussian matrix, signs fixed by diag(R): Q is Haar-distributed
+        q, rr = np.linalg.qr(r.standard_normal((int(d), int(d))))
+        rows.append((q * np.sign(np.diag(rr))).T)
+    w = np.concatenate(rows)[:int(m)]
+    return w * np.linalg.norm(r.standard_normal((int(m), int(d))), axis=1)[:, None]
+
+
+def orf_expr(m, d, seed) -> str:
+    """ORF_NUMPY_EXPR for concrete sizes: the `const` expression of the features."""
+    return ORF_NUMPY_EXPR.format(m=int(m), d=int(d), seed=int(seed), blocks=-(-int(m) // int(d)))
 
 
 class Favor(FeatureMap):
@@ -141,7 +167,8 @@ def _favor(lw, attrs, x, role):
     """
     d = lw.dims.value(lw.shape(x)[-1])
     m, seed = attrs["m"], attrs["seed"]
-    w = lw.prim("orf", m=m, d=d, seed=seed, dtype=lw.dtype(x))
+    expr = orf_expr(m, d, seed)
+    w = lw.prim("const", expr=expr, dtype=lw.dtype(x), name=f"favor_{m}x{d}_seed{seed}")
     xs = lw.scale(x, _xscale(attrs, d))
     proj = lw.matmul(xs, lw.swap(w))                                              # ω x̃: [..., L, m]
     if attrs["normalize"] and role == "query":     # −‖q̃‖²/2 is constant along the row: it cancels too
@@ -149,7 +176,7 @@ def _favor(lw, attrs, x, role):
     half_sq = lw.scale(lw.prim("sum", lw.prim("unary", xs, fn="square"), axis=-1, keepdims=True), 0.5)
     if not attrs["normalize"]:
         return lw.scale(lw.prim("unary", lw.sub(proj, half_sq), fn="exp"), 1.0 / math.sqrt(m))
-    floor = float(0.5 * np.max(np.sum(orthogonal_features(m, d, seed) ** 2, axis=1)) - FAVOR_HEADROOM)
+    floor = float(0.5 * np.max(np.sum(const_value(expr) ** 2, axis=1)) - FAVOR_HEADROOM)
     first = lw.prim("max", lw.prim("slice", proj, axis=-2, start=0, stop=1), axis=-1, keepdims=True)
     first = lw.sub(first, lw.prim("slice", half_sq, axis=-2, start=0, stop=1))  # max_i e_i(k_0): [..., 1, 1]
     c = lw.prim("shift", lw.prim("unary", lw.prim("shift", first, c=-floor), fn="relu"), c=floor)

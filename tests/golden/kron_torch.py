@@ -38,6 +38,24 @@ def _device_error(fn, name, value, first, other):
                         "all arguments must be on one device")
 
 
+def _check_arg(fn, name, value, decl, shape, dtype, want, known=None, first=None, first_name=None):
+    """Argument `name` of fn(), declared `decl`.  `shape`: its sizes, or only its rank when
+    it binds a free dim (its sizes are checked after the binding); `known`: the dims' values
+    for the message; `first`: the first argument, whose device it must be on."""
+    if shape.__class__ is int:
+        if getattr(value, "ndim", None) != shape:
+            _shape_error(fn, name, value, decl, {})
+    elif getattr(value, "shape", None) != shape:      # which message: the rank, or a size
+        if getattr(value, "ndim", None) != len(shape):
+            _shape_error(fn, name, value, decl, {})
+        if tuple(value.shape) != shape:
+            _shape_error(fn, name, value, decl, known or {})
+    if value.dtype != dtype:
+        _dtype_error(fn, name, value, want)
+    if first is not None and value.device != first.device:
+        _device_error(fn, name, value, first_name, first)
+
+
 a = 64
 b = 64
 n = a * b  # = 4096
@@ -45,29 +63,12 @@ n = a * b  # = 4096
 
 def apply(*, x, A, B):
     """export apply = kron(A, B) @ x  (examples/kron.op:12:1)"""
-    if getattr(x, 'ndim', None) != 2:
-        _shape_error('apply', 'x', x, '[n, k]', {})
+    _check_arg('apply', 'x', x, '[n, k]', 2, torch.float32, 'float32')
     k = x.shape[1]
     if x.shape[0] != n:
         _shape_error('apply', 'x', x, '[n, k]', {'k': k, 'n': n})
-    if x.dtype != torch.float32:
-        _dtype_error('apply', 'x', x, 'float32')
-    if getattr(A, 'ndim', None) != 2:
-        _shape_error('apply', 'A', A, '[a, a]', {})
-    if A.shape[0] != a or A.shape[1] != a:
-        _shape_error('apply', 'A', A, '[a, a]', {'a': a})
-    if A.dtype != torch.float32:
-        _dtype_error('apply', 'A', A, 'float32')
-    if A.device != x.device:
-        _device_error('apply', 'A', A, 'x', x)
-    if getattr(B, 'ndim', None) != 2:
-        _shape_error('apply', 'B', B, '[b, b]', {})
-    if B.shape[0] != b or B.shape[1] != b:
-        _shape_error('apply', 'B', B, '[b, b]', {'b': b})
-    if B.dtype != torch.float32:
-        _dtype_error('apply', 'B', B, 'float32')
-    if B.device != x.device:
-        _device_error('apply', 'B', B, 'x', x)
+    _check_arg('apply', 'A', A, '[a, a]', (a, a), torch.float32, 'float32', {'a': a}, x, 'x')
+    _check_arg('apply', 'B', B, '[b, b]', (b, b), torch.float32, 'float32', {'b': b}, x, 'x')
     # examples/kron.op:12  export apply = kron(A, B) @ x
     t1 = x.reshape(a, b * k)
     t2 = A @ t1
@@ -79,30 +80,13 @@ def apply(*, x, A, B):
 
 def apply_t(*, x, A, B):
     """export apply_t = kron(A, B).T @ x  (examples/kron.op:13:1)"""
-    if getattr(x, 'ndim', None) != 2:
-        _shape_error('apply_t', 'x', x, '[n, k]', {})
+    _check_arg('apply_t', 'x', x, '[n, k]', 2, torch.float32, 'float32')
     k = x.shape[1]
     if x.shape[0] != n:
         _shape_error('apply_t', 'x', x, '[n, k]', {'k': k, 'n': n})
-    if x.dtype != torch.float32:
-        _dtype_error('apply_t', 'x', x, 'float32')
-    if getattr(A, 'ndim', None) != 2:
-        _shape_error('apply_t', 'A', A, '[a, a]', {})
-    if A.shape[0] != a or A.shape[1] != a:
-        _shape_error('apply_t', 'A', A, '[a, a]', {'a': a})
-    if A.dtype != torch.float32:
-        _dtype_error('apply_t', 'A', A, 'float32')
-    if A.device != x.device:
-        _device_error('apply_t', 'A', A, 'x', x)
-    if getattr(B, 'ndim', None) != 2:
-        _shape_error('apply_t', 'B', B, '[b, b]', {})
-    if B.shape[0] != b or B.shape[1] != b:
-        _shape_error('apply_t', 'B', B, '[b, b]', {'b': b})
-    if B.dtype != torch.float32:
-        _dtype_error('apply_t', 'B', B, 'float32')
-    if B.device != x.device:
-        _device_error('apply_t', 'B', B, 'x', x)
-    # examples/kron.op:12  export apply = kron(A, B) @ x
+    _check_arg('apply_t', 'A', A, '[a, a]', (a, a), torch.float32, 'float32', {'a': a}, x, 'x')
+    _check_arg('apply_t', 'B', B, '[b, b]', (b, b), torch.float32, 'float32', {'b': b}, x, 'x')
+    # examples/kron.op:13  export apply_t = kron(A, B).T @ x
     t1 = B.mT
     t2 = A.mT
     t3 = x.reshape(a, b * k)
