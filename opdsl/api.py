@@ -1,4 +1,4 @@
-"""The Python API (DESIGN.md): compile(), compile_file(), Program, explain_file()."""
+"""The Python API (docs/architecture.md): compile(), compile_file(), Program, explain_file()."""
 from __future__ import annotations
 
 import os

@@ -1,7 +1,7 @@
 """Algebraic simplification: tables of identities applied by the rewrite driver.
 
 Every rule states its identity (the `identity` field, shown by `opdsl explain`)
-and has a soundness test in tests/test_rules.py: dense before == dense after
+and has a soundness test in tests/test_simplify.py: dense before == dense after
 on random instances, non-square factors included, and the rule must fire.
 
 Rules only restructure; they never make a program more expensive to apply.

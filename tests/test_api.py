@@ -1,4 +1,4 @@
-"""The Python API contract of DESIGN.md."""
+"""The Python API contract of docs/architecture.md."""
 import numpy as np
 import torch
 

@@ -192,7 +192,7 @@ def test_mutable_statics_are_refused(value, what):
     with pytest.raises(CallError, match=what) as e:
         f(X, value)
     assert "argument 'cfg'" in str(e.value) and "frozen dataclass" in str(e.value)
-    assert "test_jit_hardening.py" in str(e.value)      # located at the call
+    assert "test_jit_function.py" in str(e.value)      # located at the call
 
 
 def test_mutated_object_no_longer_keeps_its_old_value():

@@ -146,5 +146,5 @@ def test_checks_come_before_the_body():
         for name in ("y", "z"):
             lines = p.source.split(f"\ndef {name}(")[1].split("\n\n\n")[0].splitlines()
             first_body = next(i for i, line in enumerate(lines) if line.strip().startswith("# "))
-            checks = [i for i, line in enumerate(lines) if "_error(" in line]
+            checks = [i for i, line in enumerate(lines) if "_error(" in line or "_check_arg(" in line]
             assert checks and max(checks) < first_body, (backend, name)
