@@ -96,6 +96,22 @@ def _batched(a, b):
 '''
 
 
+LINREC_SCAN = '''
+
+def _linrec_scan(p, h):
+    """The states entering each step of S_{c+1} = P_c S_c + H_c, S_0 = 0 (primitive linrec), as one
+    jax.lax.scan over axis -3 (differentiable; compiled once, not unrolled per chunk)."""
+    batch = jnp.broadcast_shapes(p.shape[:-3], h.shape[:-3])
+    p = jnp.moveaxis(jnp.broadcast_to(p, batch + p.shape[-3:]), -3, 0)
+    h = jnp.moveaxis(jnp.broadcast_to(h, batch + h.shape[-3:]), -3, 0)
+
+    def step(s, ph):
+        return ph[0] @ s + ph[1], s
+    _, states = jax.lax.scan(step, jnp.zeros(h.shape[1:], h.dtype), (p, h))
+    return jnp.moveaxis(states, 0, -3)
+'''
+
+
 def uses_float64(g) -> bool:
     """Whether any value of the primitive graph is float64 (or complex128)."""
     return any(g.type(v).dtype in ("float64", "complex128") for v in g.live())
@@ -187,6 +203,7 @@ class JaxBackend(PythonBackend):
                                              f"left_side=True, lower={not bool(n.attrs.get('upper', True))})"),
         "checked": lambda c, n, a: a[0],
         "cg": _cg,
+        "linrec": lambda c, n, a: f"_linrec_scan({a[0]}, {a[1]})",
     }
 
     def generate(self, g) -> str:
@@ -197,6 +214,8 @@ class JaxBackend(PythonBackend):
                               "types are left as configured").rstrip("\n")]
         if "batched" in helpers_used(g):     # _cho_solve, _batched (Prim.runtime)
             lines.append(BATCH.rstrip("\n"))
+        if "linrec" in helpers_used(g):      # a lax.scan, not the unrolled loop of _linrec
+            lines.append(LINREC_SCAN.rstrip("\n"))
         lines.append("")
         for name, root in g.exports.items():
             want = ", ".join(f"{a!r}: np.dtype({self.dtype(node['dtype'])})" for a, node in self.signature(g, name))

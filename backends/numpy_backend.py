@@ -35,4 +35,5 @@ class NumpyBackend(PythonBackend):
         "solve_triangular": _solve_triangular,
         "checked": lambda c, n, a: f"_finite({site(n.span)!r}, {a[0]})",
         "cg": emit_cg,
+        "linrec": lambda c, n, a: f"_linrec({a[0]}, {a[1]}, np.stack)",
     }

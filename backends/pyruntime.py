@@ -122,8 +122,21 @@ def _cg(what, matvec, b, tol, maxiter, minv=None):
                       f"{res:.3g} > tol = {tol:g}", RuntimeWarning, stacklevel=3)
     return x'''
 
+LINREC_RUNTIME = '''
+
+
+def _linrec(p, h, stack):
+    """[S_0, ..., S_{n-1}] stacked on axis -3, for S_0 = 0 and S_{c+1} = P_c S_c + H_c, with
+    p [..., n, f, f] and h [..., n, f, k]: the state entering each chunk (n steps, not L tokens)."""
+    s = (p[..., :1, :, :] @ h[..., :1, :, :])[..., 0, :, :] * 0
+    out = [s]
+    for c in range(h.shape[-3] - 1):
+        s = p[..., c, :, :] @ s + h[..., c, :, :]
+        out.append(s)
+    return stack(out, -3)'''
+
 # helper group (what a primitive's code may call: Prim.runtime) -> its code
-RUNTIME_HELPERS = {"linalg": LINALG_RUNTIME, "cg": CG_RUNTIME}
+RUNTIME_HELPERS = {"linalg": LINALG_RUNTIME, "cg": CG_RUNTIME, "linrec": LINREC_RUNTIME}
 
 
 def _nodes_used(g: Graph):

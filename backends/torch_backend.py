@@ -132,6 +132,7 @@ class TorchBackend(PythonBackend):
         "checked": lambda c, n, a: f"_finite({site(n.span)!r}, {a[0]})",
         "slogdet": lambda c, n, a: f"torch.linalg.slogdet({a[0]})[1]",
         "cg": emit_cg,
+        "linrec": lambda c, n, a: f"_linrec({a[0]}, {a[1]}, torch.stack)",
     }
 
     @staticmethod

@@ -278,6 +278,30 @@ Prim("irfft", _fft_shape(False), lambda x, n: np.fft.irfft(x, n=int(n), axis=-1)
      dtype=_real)
 
 
+# ---- a sequential scan: the chunk recurrence of the delta rule (kinds/delta_attention.py) ---------
+
+def _linrec_shape(g, ts, attrs):
+    return broadcast(ts[0].shape[:-3], ts[1].shape[:-3]) + tuple(ts[1].shape[-3:])
+
+
+def _linrec_np(p, h):
+    """[S_0, ..., S_{n-1}] on axis -3 for S_0 = 0, S_{c+1} = P_c S_c + H_c (P [..., n, f, f], H [..., n, f, k])."""
+    batch = np.broadcast_shapes(p.shape[:-3], h.shape[:-3])
+    out = np.zeros(batch + h.shape[-3:], np.result_type(p, h))
+    s = out[..., 0, :, :].copy()
+    for c in range(h.shape[-3] - 1):
+        s = p[..., c, :, :] @ s + h[..., c, :, :]
+        out[..., c + 1, :, :] = s
+    return out
+
+
+Prim("linrec", _linrec_shape, _linrec_np,
+     "the states entering each step of the linear recurrence S_0 = 0, S_{c+1} = P_c S_c + H_c over "
+     "axis -3 (P [..., n, f, f], H [..., n, f, k] -> [..., n, f, k]): a loop over the n steps, each a "
+     "batched matrix product; what a chunked recurrence whose state feeds back into its input needs",
+     promote=True, runtime=("linrec",))
+
+
 # ---- linear algebra: solves, factorizations, determinants (opdsl/kinds/linalg.py, docs/linalg.md) ----
 # Backends report a singular matrix at run time (the generated module's SingularError) where they can:
 # helper group "linalg" (_linalg, _finite); "batched": the batch dims of a matrix and a right-hand

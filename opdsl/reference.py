@@ -114,6 +114,7 @@ def random_inputs(g: Graph, export: str, free: dict | None = None, dtype=None, s
     rng = np.random.default_rng(seed)
     env = bind_free_dims(g, free)
     factored = _factored_inputs(g, export)
+    domains = _input_domains(g, export)
     out = {}
     for v in g.live([g.exports[export]]):
         n = g[v]
@@ -121,10 +122,31 @@ def random_inputs(g: Graph, export: str, free: dict | None = None, dtype=None, s
             continue
         shape = tuple(int(g.dims.subs(d).subs(env)) for d in n.attrs["shape"])
         x = rng.standard_normal(shape)
-        if len(shape) >= 2:
+        if v in domains:
+            x = DOMAINS[domains[v]](x)
+        elif len(shape) >= 2:
             x = x / np.sqrt(shape[-1])  # keep products of several factors O(1)
             x = with_props(x, set(n.attrs.get("props", ())), v in factored)
         out[n.attrs["name"]] = x.astype(dtype or n.attrs["dtype"])
+    return out
+
+
+# Where an operand's meaningful values lie (Kind.operand_domains), as a map of standard normal
+# draws x into it: log-gates G ≤ 0 of modest size, decays γ and delta-rule strengths β in (0, 1).
+DOMAINS = {
+    "log_gate": lambda x: -0.5 * np.abs(x),
+    "unit": lambda x: 0.5 + 0.45 * np.tanh(x),
+}
+
+
+def _input_domains(g: Graph, export: str) -> dict:
+    """Input id -> domain name, for inputs a kind reads as an operand with a domain."""
+    out = {}
+    for v in g.live([g.exports[export]]):
+        for i, dom in g.spec(v).operand_domains(g, v).items():
+            o = g[v].operands[i]
+            if g[o].is_input:
+                out[o] = dom
     return out
 
 

@@ -134,6 +134,9 @@ CASES = [
     Case("slogdet", (((2, 3, 3), "wellcond"),), lambda p, dt, a: p("slogdet", a)),
     _cg_case("none"),
     _cg_case("jacobi"),
+    # the chunk recurrence (delta rule): P broadcast over a batch; a single step; P with a batch of H's
+    Case("linrec", (((4, 3, 3), N), ((2, 4, 3, 2), N)), lambda p, dt, a, h: p("linrec", p("scale", a, c=0.5), h)),
+    Case("linrec-one-step", (((1, 2, 2), N), ((1, 2, 3), N)), lambda p, dt, a, h: p("linrec", a, h)),
 ]
 CASE_IDS = [c.name for c in CASES]
 

@@ -49,4 +49,5 @@ EMIT = {
     "cho_solve": linalg.e_cho_solve,
     "checked": linalg.e_checked,
     "cg": linalg.e_cg,
+    "linrec": linalg.e_linrec,
 }

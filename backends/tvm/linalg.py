@@ -24,14 +24,15 @@ def _real(n, *xs):
         raise BackendError(f"the tvm backend has no complex version of primitive {n.kind!r}", n.span)
 
 
-def _broadcast(b, n, x, operand, out_batch_sym, out_batch, base):
-    """Operand `x` with its batch dims broadcast to the result's (a view, inlined by the scheduler)."""
+def _broadcast(b, n, x, operand, out_batch_sym, out_batch, base, core=2):
+    """Operand `x` with its batch dims (all but the last `core`) broadcast to the result's (a view,
+    inlined by the scheduler)."""
     s = b.sym_shape(operand)
-    core = b.shape(operand)[len(s) - 2:]
-    if len(s) - 2 == len(out_batch_sym) and all(sp.sympify(p) == sp.sympify(q) for p, q in zip(s[:-2], out_batch_sym)):
+    nb = len(s) - core
+    if nb == len(out_batch_sym) and all(sp.sympify(p) == sp.sympify(q) for p, q in zip(s[:nb], out_batch_sym)):
         return x
-    return b.compute(tuple(out_batch) + tuple(core),
-                     lambda *i: x(*broadcast_index(i[:-2], s[:-2], out_batch_sym), i[-2], i[-1]), base, VIEW, [x])
+    return b.compute(tuple(out_batch) + tuple(b.shape(operand)[nb:]),
+                     lambda *i: x(*broadcast_index(i[:-core], s[:nb], out_batch_sym), *i[-core:]), base, VIEW, [x])
 
 
 def _extern(b, n, shapes, inputs, gen, base):
@@ -238,6 +239,40 @@ def e_cho_solve(b, n, a):
 def e_checked(b, n, a):
     """The value itself; the entry point checks the export's result for inf / nan (SingularError)."""
     return a[0]
+
+
+def e_linrec(b, n, a):
+    """The states entering each step of S_{c+1} = P_c S_c + H_c, S_0 = 0: a serial loop over the
+    steps (each a small matrix product read from the previous state in the output), in parallel
+    over the batch."""
+    P, H = a
+    _real(n, P, H)
+    out = b.shape(n.id)
+    ob_sym = b.sym_shape(n.id)[:-3]
+    base = n.name or "linrec"
+    P = _broadcast(b, n, P, n.operands[0], ob_sym, out[:-3], base + "_P", core=3)
+    H = _broadcast(b, n, H, n.operands[1], ob_sym, out[:-3], base + "_H", core=3)
+    steps, f, k = out[-3], out[-2], out[-1]
+    batch = prod(out[:-3])
+
+    def gen(ins, outs):
+        IRBuilder, T = _ir()
+        with IRBuilder() as ib:
+            Pm, Hm, S = (T.buffer_proxy(x) for x in (ins[0], ins[1], outs[0]))
+            with T.parallel(0, batch) as bt:
+                acc = T.buffer_proxy(T.decl_buffer([1], H.dtype, scope="local"))
+                p0, s0 = bt * steps * f * f, bt * steps * f * k
+                with T.serial(0, f * k) as e:
+                    S[s0 + e] = tirx.const(0, H.dtype)
+                with T.serial(0, steps - 1) as c:
+                    with T.serial(0, f) as i:
+                        with T.serial(0, k) as j:
+                            acc[0] = Hm[s0 + c * f * k + i * k + j]
+                            with T.serial(0, f) as m:
+                                acc[0] = acc[0] + Pm[p0 + c * f * f + i * f + m] * S[s0 + c * f * k + m * k + j]
+                            S[s0 + (c + 1) * f * k + i * k + j] = acc[0]
+        return ib.get()
+    return _extern(b, n, [out], [P, H], gen, base)[0]
 
 
 def e_cg(b, n, a):

@@ -47,10 +47,10 @@ import numpy as np
 from ..errors import ShapeError, TypeError_, written
 from ..primitives import broadcast
 from .attention_features import FAVOR_MAX_D, FEATURES, feature_np, lower_features, n_features
-from .base import CONSTRUCTORS, Kind, OpType, join_dtype, register, sym_prod, tensor_of_rank
+from .base import CONSTRUCTORS, REGISTRY, Kind, OpType, join_dtype, register, sym_prod, tensor_of_rank
 from .rule import Rule
 
-OPTIONS = ("feature", "causal", "normalize", "chunk")
+OPTIONS = ("feature", "causal", "normalize", "chunk", "decay", "gate")
 CHUNKS = (64, 128)            # the compiler's chunk sizes for causal attention
 HALF = ("float16", "bfloat16")
 
@@ -84,6 +84,35 @@ def _causal_rows(g, q, k, span, who):
     if not g.dims.equal(q.shape[-2], k.shape[-2]):
         raise ShapeError(f"causal {who} needs as many queries as keys, got Q {q} and K {k}", span,
                          hint="drop causal=true for cross-attention")
+
+
+def operand_types(g, ops, attrs, span, who):
+    """(Q's type, K's type, the batch shapes and the dtypes to join) of attention(Q, K, feature=...)
+    with its feature map's operands (hedgehog's W), checked."""
+    q, k = _qk_types(g, ops, span, who)
+    shapes = [q.shape[:-2], k.shape[:-2]]
+    dtypes = [q.dtype, k.dtype]
+    f = attrs["feature"]
+    if f == "hedgehog":
+        w = tensor_of_rank(g, ops[2], range(2, 9), span, "hedgehog's W")
+        if not g.dims.equal(w.shape[-2], q.shape[-1]):
+            raise ShapeError(f"hedgehog(W) needs W [..., d, m] with d = {q.shape[-1]} (the last dim of Q), "
+                             f"got W {w}", span)
+        shapes.append(w.shape[:-2])
+        dtypes.append(w.dtype)
+    if f == "favor" and g.dims.value(q.shape[-1]) is None:
+        raise ShapeError(f"feature=favor(...) needs a concrete feature size d, got {q.shape[-1]}", span,
+                         hint="declare it: `dim d = 64`")
+    if f == "favor" and g.dims.value(q.shape[-1]) > FAVOR_MAX_D:
+        raise ShapeError(f"feature=favor(...) supports a feature size d up to {FAVOR_MAX_D}, "
+                         f"got {q.shape[-1]} = {g.dims.value(q.shape[-1])}", span,
+                         hint="the orthogonal random features (QR of d x d blocks) are drawn at compile time")
+    return q, k, shapes, dtypes
+
+
+def feature_count(g, n):
+    """The number of features of attention node n (d for the elementwise maps)."""
+    return n_features(g, n.attrs, n.operands, g.type(n.operands[0]).shape[-1])
 
 
 def choose_chunk(L: int, f: int, k: int) -> int:
@@ -164,28 +193,13 @@ class Attention(Kind):
             if c is None:
                 raise TypeError_("chunk= needs a number, not a free dimension", kwargs["chunk"].span)
             attrs["chunk"] = int(c)
+        if "decay" in kwargs or "gate" in kwargs:       # its own kind: kinds/attention_gated.py
+            return REGISTRY["gated_attention"].construct_gated(b, ops, attrs, kwargs, span)
         return b.add(self.name, ops, attrs, span=span)
 
     # ---- typing ------------------------------------------------------------
     def infer(self, g, ops, attrs, span):
-        q, k = _qk_types(g, ops, span, "attention")
-        shapes = [q.shape[:-2], k.shape[:-2]]
-        dtypes = [q.dtype, k.dtype]
-        f = attrs["feature"]
-        if f == "hedgehog":
-            w = tensor_of_rank(g, ops[2], range(2, 9), span, "hedgehog's W")
-            if not g.dims.equal(w.shape[-2], q.shape[-1]):
-                raise ShapeError(f"hedgehog(W) needs W [..., d, m] with d = {q.shape[-1]} (the last dim of Q), "
-                                 f"got W {w}", span)
-            shapes.append(w.shape[:-2])
-            dtypes.append(w.dtype)
-        if f == "favor" and g.dims.value(q.shape[-1]) is None:
-            raise ShapeError(f"feature=favor(...) needs a concrete feature size d, got {q.shape[-1]}", span,
-                             hint="declare it: `dim d = 64`")
-        if f == "favor" and g.dims.value(q.shape[-1]) > FAVOR_MAX_D:
-            raise ShapeError(f"feature=favor(...) supports a feature size d up to {FAVOR_MAX_D}, "
-                             f"got {q.shape[-1]} = {g.dims.value(q.shape[-1])}", span,
-                             hint="the orthogonal random features (QR of d x d blocks) are drawn at compile time")
+        q, k, shapes, dtypes = operand_types(g, ops, attrs, span, "attention")
         if attrs["causal"]:
             _causal_rows(g, q, k, span, "attention")
         props = set()

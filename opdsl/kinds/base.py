@@ -197,6 +197,12 @@ class Kind:
         that products nested in them are ordered for those columns), or None."""
         return None
 
+    def operand_domains(self, g, v) -> dict:
+        """{operand index: domain} for operands whose meaningful values are not any real number
+        (reference.DOMAINS: log-gates ≤ 0, decays in (0, 1], ...), so that the random inputs of
+        the dense checks and `opdsl check` are drawn there; {} (the default): any real."""
+        return {}
+
     # ---- structure (kinds/linalg_analysis.py) ------------------------------
     def triangular_through(self, g, v):
         """'diagonal', 'lower', 'upper' or None: the triangular structure v has through its operands
