@@ -180,6 +180,7 @@ def _with_params(fn, names):
 
 class JaxBackend(PythonBackend):
     name = "jax"
+    own_runtime = ("linrec", "expm")
     imports = ("import functools", "", "import jax", "import jax.numpy as jnp", "import jax.scipy.linalg",
                "import numpy as np")
     dtypes = {"float32": "jnp.float32", "float64": "jnp.float64", "float16": "jnp.float16",
@@ -204,6 +205,8 @@ class JaxBackend(PythonBackend):
         "checked": lambda c, n, a: a[0],
         "cg": _cg,
         "linrec": lambda c, n, a: f"_linrec_scan({a[0]}, {a[1]})",
+        "eigh": lambda c, n, a: f"_eigh({a[0]}, jnp.linalg.eigh, jnp.concatenate)",
+        "expm": lambda c, n, a: f"jax.scipy.linalg.expm({a[0]})",
     }
 
     def generate(self, g) -> str:

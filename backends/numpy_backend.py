@@ -36,4 +36,6 @@ class NumpyBackend(PythonBackend):
         "checked": lambda c, n, a: f"_finite({site(n.span)!r}, {a[0]})",
         "cg": emit_cg,
         "linrec": lambda c, n, a: f"_linrec({a[0]}, {a[1]}, np.stack)",
+        "eigh": lambda c, n, a: f"_eigh({a[0]}, np.linalg.eigh, np.concatenate)",
+        "expm": lambda c, n, a: f"_expm({a[0]})",
     }

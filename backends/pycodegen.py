@@ -93,6 +93,9 @@ def emit_node(ctx: Ctx, n, args: list[str]) -> tuple[list[str], str]:
 class PythonBackend(Backend):
     imports: tuple = ()
     reserved = ("np",)
+    # runtime helper groups (pyruntime.RUNTIME_HELPERS) this backend's emit table does not call:
+    # it spells those primitives with its own library (torch.linalg.matrix_exp, jax.lax.scan)
+    own_runtime: tuple = ()
 
     # ---- module -------------------------------------------------------------
     def generate(self, g: Graph) -> str:
@@ -100,7 +103,7 @@ class PythonBackend(Backend):
         lines.extend(self.imports)
         lines.append(RUNTIME.format(array=self.array).rstrip("\n"))
         lines.append(check_arg_runtime(self))
-        lines.extend(prim_runtime(g))
+        lines.extend(prim_runtime(g, skip=self.own_runtime))
         lines.append("")
         dims = module_dims(g)
         if dims:

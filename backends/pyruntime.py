@@ -135,8 +135,43 @@ def _linrec(p, h, stack):
         out.append(s)
     return stack(out, -3)'''
 
+EIGH_RUNTIME = '''
+
+
+def _eigh(a, eigh, cat):
+    """The eigenvalues (ascending) and eigenvectors of symmetric a [..., n, n] in one array
+    [..., n + 1, n]: row 0 the eigenvalues, rows 1.. the matrix whose columns are the eigenvectors."""
+    w, v = eigh(a)
+    return cat([w[..., None, :], v], -2)'''
+
+EXPM_RUNTIME = '''
+
+_PADE13 = (64764752532480000.0, 32382376266240000.0, 7771770303897600.0, 1187353796428800.0,
+           129060195264000.0, 10559470521600.0, 670442572800.0, 33522128640.0, 1323241920.0,
+           40840800.0, 960960.0, 16380.0, 182.0, 1.0)
+
+
+def _expm(a):
+    """The matrix exponential of a [..., n, n] (numpy): scaling and squaring with the degree-13
+    Padé approximant (Higham 2005, scipy's algorithm without its lower-degree shortcuts)."""
+    b = _PADE13
+    norm = float(np.abs(a).sum(-2).max()) if a.size else 0.0
+    s = max(0, int(np.ceil(np.log2(norm / 5.371920351148152)))) if norm > 0 else 0
+    a = a / 2.0 ** s
+    eye = np.broadcast_to(np.eye(a.shape[-1], dtype=a.dtype), a.shape)
+    a2 = a @ a
+    a4 = a2 @ a2
+    a6 = a4 @ a2
+    u = a @ (a6 @ (b[13] * a6 + b[11] * a4 + b[9] * a2) + b[7] * a6 + b[5] * a4 + b[3] * a2 + b[1] * eye)
+    v = a6 @ (b[12] * a6 + b[10] * a4 + b[8] * a2) + b[6] * a6 + b[4] * a4 + b[2] * a2 + b[0] * eye
+    r = np.linalg.solve(v - u, v + u)
+    for _ in range(s):
+        r = r @ r
+    return r'''
+
 # helper group (what a primitive's code may call: Prim.runtime) -> its code
-RUNTIME_HELPERS = {"linalg": LINALG_RUNTIME, "cg": CG_RUNTIME, "linrec": LINREC_RUNTIME}
+RUNTIME_HELPERS = {"linalg": LINALG_RUNTIME, "cg": CG_RUNTIME, "linrec": LINREC_RUNTIME,
+                   "eigh": EIGH_RUNTIME, "expm": EXPM_RUNTIME}
 
 
 def _nodes_used(g: Graph):
@@ -154,10 +189,11 @@ def helpers_used(g: Graph) -> set:
     return {h for n in _nodes_used(g) for h in PRIMS[n.kind].helpers(n.attrs)}
 
 
-def prim_runtime(g: Graph, helpers=None) -> list[str]:
-    """The helper code (RUNTIME_HELPERS) the primitives of g call, in a fixed order."""
-    keys = helpers_used(g)
-    return [RUNTIME_HELPERS[k].rstrip("\n") for k in (helpers or RUNTIME_HELPERS) if k in keys]
+def prim_runtime(g: Graph, skip=()) -> list[str]:
+    """The helper code (RUNTIME_HELPERS) the primitives of g call, in a fixed order, but the groups
+    in `skip` (a backend that spells those primitives itself)."""
+    keys = helpers_used(g) - set(skip)
+    return [RUNTIME_HELPERS[k].rstrip("\n") for k in RUNTIME_HELPERS if k in keys]
 
 
 def const_name(n) -> str:

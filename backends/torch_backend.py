@@ -89,6 +89,7 @@ def _camel(name: str) -> str:
 
 class TorchBackend(PythonBackend):
     name = "torch"
+    own_runtime = ("expm",)
     imports = ("import numpy as np", "import torch")
     dtypes = {"float32": "torch.float32", "float64": "torch.float64", "float16": "torch.float16",
               "bfloat16": "torch.bfloat16"}
@@ -133,6 +134,8 @@ class TorchBackend(PythonBackend):
         "slogdet": lambda c, n, a: f"torch.linalg.slogdet({a[0]})[1]",
         "cg": emit_cg,
         "linrec": lambda c, n, a: f"_linrec({a[0]}, {a[1]}, torch.stack)",
+        "eigh": lambda c, n, a: f"_eigh({a[0]}, torch.linalg.eigh, torch.cat)",
+        "expm": lambda c, n, a: f"torch.linalg.matrix_exp({a[0]})",
     }
 
     @staticmethod

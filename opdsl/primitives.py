@@ -278,6 +278,30 @@ Prim("irfft", _fft_shape(False), lambda x, n: np.fft.irfft(x, n=int(n), axis=-1)
      dtype=_real)
 
 
+# ---- matrix functions (kinds/matfun.py) -----------------------------------------------------------
+# helper groups "eigh" (_eigh) and "expm" (_expm, numpy's scaling and squaring)
+
+def _eigh_np(a):
+    w, v = np.linalg.eigh(a)
+    return np.concatenate([w[..., None, :], v], axis=-2)
+
+
+Prim("eigh", lambda g, ts, a: ts[0].shape[:-2] + (ts[0].shape[-2] + 1, ts[0].shape[-1]), _eigh_np,
+     "eigendecomposition of a symmetric matrix [..., n, n] (its lower triangle is read), in one array "
+     "[..., n + 1, n]: row 0 the eigenvalues in ascending order (numpy.linalg.eigh's), rows 1.. the "
+     "matrix whose columns are the eigenvectors (a primitive has one result; slices take them apart)",
+     runtime=("eigh",))
+
+
+def _expm_np(a):
+    import scipy.linalg
+    return scipy.linalg.expm(a)
+
+
+Prim("expm", _same, _expm_np, "the matrix exponential of a square matrix (scaling and squaring)",
+     runtime=("expm",))
+
+
 # ---- a sequential scan: the chunk recurrence of the delta rule (kinds/delta_attention.py) ---------
 
 def _linrec_shape(g, ts, attrs):

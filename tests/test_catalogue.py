@@ -7,7 +7,15 @@ import pytest
 
 from opdsl.kinds import REGISTRY
 
+from opdsl.errors import BackendError
+
 from .harness import BACKENDS, CATALOGUE, CATALOGUE_IDS, run_against_dense
+
+try:
+    from opdsl.backends.tvm.emit import REFUSED as TVM_REFUSED
+except ImportError:              # no tvm installed
+    TVM_REFUSED = ()
+REFUSED = {"tvm": TVM_REFUSED}
 
 
 def test_every_kind_has_examples():
@@ -23,7 +31,21 @@ def test_reference_backends_present():
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind,i,src", CATALOGUE, ids=CATALOGUE_IDS)
 def test_kind_against_dense(kind, i, src, backend, dtype):
-    run_against_dense(src, backend, dtype)
+    try:
+        run_against_dense(src, backend, dtype)
+    except BackendError as e:      # only a refusal by name of a primitive the backend declares it refuses
+        refused = [p for p in REFUSED.get(backend, ()) if f"primitive {p!r}" in str(e)]
+        assert refused, str(e)
+
+
+def test_refusals_are_declared_and_raised():
+    """The TVM backend's emit table refuses exactly what it declares (backends/tvm/emit.py REFUSED)."""
+    if "tvm" not in BACKENDS:
+        pytest.skip("tvm is not installed")
+    from opdsl.backends.tvm.emit import EMIT
+    for prim in REFUSED["tvm"]:
+        with pytest.raises(BackendError, match=f"primitive {prim!r}"):
+            EMIT[prim](None, type("N", (), {"kind": prim, "span": None})(), [])
 
 
 def test_the_dense_check_is_not_vacuous(monkeypatch):

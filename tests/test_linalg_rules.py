@@ -72,6 +72,7 @@ def sound(src, seeds=(0, 1, 2), rtol=1e-8):
 
 SQ = "input A : [3, 3]\ninput B : [2, 2]\ninput C : [3, 3]\n"
 LR = "input d : [6]\ninput U : [6, 2]\ninput V : [6, 2]\n"
+MF = "input S : [3, 3] psd\ninput T : [2, 2] psd\ninput R : [2, 2] psd\ninput x : [3, 2]\ninput z : [5, 2]\n"
 
 CASES = {
     # ---- matrices written with tensors (A @ B, 2 * A, A.T, A + B)
@@ -164,6 +165,25 @@ CASES = {
                       "export z = logdet(diag(d) + 4 * eye(6) + lowrank(U, U))"],
     # ---- materialization
     "dense-of-matrix": ["input W : [3, 4]\nexport y = dense(W)"],
+    # ---- matrix functions (kinds/matfun.py; against scipy too in tests/test_matfun.py)
+    "matfun-of-matrix-expression": ["input W : [4, 2]\ninput x : [4, 2]\nexport y = pow(W @ W.T, 2.5, eps=0.1) @ x"],
+    "matfun-blockdiag": [MF + "export y = pow(blockdiag(S, T), -0.5) @ z\nexport w = exp(blockdiag(S, T)) @ z"],
+    "matfun-blockdiag-batched": [MF + "input W : [2, 3, 3] psd\ninput u : [6, 2]\nexport y = log(blockdiag(W)) @ u"],
+    "matfun-diag": ["input d : [4]\ninput x : [4, 2]\nexport y = exp(diag(d)) @ x"],
+    "matfun-assumed-diag": ["input d : [4]\ninput x : [4, 2]\nexport y = pow(assume(diag(d), psd), 0.5, eps=0.1) @ x"],
+    "matfun-eye": ["input x : [4, 2]\nexport y = exp(eye(4)) @ x"],
+    "matfun-scaled-eye": ["input x : [4, 2]\nexport y = pow(2.5 * eye(4), -0.25) @ x + log(3 * eye(4)) @ x"],
+    "pow-kron": [MF + "input v : [6, 2]\nexport y = pow(kron(S, R), -0.25) @ v"],
+    "log-kron": [MF + "input v : [6, 2]\nexport y = log(kron(S, R)) @ v"],
+    "exp-kron-sum": ["input A : [3, 3]\ninput B : [2, 2]\ninput x : [6, 2]\n"
+                     "export y = exp(kron(A, eye(2)) + kron(eye(3), B)) @ x"],
+    "pow-pow": [MF + "export y = pow(pow(S, 0.5), -0.5) @ x"],
+    "inv-pow": [MF + "export y = inv(pow(S, 0.5, eps=0.01)) @ x"],
+    "logdet-pow": [MF + "export y = logdet(pow(S, 0.75))"],
+    "matfun-eye-lowrank": [LR + "input x : [6, 2]\nexport y = pow(0.5 * eye(6) + lowrank(U, U), -0.5) @ x\n"
+                           "export z = exp(-1 * eye(6) + lowrank(U, U)) @ x"],
+    "matfun-orthogonal": ["input Q : [4, 4] orthogonal\ninput d : [4]\ninput x : [4, 2]\n"
+                          "export y = exp(Q @ diag(d) @ Q.T) @ x"],
 }
 
 

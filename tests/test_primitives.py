@@ -136,6 +136,14 @@ CASES = [
     _cg_case("jacobi"),
     # the chunk recurrence (delta rule): P broadcast over a batch; a single step; P with a batch of H's
     Case("linrec", (((4, 3, 3), N), ((2, 4, 3, 2), N)), lambda p, dt, a, h: p("linrec", p("scale", a, c=0.5), h)),
+    # matrix functions (TVM refuses them by name); eigenvectors' signs are the backend's, so the case
+    # rebuilds V diag(λ) Vᵀ from the packed result
+    Case("eigh", (((2, 3, 3), "spd"),),
+         lambda p, dt, a: (lambda e: p("matmul", p("mul", p("slice", e, axis=-2, start=1, stop=4),
+                                                    p("slice", e, axis=-2, start=0, stop=1)),
+                                        p("swap", p("slice", e, axis=-2, start=1, stop=4))))(p("eigh", a)),
+         refused=("tvm",)),
+    Case("expm", (((2, 3, 3), N),), lambda p, dt, a: p("expm", p("scale", a, c=2.0)), refused=("tvm",)),
     Case("linrec-one-step", (((1, 2, 2), N), ((1, 2, 3), N)), lambda p, dt, a, h: p("linrec", a, h)),
 ]
 CASE_IDS = [c.name for c in CASES]

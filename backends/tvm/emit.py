@@ -50,4 +50,10 @@ EMIT = {
     "checked": linalg.e_checked,
     "cg": linalg.e_cg,
     "linrec": linalg.e_linrec,
+    "eigh": linalg.e_eigh,
+    "expm": linalg.e_expm,
 }
+
+# Primitives the TVM backend refuses with a BackendError naming them (no TE form here); programs
+# that need them run on numpy, torch or JAX.  The catalogue expects exactly these refusals.
+REFUSED = ("cg", "eigh", "expm")

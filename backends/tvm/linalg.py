@@ -275,6 +275,17 @@ def e_linrec(b, n, a):
     return _extern(b, n, [out], [P, H], gen, base)[0]
 
 
+def _refused(what):
+    def emit(b, n, a):
+        raise BackendError(f"the tvm backend does not implement primitive {n.kind!r} ({what})", n.span,
+                           hint="use backend='torch', 'jax' or 'numpy' for this program")
+    return emit
+
+
+e_eigh = _refused("a symmetric eigendecomposition: an iterative algorithm with no TE form here")
+e_expm = _refused("the matrix exponential of a general square matrix")
+
+
 def e_cg(b, n, a):
     raise BackendError(
         "the tvm backend does not implement primitive 'cg' (conjugate gradients: a loop that stops on a "

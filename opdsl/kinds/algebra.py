@@ -8,7 +8,7 @@ import numpy as np
 from ..errors import ShapeError
 from ..primitives import broadcast
 from .base import Kind, OpType, join_dtype, op_type, register
-from .linalg_analysis import (cheap_inverse, flip, less, lowrank_split, operands_triangular, singular_reason,
+from .linalg_analysis import (all_psd, cheap_inverse, is_gram, psd, flip, less, lowrank_split, operands_triangular, singular_reason,
                               square, triangular)
 from .linalg_solve import materialize
 
@@ -67,6 +67,10 @@ class Compose(Kind):
 
     def triangular_through(self, g, v):
         return operands_triangular(g, g[v].operands)
+
+    def psd_through(self, g, v):                # X Xᵀ, Xᵀ X
+        ops = g[v].operands
+        return len(ops) == 2 and is_gram(g, *ops)
 
     def singular(self, g, v):
         t = g.type(v)
@@ -127,6 +131,9 @@ class Sum(Kind):
     def triangular_through(self, g, v):
         return operands_triangular(g, g[v].operands)
 
+    def psd_through(self, g, v):
+        return all_psd(g, g[v].operands)
+
     def cheap_inverse(self, g, v):              # a cheap part plus low-rank terms: Woodbury
         return lowrank_split(g, g[v].operands) is not None
 
@@ -176,6 +183,10 @@ class Scale(Kind):
 
     def triangular_through(self, g, v):
         return triangular(g, g[v].operands[0])
+
+    def psd_through(self, g, v):
+        n = g[v]
+        return n.attrs["c"] > 0 and psd(g, n.operands[0])
 
     def singular(self, g, v):
         n = g[v]

@@ -209,6 +209,11 @@ class Kind:
         (beyond its declared properties, which linalg_analysis.triangular reads first)."""
         return None
 
+    def psd_through(self, g, v) -> bool:
+        """Whether v is symmetric positive semidefinite through its operands (beyond its declared
+        properties, which linalg_analysis.psd reads first)."""
+        return False
+
     def singular(self, g, v):
         """Why square operator v is singular by its structure alone (a phrase), or None."""
         return None

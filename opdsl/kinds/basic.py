@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Kind, OpType, register, tensor_of_rank
-from .linalg_analysis import less, tensor_props, tri_of
+from .linalg_analysis import is_gram, less, tensor_props, tri_of
 
 SQUARE_PROPS = frozenset({"symmetric", "orthogonal", "diagonal", "psd", "permutation", "invertible"})
 
@@ -37,6 +37,10 @@ class Dense(Kind):
 
     def transpose(self, g, v):
         return g.add("dense", [g.add("tT", [g[v].operands[0]], span=g[v].span)], span=g[v].span)
+
+    def psd_through(self, g, v):                # the tensor X @ X.T (or X.T @ X) used as a matrix
+        t = g[g[v].operands[0]]
+        return t.kind == "apply" and is_gram(g, *t.operands)
 
     def chain_factor(self, g, v):           # a matrix: merged into a neighbour by a matmul
         return ("dense", 0) if len(g.type(g[v].operands[0]).shape) == 2 else ("other", 0)

@@ -7,7 +7,7 @@ import sympy as sp
 from .algebra import common
 from ..errors import TypeError_
 from .base import Kind, OpType, join_dtype, op_type, register, tensor_of_rank
-from .linalg_analysis import all_square, operands_triangular, singular_factors
+from .linalg_analysis import all_psd, all_square, operands_triangular, singular_factors
 from .linalg_solve import as_dtype, solve_matrix
 
 BLOCK_KEEPS = frozenset({"orthogonal", "symmetric", "psd", "diagonal", "permutation", "invertible"})
@@ -86,6 +86,10 @@ class BlockDiag(Kind):
         ops = g[v].operands
         return operands_triangular(g, ops) if all_square(g, ops) else None
 
+    def psd_through(self, g, v):
+        ops = g[v].operands
+        return all_square(g, ops) and all_psd(g, ops)
+
     def singular(self, g, v):
         return singular_factors(g, g[v].operands, "block diagonal")
 
@@ -110,7 +114,7 @@ class BlockDiagBatched(Kind):
     def infer(self, g, ops, attrs, span):
         t = tensor_of_rank(g, ops[0], (3,), span, "blockdiag's argument")
         k, p, q = t.shape
-        return OpType(k * p, k * q, (), t.dtype, frozenset())
+        return OpType(k * p, k * q, (), t.dtype, frozenset(t.props) & BLOCK_KEEPS)   # W declared psd, ...
 
     def dense(self, g, v, vals):
         return block_diag(list(vals[0]))

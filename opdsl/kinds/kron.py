@@ -9,7 +9,7 @@ import numpy as np
 
 from .algebra import common
 from .base import Kind, OpType, join_dtype, op_type, register, sym_prod
-from .linalg_analysis import all_square, operands_triangular, singular_factors
+from .linalg_analysis import all_psd, all_square, operands_triangular, singular_factors
 
 KRON_KEEPS = frozenset({"orthogonal", "symmetric", "psd", "diagonal", "permutation", "invertible"})
 
@@ -113,6 +113,9 @@ class Kron(Kind):
 
     def triangular_through(self, g, v):
         return operands_triangular(g, g[v].operands)
+
+    def psd_through(self, g, v):                # eigenvalues multiply
+        return all_psd(g, g[v].operands)
 
     def singular(self, g, v):
         return singular_factors(g, g[v].operands, "Kronecker product")

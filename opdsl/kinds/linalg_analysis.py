@@ -11,6 +11,32 @@ from __future__ import annotations
 from .base import node_memo
 
 
+def psd(g, v) -> bool:
+    """Whether square operator v is symmetric positive semidefinite: declared (its type's
+    properties, assume(A, psd)) or through its structure (Kind.psd_through: X Xᵀ, lowrank(U, U),
+    sums, positive multiples, Kronecker products and block diagonals of psd terms)."""
+    return "psd" in g.type(v).props or node_memo(g, ("psd", v), lambda: bool(g.spec(v).psd_through(g, v)))
+
+
+def all_psd(g, ops) -> bool:
+    return all(psd(g, o) for o in ops)
+
+
+def transposed(g, u, v) -> bool:
+    """Whether node v is uᵀ as written: transpose(u), tT(u), or dense(tT(X)) for u = dense(X)."""
+    if g[u].kind == "dense" and g[v].kind == "dense":
+        u, v = g[u].operands[0], g[v].operands[0]
+    return g[v].kind in ("transpose", "tT") and g[v].operands[0] == u
+
+
+def is_gram(g, a, b) -> bool:
+    """Whether the product of a and b is X Xᵀ or Xᵀ X for one X, so symmetric positive
+    semidefinite: operators X and transpose(X), or the tensor product dense(X) @ tT(X)."""
+    if g[a].kind == "dense" and g[b].kind != "dense":   # a tensor product: dense(X) @ tensor
+        a = g[a].operands[0]
+    return transposed(g, a, b) or transposed(g, b, a)
+
+
 def flip(tri):
     """The triangular structure of a transpose: lower <-> upper."""
     return {"lower": "upper", "upper": "lower"}.get(tri, tri)

@@ -37,6 +37,9 @@ class LowRank(Kind):
                              hint="lowrank(U, V) = U Vᵀ with U [m, r] and V [n, r]")
         return OpType(u.shape[0], v.shape[0], (), join_dtype(u.dtype, v.dtype))
 
+    def psd_through(self, g, v):                # U Uᵀ
+        return g[v].operands[0] == g[v].operands[1]
+
     def dense(self, g, v, vals):
         return vals[0] @ vals[1].T
 
