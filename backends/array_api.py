@@ -83,6 +83,13 @@ def array_api_emit(xp: str) -> dict:
     }
 
 
+def newton_call(n, a, ident):
+    """numpy / torch: the module's _newton_root helper (pyruntime.NEWTON_RUNTIME)."""
+    at = n.attrs
+    return (f"_newton_root({site(n.span)!r}, {a[0]}, {ident}, {int(at['root'])}, {float(at['eps'])!r}, "
+            f"{float(at['tol'])!r}, {int(at['maxiter'])})")
+
+
 def emit_cg(ctx, n, a):
     """numpy / torch: the loop body as a nested function, then _cg (pyruntime.CG_RUNTIME)."""
     jac = n.attrs.get("precond") == "jacobi"

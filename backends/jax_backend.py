@@ -112,6 +112,28 @@ def _linrec_scan(p, h):
 '''
 
 
+NEWTON_LOOP = '''
+
+def _newton_root_jax(a, root, eps, tol, maxiter):
+    """a^(-1/root) by the coupled Newton iteration (pyruntime's _newton_root) as a jax.lax.while_loop:
+    traceable under jit; not reverse-differentiable (use the eigendecomposition for gradients)."""
+    ident = jnp.eye(a.shape[-1], dtype=a.dtype)
+    alpha = -1.0 / root
+    a = a + eps * ident
+    z = (root + 1) / (2 * jnp.sqrt((a * a).sum((-2, -1)))[..., None, None])
+
+    def step(s):
+        x, m, k = s
+        mp = alpha * m + (1 - alpha) * ident
+        return x @ mp, jnp.linalg.matrix_power(mp, root) @ m, k + 1
+
+    def going(s):
+        return (jnp.abs(s[1] - ident).max() > tol) & (s[2] < maxiter)
+    x, _, _ = jax.lax.while_loop(going, step, (z ** (1.0 / root) * ident, z * a, 0))
+    return x
+'''
+
+
 def uses_float64(g) -> bool:
     """Whether any value of the primitive graph is float64 (or complex128)."""
     return any(g.type(v).dtype in ("float64", "complex128") for v in g.live())
@@ -180,7 +202,7 @@ def _with_params(fn, names):
 
 class JaxBackend(PythonBackend):
     name = "jax"
-    own_runtime = ("linrec", "expm")
+    own_runtime = ("linrec", "expm", "newton")
     imports = ("import functools", "", "import jax", "import jax.numpy as jnp", "import jax.scipy.linalg",
                "import numpy as np")
     dtypes = {"float32": "jnp.float32", "float64": "jnp.float64", "float16": "jnp.float16",
@@ -207,6 +229,9 @@ class JaxBackend(PythonBackend):
         "linrec": lambda c, n, a: f"_linrec_scan({a[0]}, {a[1]})",
         "eigh": lambda c, n, a: f"_eigh({a[0]}, jnp.linalg.eigh, jnp.concatenate)",
         "expm": lambda c, n, a: f"jax.scipy.linalg.expm({a[0]})",
+        "invroot_newton": lambda c, n, a: (f"_newton_root_jax({a[0]}, {int(n.attrs['root'])}, "
+                                           f"{float(n.attrs['eps'])!r}, {float(n.attrs['tol'])!r}, "
+                                           f"{int(n.attrs['maxiter'])})"),
     }
 
     def generate(self, g) -> str:
@@ -219,6 +244,8 @@ class JaxBackend(PythonBackend):
             lines.append(BATCH.rstrip("\n"))
         if "linrec" in helpers_used(g):      # a lax.scan, not the unrolled loop of _linrec
             lines.append(LINREC_SCAN.rstrip("\n"))
+        if "newton" in helpers_used(g):      # a lax.while_loop (no residual report under jit)
+            lines.append(NEWTON_LOOP.rstrip("\n"))
         lines.append("")
         for name, root in g.exports.items():
             want = ", ".join(f"{a!r}: np.dtype({self.dtype(node['dtype'])})" for a, node in self.signature(g, name))

@@ -5,7 +5,7 @@ module's SingularError (`_linalg` converts numpy's LinAlgError, `_finite` checks
 """
 from __future__ import annotations
 
-from .array_api import array_api_emit, emit_cg
+from .array_api import array_api_emit, emit_cg, newton_call
 from .pycodegen import PythonBackend
 from .pyruntime import const_name, site
 
@@ -38,4 +38,5 @@ class NumpyBackend(PythonBackend):
         "linrec": lambda c, n, a: f"_linrec({a[0]}, {a[1]}, np.stack)",
         "eigh": lambda c, n, a: f"_eigh({a[0]}, np.linalg.eigh, np.concatenate)",
         "expm": lambda c, n, a: f"_expm({a[0]})",
+        "invroot_newton": lambda c, n, a: newton_call(n, a, f"np.eye({a[0]}.shape[-1], dtype={a[0]}.dtype)"),
     }

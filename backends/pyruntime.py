@@ -169,9 +169,45 @@ def _expm(a):
         r = r @ r
     return r'''
 
+NEWTON_RUNTIME = '''
+
+NEWTON_RESIDUALS = {}  # site -> (steps, max |M - I|) of its last Newton inverse root
+
+
+def _newton_root(what, a, ident, root, eps, tol, maxiter):
+    """X ~ a^(-1/root) for symmetric positive definite a [..., n, n] by the coupled Newton iteration
+    (Distributed Shampoo's): X_0 = z^(1/root) I, M_0 = z (a + eps I), z = (root + 1) / (2 |a|_F);
+    M_p = (1 + 1/root) I - M / root, X <- X M_p, M <- M_p^root M, until max |M - I| <= tol or maxiter
+    steps.  ident: the identity in a's dtype (and device).  Records (steps, error) in
+    NEWTON_RESIDUALS[what] and warns when it did not converge."""
+    def error(m):
+        e = abs(m - ident).max()
+        return float(e.detach() if hasattr(e, "detach") else e)
+
+    alpha = -1.0 / root
+    a = a + eps * ident
+    z = (root + 1) / (2 * ((a * a).sum(-1).sum(-1) ** 0.5)[..., None, None])
+    x, m = z ** (1.0 / root) * ident, z * a
+    res, steps = error(m), 0
+    while res > tol and steps < maxiter:
+        mp = alpha * m + (1 - alpha) * ident
+        x = x @ mp
+        mr = mp
+        for _ in range(root - 1):
+            mr = mr @ mp
+        m = mr @ m
+        steps += 1
+        res = error(m)
+    NEWTON_RESIDUALS[what] = (steps, res)
+    if not res <= tol:
+        import warnings
+        warnings.warn(f"{what}: the Newton inverse root stopped after {steps} steps at max |M - I| = "
+                      f"{res:.3g} > tol = {tol:g}", RuntimeWarning, stacklevel=3)
+    return x'''
+
 # helper group (what a primitive's code may call: Prim.runtime) -> its code
 RUNTIME_HELPERS = {"linalg": LINALG_RUNTIME, "cg": CG_RUNTIME, "linrec": LINREC_RUNTIME,
-                   "eigh": EIGH_RUNTIME, "expm": EXPM_RUNTIME}
+                   "eigh": EIGH_RUNTIME, "expm": EXPM_RUNTIME, "newton": NEWTON_RUNTIME}
 
 
 def _nodes_used(g: Graph):

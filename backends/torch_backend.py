@@ -9,7 +9,7 @@ import numpy as np
 
 from opdsl.pytext import docstring
 
-from .array_api import emit_cg, python_emit
+from .array_api import emit_cg, newton_call, python_emit
 from .layers import init_scale, param_dims, param_specs
 from .pycodegen import PythonBackend, function_doc
 from .pyexpr import fill_value, pyexpr, shape_code
@@ -136,6 +136,8 @@ class TorchBackend(PythonBackend):
         "linrec": lambda c, n, a: f"_linrec({a[0]}, {a[1]}, torch.stack)",
         "eigh": lambda c, n, a: f"_eigh({a[0]}, torch.linalg.eigh, torch.cat)",
         "expm": lambda c, n, a: f"torch.linalg.matrix_exp({a[0]})",
+        "invroot_newton": lambda c, n, a: newton_call(
+            n, a, f"torch.eye({a[0]}.shape[-1], dtype={a[0]}.dtype, device={a[0]}.device)"),
     }
 
     @staticmethod

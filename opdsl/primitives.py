@@ -302,6 +302,29 @@ Prim("expm", _same, _expm_np, "the matrix exponential of a square matrix (scalin
      runtime=("expm",))
 
 
+def _newton_np(a, root, eps, tol, maxiter):
+    """The coupled Newton iteration for a^(−1/root) (Distributed Shampoo's), as the generated helpers
+    run it (backends/pyruntime.py NEWTON_RUNTIME)."""
+    ident = np.eye(a.shape[-1], dtype=a.dtype)
+    alpha = -1.0 / root
+    a = a + eps * ident
+    z = (root + 1) / (2 * np.sqrt((a * a).sum(-1).sum(-1))[..., None, None])
+    x, m = z ** (1.0 / root) * ident, z * a
+    for _ in range(int(maxiter)):
+        if np.abs(m - ident).max() <= tol:
+            break
+        mp = alpha * m + (1 - alpha) * ident
+        x = x @ mp
+        m = np.linalg.matrix_power(mp, int(root)) @ m
+    return x
+
+
+Prim("invroot_newton", _same, _newton_np,
+     "A^(−1/root) of a symmetric positive definite A [..., n, n] by the coupled Newton iteration "
+     "(matrix products only; A + eps I first): stops when max |M − I| <= tol or after maxiter steps, and "
+     "reports the steps and the error like cg", runtime=("newton",))
+
+
 # ---- a sequential scan: the chunk recurrence of the delta rule (kinds/delta_attention.py) ---------
 
 def _linrec_shape(g, ts, attrs):

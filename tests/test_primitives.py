@@ -144,6 +144,9 @@ CASES = [
                                         p("swap", p("slice", e, axis=-2, start=1, stop=4))))(p("eigh", a)),
          refused=("tvm",)),
     Case("expm", (((2, 3, 3), N),), lambda p, dt, a: p("expm", p("scale", a, c=2.0)), refused=("tvm",)),
+    Case("invroot_newton", (((2, 4, 4), "spd"),),
+         lambda p, dt, a: p("invroot_newton", a, root=4, eps=0.0, tol=1e-12 if dt == "float64" else 1e-5, maxiter=60),
+         refused=("tvm",), tol={"float32": 1e-4, "float64": 1e-9}),
     Case("linrec-one-step", (((1, 2, 2), N), ((1, 2, 3), N)), lambda p, dt, a, h: p("linrec", a, h)),
 ]
 CASE_IDS = [c.name for c in CASES]

@@ -284,6 +284,7 @@ def _refused(what):
 
 e_eigh = _refused("a symmetric eigendecomposition: an iterative algorithm with no TE form here")
 e_expm = _refused("the matrix exponential of a general square matrix")
+e_invroot_newton = _refused("an iteration that stops on a tolerance")
 
 
 def e_cg(b, n, a):

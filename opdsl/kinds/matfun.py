@@ -108,6 +108,7 @@ class MatFun(Kind):
     fn = ""
     params = ("A",)
     options = ("eps", "precision")
+    NEWTON = {"tol": 1e-6, "maxiter": 100}      # method=newton's defaults (Distributed Shampoo: 1e-6)
 
     def sample(self, n, tag):
         return None       # needs a psd operand: kept out of random compositions
@@ -117,11 +118,32 @@ class MatFun(Kind):
         return self.build(b, b.op(args[0]), None, kwargs, span)
 
     def build(self, b, a, p, kwargs, span):
-        attrs = {"fn": self.fn, "p": p, "eps": 0.0, "precision": None}
+        attrs = {"fn": self.fn, "p": p, "eps": 0.0, "precision": None, "method": "eigh"}
         for key, val in kwargs.items():
             if key not in self.options:
                 raise TypeError_(f"{self.constructors[0]}(...) has no option {key!r}", val.span,
                                  hint=f"options: {', '.join(self.options) or 'none'}")
+        if "method" in kwargs:
+            attrs["method"] = b.word(kwargs["method"], ("eigh", "newton"), "method")
+        for key in ("tol", "maxiter"):
+            if key in kwargs and attrs["method"] != "newton":
+                raise TypeError_(f"the option {key!r} applies to method=newton only", kwargs[key].span)
+        if attrs["method"] == "newton":
+            root = -1.0 / p if p else 0.0
+            if not (p < 0 and abs(root - round(root)) < 1e-9 and round(root) >= 1):
+                raise TypeError_(f"method=newton computes inverse roots pow(A, -1/r) for an integer r >= 1, "
+                                 f"got p = {p:g}", kwargs["method"].span, hint="use method=eigh (the default)")
+            attrs["root"] = int(round(root))
+            attrs.update(self.NEWTON)
+            if "tol" in kwargs:
+                attrs["tol"] = float(b.num(kwargs["tol"]))
+                if not attrs["tol"] > 0:
+                    raise TypeError_(f"tol must be positive, got {attrs['tol']:g}", kwargs["tol"].span)
+            if "maxiter" in kwargs:
+                m = b.num(kwargs["maxiter"])
+                if float(m) != int(m) or int(m) < 1:
+                    raise TypeError_(f"maxiter must be a positive integer, got {m}", kwargs["maxiter"].span)
+                attrs["maxiter"] = int(m)
         if "eps" in kwargs:
             attrs["eps"] = float(b.num(kwargs["eps"]))
             if not (attrs["eps"] >= 0 and math.isfinite(attrs["eps"])):
@@ -174,6 +196,8 @@ class MatFunNode(Kind):
             import scipy.linalg
             return scipy.linalg.expm(m) if m.ndim == 2 else np.stack([scipy.linalg.expm(x) for x in m.reshape(
                 (-1,) + m.shape[-2:])]).reshape(m.shape)
+        if a.get("method") == "newton":           # what the iteration converges to: (A + eps I)^p
+            m, a = m + a["eps"] * np.eye(m.shape[-1]), {**a, "eps": 0.0}
         w, q = np.linalg.eigh(sym_np(m))
         return (q * eig_np(a["fn"], a["p"], a["eps"], w)[..., None, :]) @ np.swapaxes(q, -1, -2)
 
@@ -193,6 +217,11 @@ class MatFunNode(Kind):
         work = "float64" if a["precision"] == "float64" else lw.dtype(m)
         if lw.dtype(m) != work:
             m = lw.prim("cast", m, dtype=work)
+        if a.get("method") == "newton":            # A^(−1/r) by matrix products, then applied
+            r = lw.prim("invroot_newton", m, root=a["root"], eps=a["eps"], tol=a["tol"], maxiter=a["maxiter"])
+            if lw.dtype(r) != lw.dtype(x):
+                r = lw.prim("cast", r, dtype=lw.dtype(x))
+            return lw.matmul(r, x)
         e = lower_eigh(lw, m)
         rows = lw.shape(m)[-1]
         w = lw.prim("slice", e, axis=-2, start=0, stop=1)                        # [..., 1, n]
@@ -209,10 +238,12 @@ class MatFunNode(Kind):
 
 
 class Pow(MatFun):
-    """`pow(A, p, eps=0, precision=float64)`: A^p (an integer p without options: a product)."""
+    """`pow(A, p, eps=0, precision=float64, method=eigh|newton, tol=1e-6, maxiter=100)`: A^p (an integer
+    p without options: a product); method=newton: the coupled Newton iteration for p = −1/r."""
 
     constructors = ("pow",)
     params = ("A", "p")
+    options = ("eps", "precision", "method", "tol", "maxiter")
     fn = "pow"
 
     def construct(self, b, args, kwargs, span):
@@ -491,7 +522,8 @@ def _kron_sum_exp(g, m):
 def _pow_pow(g, m):
     """pow(pow(A, a), b) = pow(A, a b) for psd A (principal powers)."""
     inner = g[m["G"]].attrs
-    if not (inner["fn"] == "pow" and inner["eps"] == 0 and psd(g, m["A"])):
+    if not (inner["fn"] == "pow" and inner["eps"] == 0 and psd(g, m["A"])) or "newton" in (
+            inner.get("method"), g[m["_"]].attrs.get("method")):
         return None
     a, span = g[m["_"]].attrs, span_of(g, m)
     return _f(g, m["A"], a, span, p=a["p"] * inner["p"], precision=a["precision"] or inner["precision"])
@@ -500,8 +532,8 @@ def _pow_pow(g, m):
 def _inv_pow(g, m):
     """inv(pow(A, p)) = pow(A, −p) (also with eps: the same shifted eigenvalues)."""
     f = g[m["F"]].attrs
-    if g[m["_"]].attrs.get("method", "auto") != "auto":
-        return None
+    if g[m["_"]].attrs.get("method", "auto") != "auto" or f.get("method") == "newton":
+        return None                   # a positive power has no Newton iteration
     return _f(g, m["A"], f, span_of(g, m), p=-f["p"])
 
 
