@@ -202,7 +202,7 @@ def _with_params(fn, names):
 
 class JaxBackend(PythonBackend):
     name = "jax"
-    own_runtime = ("linrec", "expm", "newton")
+    own_runtime = {"linrec": LINREC_SCAN, "expm": None, "newton": NEWTON_LOOP}   # scans, not unrolled loops
     imports = ("import functools", "", "import jax", "import jax.numpy as jnp", "import jax.scipy.linalg",
                "import numpy as np")
     dtypes = {"float32": "jnp.float32", "float64": "jnp.float64", "float16": "jnp.float16",
@@ -242,10 +242,6 @@ class JaxBackend(PythonBackend):
                               "types are left as configured").rstrip("\n")]
         if "batched" in helpers_used(g):     # _cho_solve, _batched (Prim.runtime)
             lines.append(BATCH.rstrip("\n"))
-        if "linrec" in helpers_used(g):      # a lax.scan, not the unrolled loop of _linrec
-            lines.append(LINREC_SCAN.rstrip("\n"))
-        if "newton" in helpers_used(g):      # a lax.while_loop (no residual report under jit)
-            lines.append(NEWTON_LOOP.rstrip("\n"))
         lines.append("")
         for name, root in g.exports.items():
             want = ", ".join(f"{a!r}: np.dtype({self.dtype(node['dtype'])})" for a, node in self.signature(g, name))

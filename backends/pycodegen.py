@@ -93,9 +93,10 @@ def emit_node(ctx: Ctx, n, args: list[str]) -> tuple[list[str], str]:
 class PythonBackend(Backend):
     imports: tuple = ()
     reserved = ("np",)
-    # runtime helper groups (pyruntime.RUNTIME_HELPERS) this backend's emit table does not call:
-    # it spells those primitives with its own library (torch.linalg.matrix_exp, jax.lax.scan)
-    own_runtime: tuple = ()
+    # runtime helper groups (Prim.runtime) this backend writes its own way: group -> code, or None
+    # where it spells those primitives with its library inline (torch.linalg.matrix_exp); the
+    # others come from pyruntime.RUNTIME_HELPERS
+    own_runtime: dict = {}
 
     # ---- module -------------------------------------------------------------
     def generate(self, g: Graph) -> str:
@@ -103,7 +104,7 @@ class PythonBackend(Backend):
         lines.extend(self.imports)
         lines.append(RUNTIME.format(array=self.array).rstrip("\n"))
         lines.append(check_arg_runtime(self))
-        lines.extend(prim_runtime(g, skip=self.own_runtime))
+        lines.extend(prim_runtime(g, self.own_runtime))
         lines.append("")
         dims = module_dims(g)
         if dims:

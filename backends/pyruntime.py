@@ -225,11 +225,19 @@ def helpers_used(g: Graph) -> set:
     return {h for n in _nodes_used(g) for h in PRIMS[n.kind].helpers(n.attrs)}
 
 
-def prim_runtime(g: Graph, skip=()) -> list[str]:
-    """The helper code (RUNTIME_HELPERS) the primitives of g call, in a fixed order, but the groups
-    in `skip` (a backend that spells those primitives itself)."""
-    keys = helpers_used(g) - set(skip)
-    return [RUNTIME_HELPERS[k].rstrip("\n") for k in RUNTIME_HELPERS if k in keys]
+def prim_runtime(g: Graph, own=None) -> list[str]:
+    """The helper code the primitives of g call, group by group in a fixed order: a backend's own
+    text for a group where it has one (`own`: group -> code, or None for a group whose primitives
+    it spells inline), else RUNTIME_HELPERS'."""
+    own = own or {}
+    keys = helpers_used(g)
+    groups = list(RUNTIME_HELPERS) + [k for k in own if k not in RUNTIME_HELPERS]
+    out = []
+    for k in groups:
+        code = own.get(k, RUNTIME_HELPERS.get(k))
+        if k in keys and code:
+            out.append(code.rstrip("\n"))
+    return out
 
 
 def const_name(n) -> str:

@@ -89,7 +89,7 @@ def _camel(name: str) -> str:
 
 class TorchBackend(PythonBackend):
     name = "torch"
-    own_runtime = ("expm",)
+    own_runtime = {"expm": None}
     imports = ("import numpy as np", "import torch")
     dtypes = {"float32": "torch.float32", "float64": "torch.float64", "float16": "torch.float16",
               "bfloat16": "torch.bfloat16"}
