@@ -208,6 +208,12 @@ def main(argv=None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:     # `opdsl explain f.op | head`: the reader left; not an error of ours
+        try:                    # keep Python's exit from writing to the closed pipe again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0
     except Exception as e:  # noqa: BLE001 - a bug in opdsl: a message, not a traceback (docs/reliability.md)
         if os.environ.get("OPDSL_TRACEBACK"):
             raise

@@ -188,7 +188,10 @@ class DenseCost:
         self.factored.add((a, how))
         t = self.g.type(a)
         n3 = t.cols ** 3 * numel(t.batch)
-        return {"lu": sp.Rational(2, 3) * n3, "cholesky": sp.Rational(1, 3) * n3}.get(how, sp.Integer(0))
+        # a symmetric eigendecomposition with vectors ~9n³ (Golub & Van Loan's count); expm by
+        # scaling and squaring ~ a Padé-13 evaluation (6 products and a solve) plus ~4 squarings
+        return {"lu": sp.Rational(2, 3) * n3, "cholesky": sp.Rational(1, 3) * n3, "eigh": 9 * n3,
+                "expm": 22 * n3}.get(how, sp.Integer(0))
 
     def solve(self, inv: int, cols):
         """FLOPs of inverse node inv applied to `cols` columns: factor its operand, then solve."""

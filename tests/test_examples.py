@@ -53,3 +53,10 @@ def test_help_on_each_command():
     for cmd in ("compile", "check", "explain", "graph"):
         r = subprocess.run([sys.executable, "-m", "opdsl", cmd, "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "usage: opdsl " + cmd in r.stdout
+
+
+def test_output_into_a_closed_pipe_is_not_an_error():
+    """`opdsl explain f.op | head -1`: the reader leaves early; no 'internal error', exit 0."""
+    r = subprocess.run(f"{sys.executable} -m opdsl explain examples/kron.op | head -1", shell=True, cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.stdout.startswith("plan of examples/kron.op") and "error" not in r.stderr, r.stderr

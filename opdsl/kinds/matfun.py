@@ -231,6 +231,20 @@ class MatFunNode(Kind):
             q, f = (lw.prim("cast", t, dtype=lw.dtype(x)) for t in (q, f))
         return lw.matmul(q, lw.mul(f, lw.matmul(lw.swap(q), x)))
 
+    def _dense_how(self, g, v):
+        a = g[v].attrs
+        return "expm" if a["fn"] == "exp" and not symmetric(g, g[v].operands[0]) else "eigh"
+
+    def dense_apply_flops(self, g, v, k, dense):   # a dense code decomposes the matrix, then V f(Λ) Vᵀ x
+        t = g.type(v)
+        return dense.factor(g[v].operands[0], self._dense_how(g, v)) + 4 * t.rows * t.cols * k * sym_prod(t.batch)
+
+    def dense_flops(self, g, v, dense):         # its matrix, when needed: decompose, then V f(Λ) Vᵀ
+        t = g.type(v)
+        if not dense.needs_matrix(v):
+            return 0
+        return dense.factor(g[v].operands[0], self._dense_how(g, v)) + 2 * t.rows ** 3 * sym_prod(t.batch)
+
     def transpose(self, g, v):                 # f(A)ᵀ = f(Aᵀ)
         n = g[v]
         return g.add(self.name, [g.add("transpose", [n.operands[0]], span=n.span)], n.attrs, span=n.span)
