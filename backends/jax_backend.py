@@ -25,7 +25,7 @@ from .array_api import array_api_emit
 from .layers import init_scale, layer_export, param_dims, param_specs
 from .pycodegen import PythonBackend, nested_function
 from .pyexpr import pyexpr, shape_code
-from .pyruntime import const_name, helpers_used, site
+from .pyruntime import KERNEL_RUNTIME, const_name, helpers_used, site
 
 ENTRY = '''
 
@@ -134,6 +134,21 @@ def _newton_root_jax(a, root, eps, tol, maxiter):
 '''
 
 
+JAX_KERNEL = KERNEL_RUNTIME + '''
+
+
+def _kernel_apply_jax(x, y, v, ls, s, family, tile):
+    """s K(X, Y) V as a lax.map over row tiles, each checkpointed: the backward recomputes a tile
+    instead of keeping n x m values."""
+    n = x.shape[0]
+    tile = min(_kernel_rows(tile, y), n)
+    count = -(-n // tile)
+    tiles = jnp.pad(x, ((0, count * tile - n), (0, 0))).reshape(count, tile, x.shape[1])
+    one = jax.checkpoint(lambda xt: _kernel_tile(xt, y, v, ls, s, family, jnp.exp))
+    return jax.lax.map(one, tiles).reshape(count * tile, v.shape[-1])[:n]
+'''
+
+
 def uses_float64(g) -> bool:
     """Whether any value of the primitive graph is float64 (or complex128)."""
     return any(g.type(v).dtype in ("float64", "complex128") for v in g.live())
@@ -202,7 +217,7 @@ def _with_params(fn, names):
 
 class JaxBackend(PythonBackend):
     name = "jax"
-    own_runtime = {"linrec": LINREC_SCAN, "expm": None, "newton": NEWTON_LOOP}   # scans, not unrolled loops
+    own_runtime = {"linrec": LINREC_SCAN, "expm": None, "newton": NEWTON_LOOP, "kernel": JAX_KERNEL}   # scans, not unrolled loops
     imports = ("import functools", "", "import jax", "import jax.numpy as jnp", "import jax.scipy.linalg",
                "import numpy as np")
     dtypes = {"float32": "jnp.float32", "float64": "jnp.float64", "float16": "jnp.float16",
@@ -229,6 +244,8 @@ class JaxBackend(PythonBackend):
         "linrec": lambda c, n, a: f"_linrec_scan({a[0]}, {a[1]})",
         "eigh": lambda c, n, a: f"_eigh({a[0]}, jnp.linalg.eigh, jnp.concatenate)",
         "expm": lambda c, n, a: f"jax.scipy.linalg.expm({a[0]})",
+        "kernel_apply": lambda c, n, a: (f"_kernel_apply_jax({', '.join(a)}, {n.attrs['family']!r}, "
+                                         f"{int(n.attrs['tile'])})"),
         "invroot_newton": lambda c, n, a: (f"_newton_root_jax({a[0]}, {int(n.attrs['root'])}, "
                                            f"{float(n.attrs['eps'])!r}, {float(n.attrs['tol'])!r}, "
                                            f"{int(n.attrs['maxiter'])})"),

@@ -205,9 +205,52 @@ def _newton_root(what, a, ident, root, eps, tol, maxiter):
                       f"{res:.3g} > tol = {tol:g}", RuntimeWarning, stacklevel=3)
     return x'''
 
+KERNEL_RUNTIME = '''
+
+
+def _kernel_of(family, r2, exp):
+    """k(r) of squared scaled distances r2 for a kernel family of opdsl's kinds/kernel.py (r2 clamped
+    at 0; r at sqrt(1e-30), where the Matern kernels' derivative in r2 is singular)."""
+    r2 = r2 * (r2 > 0)
+    if family == "rbf":
+        return exp(-0.5 * r2)
+    r = (r2 - (r2 - 1e-30) * (r2 < 1e-30)) ** 0.5      # max(r2, 1e-30) in r2's own dtype
+    if family == "matern12":
+        return exp(-r)
+    if family == "matern32":
+        return (1 + 3 ** 0.5 * r) * exp(-(3 ** 0.5) * r)
+    return (1 + 5 ** 0.5 * r + (5 / 3) * r2) * exp(-(5 ** 0.5) * r)
+
+
+def _kernel_tile(x, y, v, ls, s, family, exp):
+    """s K(x, y) v for one tile of rows x [t, d] against all of y [m, d].  For d <= 8 the squared
+    distance is summed coordinate by coordinate from differences (exact near r = 0, where the Matern
+    kernels are steep; the expanded |x|^2 + |y|^2 - 2 x.y loses sqrt(eps) there); beyond, expanded."""
+    x, y = x / ls, y / ls
+    if x.shape[1] <= 8:
+        r2 = 0
+        for t in range(x.shape[1]):
+            diff = x[:, t:t + 1] - y[:, t][None, :]
+            r2 = r2 + diff * diff
+    else:
+        r2 = (x * x).sum(-1)[:, None] + (y * y).sum(-1)[None, :] - 2 * (x @ y.T)
+    return s * (_kernel_of(family, r2, exp) @ v)
+
+
+def _kernel_rows(tile, y):
+    """Rows of x per tile: at most `tile`, and at most 2**22 kernel values [rows, m] at a time."""
+    return max(1, min(tile, (1 << 22) // max(1, y.shape[0])))
+
+
+def _kernel_apply(x, y, v, ls, s, family, tile, exp, cat):
+    """s K(x, y) v in tiles of rows of x: never the whole n x m matrix."""
+    t = _kernel_rows(tile, y)
+    return cat([_kernel_tile(x[i:i + t], y, v, ls, s, family, exp) for i in range(0, x.shape[0], t)], 0)'''
+
 # helper group (what a primitive's code may call: Prim.runtime) -> its code
 RUNTIME_HELPERS = {"linalg": LINALG_RUNTIME, "cg": CG_RUNTIME, "linrec": LINREC_RUNTIME,
-                   "eigh": EIGH_RUNTIME, "expm": EXPM_RUNTIME, "newton": NEWTON_RUNTIME}
+                   "eigh": EIGH_RUNTIME, "expm": EXPM_RUNTIME, "newton": NEWTON_RUNTIME,
+                   "kernel": KERNEL_RUNTIME}
 
 
 def _nodes_used(g: Graph):

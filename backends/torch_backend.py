@@ -13,7 +13,7 @@ from .array_api import emit_cg, newton_call, python_emit
 from .layers import init_scale, param_dims, param_specs
 from .pycodegen import PythonBackend, function_doc
 from .pyexpr import fill_value, pyexpr, shape_code
-from .pyruntime import const_name, site
+from .pyruntime import KERNEL_RUNTIME, const_name, site
 
 UNARY = {
     "neg": "-{x}", "exp": "torch.exp({x})", "log": "torch.log({x})", "sqrt": "torch.sqrt({x})",
@@ -87,9 +87,50 @@ def _camel(name: str) -> str:
     return "".join(p[:1].upper() + p[1:] for p in name.split("_") if p) or "Layer"
 
 
+TORCH_KERNEL = KERNEL_RUNTIME + '''
+
+
+class _KernelApply(torch.autograd.Function):
+    """s K(X, Y) V by row tiles, with a backward that recomputes each tile (KeOps' way): memory
+    O(tile m) forward and backward, never the n x m matrix or its graph."""
+
+    @staticmethod
+    def forward(ctx, x, y, v, ls, s, family, tile):
+        ctx.save_for_backward(x, y, v, ls, s)
+        ctx.family, ctx.tile = family, tile
+        return _kernel_apply(x, y, v, ls, s, family, tile, torch.exp, torch.cat)
+
+    @staticmethod
+    def backward(ctx, grad):
+        saved = ctx.saved_tensors
+        need = ctx.needs_input_grad[:5]
+        tile = _kernel_rows(ctx.tile, saved[1])
+        rows, total = [], [None] * 5
+        for i in range(0, saved[0].shape[0], tile):
+            with torch.enable_grad():
+                leaves = [t.detach().requires_grad_(w) for t, w in
+                          zip((saved[0][i:i + tile],) + saved[1:], need)]
+                out = _kernel_tile(*leaves, ctx.family, torch.exp)
+                wanted = [t for t, w in zip(leaves, need) if w]
+                grads = iter(torch.autograd.grad(out, wanted, grad[i:i + tile]) if wanted else ())
+            for k, w in enumerate(need):
+                if w and k == 0:
+                    rows.append(next(grads))
+                elif w:
+                    gk = next(grads)
+                    total[k] = gk if total[k] is None else total[k] + gk
+        if need[0]:
+            total[0] = torch.cat(rows, 0)
+        return (*total, None, None)
+
+
+def _kernel_apply_torch(x, y, v, ls, s, family, tile):
+    return _KernelApply.apply(x, y, v, ls, s, family, tile)'''
+
+
 class TorchBackend(PythonBackend):
     name = "torch"
-    own_runtime = {"expm": None}
+    own_runtime = {"expm": None, "kernel": TORCH_KERNEL}
     imports = ("import numpy as np", "import torch")
     dtypes = {"float32": "torch.float32", "float64": "torch.float64", "float16": "torch.float16",
               "bfloat16": "torch.bfloat16"}
@@ -136,6 +177,8 @@ class TorchBackend(PythonBackend):
         "linrec": lambda c, n, a: f"_linrec({a[0]}, {a[1]}, torch.stack)",
         "eigh": lambda c, n, a: f"_eigh({a[0]}, torch.linalg.eigh, torch.cat)",
         "expm": lambda c, n, a: f"torch.linalg.matrix_exp({a[0]})",
+        "kernel_apply": lambda c, n, a: (f"_kernel_apply_torch({', '.join(a)}, {n.attrs['family']!r}, "
+                                         f"{int(n.attrs['tile'])})"),
         "invroot_newton": lambda c, n, a: newton_call(
             n, a, f"torch.eye({a[0]}.shape[-1], dtype={a[0]}.dtype, device={a[0]}.device)"),
     }

@@ -325,6 +325,19 @@ Prim("invroot_newton", _same, _newton_np,
      "reports the steps and the error like cg", runtime=("newton",))
 
 
+# ---- kernel operators (kinds/kernel.py) -----------------------------------------------------------
+
+def _kernel_apply_np(x, y, v, ls, s, family, tile):
+    from .kinds.kernel import kernel_np, sqdist_np
+    return s * (kernel_np(family, sqdist_np(x / ls, y / ls)) @ v)
+
+
+Prim("kernel_apply", lambda g, ts, a: (ts[0].shape[0], ts[2].shape[-1]), _kernel_apply_np,
+     "K(X, Y) V for the kernel `family` (kinds/kernel.py) with lengthscale ls [d] or [1] and outputscale "
+     "s [1], evaluated in tiles of `tile` rows of X (never the n x m matrix) with a backward that "
+     "recomputes each tile; X [n, d], Y [m, d], V [m, k] -> [n, k]", promote=True, runtime=("kernel",))
+
+
 # ---- a sequential scan: the chunk recurrence of the delta rule (kinds/delta_attention.py) ---------
 
 def _linrec_shape(g, ts, attrs):

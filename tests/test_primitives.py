@@ -147,6 +147,10 @@ CASES = [
     Case("invroot_newton", (((2, 4, 4), "spd"),),
          lambda p, dt, a: p("invroot_newton", a, root=4, eps=0.0, tol=1e-12 if dt == "float64" else 1e-5, maxiter=60),
          refused=("tvm",), tol={"float32": 1e-4, "float64": 1e-9}),
+    # kernel operators: ARD lengthscales, and one lengthscale with a Matern kernel
+    *[Case(f"kernel_apply-{fam}", (((5, 3), N), ((4, 3), N), ((4, 2), N), ((3 if fam == "rbf" else 1,), P), ((1,), P)),
+           lambda p, dt, x, y, v, ls, s, fam=fam: p("kernel_apply", x, y, v, ls, s, family=fam, tile=2))
+      for fam in ("rbf", "matern12", "matern32", "matern52")],
     Case("linrec-one-step", (((1, 2, 2), N), ((1, 2, 3), N)), lambda p, dt, a, h: p("linrec", a, h)),
 ]
 CASE_IDS = [c.name for c in CASES]

@@ -9,6 +9,7 @@ from tvm import te, topi
 
 from opdsl.errors import BackendError
 
+from .index import const
 from .stages import ELEMENTWISE, EXTERN, REAL, REDUCTION, Cplx, tensors_of
 
 
@@ -209,3 +210,49 @@ def e_max(b, n, a):
         return te.max(x(*i), axis=r)
     vec = {x.op.name} if ax != nd - 1 else set()
     return b.compute(b.shape(n.id), f, n.name or "max", REDUCTION, [x], vec_inputs=vec)
+
+
+def e_kernel_apply(b, n, a):
+    """s K(X, Y) V as one reduction over Y's points with the kernel evaluated inside it, the way
+    KeOps does: nothing n x m is stored.  The d coordinates of the distance are unrolled, so d must
+    be known at compile time."""
+    x, y, v, ls, s = a
+    if any(isinstance(t, Cplx) for t in a):
+        raise BackendError("the tvm backend has no complex kernel_apply", n.span)
+    rows, d = b.shape(n.operands[0])
+    m = b.shape(n.operands[1])[0]
+    k = b.shape(n.operands[2])[-1]
+    if not isinstance(d, int):
+        raise BackendError("the tvm backend needs the point dimension d of kernel(X, Y) known at compile time",
+                           n.span, hint="declare it: `dim d = 3`")
+    per_dim = b.shape(n.operands[3])[0] != 1          # ARD: one lengthscale per coordinate
+    family = n.attrs["family"]
+    dt = x.dtype
+
+    def r2(i, j):
+        acc = None
+        for t in range(d):
+            scale = ls[t if per_dim else 0]
+            diff = x[i, t] / scale - y[j, t] / scale
+            acc = diff * diff if acc is None else acc + diff * diff
+        return acc
+
+    def kern(q):
+        if family == "rbf":
+            return te.exp(q * const(-0.5, dt))
+        r = te.sqrt(te.max(q, const(1e-30, dt)))
+        c = {"matern12": 1.0, "matern32": 3 ** 0.5, "matern52": 5 ** 0.5}[family]
+        e = te.exp(r * const(-c, dt))
+        if family == "matern12":
+            return e
+        poly = const(1.0, dt) + r * const(c, dt)
+        if family == "matern52":
+            poly = poly + q * const(5.0 / 3.0, dt)
+        return poly * e
+
+    def f(i, c):
+        j = te.reduce_axis((0, m), name="j")
+        return te.sum(kern(r2(i, j)) * v[j, c], axis=j)
+    base = n.name or "kernel"
+    out = b.compute((rows, k), f, base + "_sum", REDUCTION, [x, y, v, ls])
+    return b.compute((rows, k), lambda i, c: out[i, c] * s[0], base, ELEMENTWISE, [out, s])

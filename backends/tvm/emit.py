@@ -38,6 +38,7 @@ EMIT = {
     "sum": contract.e_sum,
     "max": contract.e_max,
     "cumsum": contract.e_cumsum,
+    "kernel_apply": contract.e_kernel_apply,
     # FFT
     "rfft": fft.e_rfft,
     "irfft": fft.e_irfft,
