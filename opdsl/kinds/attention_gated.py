@@ -28,12 +28,25 @@ import math
 import numpy as np
 
 from ..errors import ShapeError, TypeError_
-from .attention import (HALF, _batch, _causal_rows, _nonzero, _pad_rows, choose_chunk, feature_count,
+from .attention import (HALF, _batch, _causal_rows, _nonzero, _pad_rows, feature_count,
                         operand_types)
 from .attention_features import feature_np, lower_features
 from .base import Kind, OpType, join_dtype, register, sym_prod, tensor_of_rank
 
 GATES = ("const", "decay", "gate")     # log γ a number; γ a tensor (batch-shaped); G a tensor [..., L]
+GATED_CHUNKS = (64, 128, 256)
+
+
+def choose_gated_chunk(L: int, f: int, k: int) -> int:
+    """The chunk with the fewest FLOPs per head: attention's per-token terms plus the decayed state
+    across chunks, an [nc, nc] product over f·k entries (which grows as 1/C²); L itself up to 128."""
+    if L <= 128:
+        return L
+
+    def cost(c):
+        nc = -(-L // c)
+        return nc * c * (2 * c * (f + k) + 4 * f * k) + 2 * nc * nc * f * k
+    return min(GATED_CHUNKS, key=lambda c: (cost(c), c))
 
 
 def gate_operand(n):
@@ -150,7 +163,7 @@ class GatedAttention(Kind):
         L = g.dims.value(g.type(n.id).rows)
         if L is None:
             return g.type(n.id).rows        # the quadratic form
-        return min(choose_chunk(L, g.dims.hinted(f), g.dims.hinted(k)), L)
+        return min(choose_gated_chunk(L, g.dims.hinted(f), g.dims.hinted(k)), L)
 
     # ---- lowering ----------------------------------------------------------------------
     def lower(self, lw, v, x):
@@ -178,7 +191,7 @@ class GatedAttention(Kind):
             y = _quadratic(lw, fq, fk, x, gates)
         else:
             f = lw.dims.hinted(lw.shape(fq)[-1])
-            C = a.get("chunk") or choose_chunk(L, f, lw.dims.hinted(cols))
+            C = a.get("chunk") or choose_gated_chunk(L, f, lw.dims.hinted(cols))
             y = _chunked(lw, fq, fk, x, gates, L, min(int(C), L))
         if a["normalize"]:
             num = lw.prim("slice", y, axis=-1, start=0, stop=cols)

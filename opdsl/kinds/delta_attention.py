@@ -205,9 +205,8 @@ def _chunked(lw, q, k, beta, gates, x, rows, L, C):
         ktk, qk = lw.mul(ktk, gam), lw.mul(qk, gam)
         eb = column(lw.prim("unary", b, fn="exp"))                            # exp(b) ≤ 1
         kb = lw.mul(kc, eb)
-    a = lw.mul(lw.prim("tril", ktk, k=-1, fill=0.0), bc)                     # stril(diag(β) KKᵀ ∘ Γ)
-    ia = lw.add(a, lw.prim("eye", n=C, dtype=lw.dtype(a)))
-    sol = lw.prim("solve_triangular", ia, lw.mul(lw.prim("concat", kb, xc, axis=-1), bc), upper=False)
+    a = lw.mul(ktk, bc)                 # diag(β) KKᵀ ∘ Γ; the solve reads its strict lower triangle
+    sol = lw.prim("solve_triangular", a, lw.mul(lw.prim("concat", kb, xc, axis=-1), bc), upper=False, unit=True)
     w = lw.prim("slice", sol, axis=-1, start=0, stop=d)
     u = lw.prim("slice", sol, axis=-1, start=d, stop=d + dv)
     if nc == 1:
