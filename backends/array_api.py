@@ -90,6 +90,15 @@ def newton_call(n, a, ident):
             f"{float(at['tol'])!r}, {int(at['maxiter'])})")
 
 
+def emit_slq(eigh, eye, log):
+    """numpy / torch / jax: the loop body as a nested function, then _slq (pyruntime.SLQ_RUNTIME)
+    with the library's eigh, identity and log."""
+    def emit(ctx, n, a):
+        fname, lines = nested_function(ctx, n.attrs["body"], a[1:])
+        return lines, f"_slq({fname}, {a[0]}, {int(n.attrs['steps'])}, {eigh}, {eye.format(z=a[0])}, {log})"
+    return emit
+
+
 def emit_cg(ctx, n, a):
     """numpy / torch: the loop body as a nested function, then _cg (pyruntime.CG_RUNTIME)."""
     jac = n.attrs.get("precond") == "jacobi"

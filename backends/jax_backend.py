@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from opdsl.primitives import PRIMS
 
-from .array_api import array_api_emit
+from .array_api import array_api_emit, emit_slq
 from .layers import init_scale, layer_export, param_dims, param_specs
 from .pycodegen import PythonBackend, nested_function
 from .pyexpr import pyexpr, shape_code
@@ -238,9 +238,11 @@ class JaxBackend(PythonBackend):
         "cholesky": lambda c, n, a: f"jnp.linalg.cholesky({a[0]})",
         "cho_solve": lambda c, n, a: f"_cho_solve(*_batched({a[0]}, {a[1]}))",
         "solve_triangular": lambda c, n, a: (f"jax.lax.linalg.triangular_solve(*_batched({a[0]}, {a[1]}), "
-                                             f"left_side=True, lower={not bool(n.attrs.get('upper', True))})"),
+                                             f"left_side=True, lower={not bool(n.attrs.get('upper', True))}"
+                                             + (", unit_diagonal=True)" if n.attrs.get("unit") else ")")),
         "checked": lambda c, n, a: a[0],
         "cg": _cg,
+        "slq": emit_slq("jnp.linalg.eigh", "lambda m: jnp.eye(m, dtype={z}.dtype)", "jnp.log"),
         "linrec": lambda c, n, a: f"_linrec_scan({a[0]}, {a[1]})",
         "eigh": lambda c, n, a: f"_eigh({a[0]}, jnp.linalg.eigh, jnp.concatenate)",
         "expm": lambda c, n, a: f"jax.scipy.linalg.expm({a[0]})",

@@ -5,7 +5,7 @@ module's SingularError (`_linalg` converts numpy's LinAlgError, `_finite` checks
 """
 from __future__ import annotations
 
-from .array_api import array_api_emit, emit_cg, newton_call
+from .array_api import array_api_emit, emit_cg, emit_slq, newton_call
 from .pycodegen import PythonBackend
 from .pyruntime import const_name, site
 
@@ -13,7 +13,12 @@ from .pyruntime import const_name, site
 def _solve_triangular(c, n, a):
     """np.linalg.solve of the triangle (numpy has no batched triangular solve).  A triangular leaf
     of inv (attribute `checked`) reports a singular factor as SingularError like the other solves."""
-    code = f"np.linalg.solve(np.{'triu' if n.attrs.get('upper', True) else 'tril'}({a[0]}), {a[1]})"
+    tri = "triu" if n.attrs.get("upper", True) else "tril"
+    if n.attrs.get("unit"):          # the strict triangle plus the identity
+        strict = f"np.{tri}({a[0]}, {1 if tri == 'triu' else -1})"
+        code = f"np.linalg.solve({strict} + np.eye({a[0]}.shape[-1], dtype={a[0]}.dtype), {a[1]})"
+    else:
+        code = f"np.linalg.solve(np.{tri}({a[0]}), {a[1]})"
     return f"_linalg({site(n.span)!r}, lambda: {code})" if n.attrs.get("checked") else code
 
 
@@ -35,6 +40,7 @@ class NumpyBackend(PythonBackend):
         "solve_triangular": _solve_triangular,
         "checked": lambda c, n, a: f"_finite({site(n.span)!r}, {a[0]})",
         "cg": emit_cg,
+        "slq": emit_slq("np.linalg.eigh", "lambda m: np.eye(m, dtype={z}.dtype)", "np.log"),
         "linrec": lambda c, n, a: f"_linrec({a[0]}, {a[1]}, np.stack)",
         "eigh": lambda c, n, a: f"_eigh({a[0]}, np.linalg.eigh, np.concatenate)",
         "expm": lambda c, n, a: f"_expm({a[0]})",

@@ -128,7 +128,7 @@ LINREC_RUNTIME = '''
 def _linrec(p, h, stack):
     """[S_0, ..., S_{n-1}] stacked on axis -3, for S_0 = 0 and S_{c+1} = P_c S_c + H_c, with
     p [..., n, f, f] and h [..., n, f, k]: the state entering each chunk (n steps, not L tokens)."""
-    s = (p[..., :1, :, :] @ h[..., :1, :, :])[..., 0, :, :] * 0
+    s = (p[..., :1, :1, :1] * h[..., :1, :, :])[..., 0, :, :] * 0     # zeros of the broadcast batch
     out = [s]
     for c in range(h.shape[-3] - 1):
         s = p[..., c, :, :] @ s + h[..., c, :, :]
@@ -247,10 +247,36 @@ def _kernel_apply(x, y, v, ls, s, family, tile, exp, cat):
     t = _kernel_rows(tile, y)
     return cat([_kernel_tile(x[i:i + t], y, v, ls, s, family, exp) for i in range(0, x.shape[0], t)], 0)'''
 
+SLQ_RUNTIME = '''
+
+
+def _slq(matvec, z, steps, eigh, eye, log):
+    """log det A ~ mean over the probe columns z_i of |z_i|^2 e1' log(T_i) e1 (stochastic Lanczos
+    quadrature), T_i the steps x steps Lanczos tridiagonal of the symmetric positive definite A
+    (applied by matvec) started at z_i / |z_i|; eye(m): the identity in z's dtype and device."""
+    norm = (z * z).sum(0) ** 0.5
+    q = z / norm
+    q_prev, beta = q * 0, norm * 0
+    alphas, betas = [], []
+    for _ in range(steps):
+        w = matvec(q)
+        alpha = (q * w).sum(0)
+        w = w - alpha * q - beta * q_prev
+        beta = (w * w).sum(0) ** 0.5
+        alphas.append(alpha)
+        betas.append(beta)
+        q_prev, q = q, w / (beta + (beta == 0))
+    ident = eye(steps)
+    a = sum(alphas[k][:, None, None] * ident[k] * ident[:, k:k + 1] for k in range(steps))
+    off = sum(betas[k][:, None, None] * ident[k + 1] * ident[:, k:k + 1] for k in range(steps - 1)) if steps > 1 else 0
+    w, u = eigh(a + off + (off.mT if steps > 1 else 0))
+    w = w - (w - 1e-30) * (w < 1e-30)          # max(w, 1e-30): Ritz values of a positive definite A
+    return (norm ** 2 * (u[:, 0, :] ** 2 * log(w)).sum(-1)).mean()'''
+
 # helper group (what a primitive's code may call: Prim.runtime) -> its code
 RUNTIME_HELPERS = {"linalg": LINALG_RUNTIME, "cg": CG_RUNTIME, "linrec": LINREC_RUNTIME,
                    "eigh": EIGH_RUNTIME, "expm": EXPM_RUNTIME, "newton": NEWTON_RUNTIME,
-                   "kernel": KERNEL_RUNTIME}
+                   "kernel": KERNEL_RUNTIME, "slq": SLQ_RUNTIME}
 
 
 def _nodes_used(g: Graph):

@@ -9,7 +9,7 @@ import numpy as np
 
 from opdsl.pytext import docstring
 
-from .array_api import emit_cg, newton_call, python_emit
+from .array_api import emit_cg, emit_slq, newton_call, python_emit
 from .layers import init_scale, param_dims, param_specs
 from .pycodegen import PythonBackend, function_doc
 from .pyexpr import fill_value, pyexpr, shape_code
@@ -170,10 +170,13 @@ class TorchBackend(PythonBackend):
         "cholesky": lambda c, n, a: f"_linalg({site(n.span)!r}, torch.linalg.cholesky, {a[0]})",
         "cho_solve": lambda c, n, a: f"_linalg({site(n.span)!r}, torch.cholesky_solve, {a[1]}, {a[0]})",
         "solve_triangular": lambda c, n, a: (f"torch.linalg.solve_triangular({a[0]}, {a[1]}, "
-                                             f"upper={bool(n.attrs.get('upper', True))})"),
+                                             f"upper={bool(n.attrs.get('upper', True))}"
+                                             + (", unitriangular=True)" if n.attrs.get("unit") else ")")),
         "checked": lambda c, n, a: f"_finite({site(n.span)!r}, {a[0]})",
         "slogdet": lambda c, n, a: f"torch.linalg.slogdet({a[0]})[1]",
         "cg": emit_cg,
+        "slq": emit_slq("torch.linalg.eigh", "lambda m: torch.eye(m, dtype={z}.dtype, device={z}.device)",
+                        "torch.log"),
         "linrec": lambda c, n, a: f"_linrec({a[0]}, {a[1]}, torch.stack)",
         "eigh": lambda c, n, a: f"_eigh({a[0]}, torch.linalg.eigh, torch.cat)",
         "expm": lambda c, n, a: f"torch.linalg.matrix_exp({a[0]})",

@@ -93,6 +93,10 @@ class _Adapter:
     def infer(self, g, ops, attrs, span):
         return self.p.infer_node(g, ops, attrs, span)
 
+    def as_written(self, g, v) -> bool:
+        """Primitives are rewritten freely (the Kind hook of the same name, for the rewrite driver)."""
+        return False
+
 
 PRIM_REGISTRY = _Table()
 
@@ -371,10 +375,12 @@ def _solve_shape(g, ts, attrs):
     return broadcast(ts[0].shape[:-2], ts[1].shape[:-2]) + tuple(ts[1].shape[-2:])
 
 
-def _solve_triangular_np(a, b, upper=True, checked=False):
+def _solve_triangular_np(a, b, upper=True, checked=False, unit=False):
     """Solve triu(a) x = b (tril when upper=False); the other triangle of a is ignored.  checked:
-    a singular factor is an error (numpy's is one either way)."""
-    return np.linalg.solve(np.triu(a) if upper else np.tril(a), b)
+    a singular factor is an error (numpy's is one either way).  unit: the diagonal is taken as ones."""
+    n = a.shape[-1]
+    t = (np.triu(a, 1) if upper else np.tril(a, -1)) + np.eye(n) if unit else (np.triu(a) if upper else np.tril(a))
+    return np.linalg.solve(t, b)
 
 
 def _cho_solve_np(l, b):
@@ -384,7 +390,8 @@ def _cho_solve_np(l, b):
 
 Prim("solve_triangular", _solve_shape, _solve_triangular_np,
      "x with triu(A) x = B (tril(A) when upper=False), broadcast over batch dims; only the named "
-     "triangle of A is read; checked=True: a singular A is an error (its numpy code calls _linalg)",
+     "triangle of A is read (unit=True: not its diagonal, taken as ones); checked=True: a singular A is "
+     "an error (its numpy code calls _linalg)",
      promote=True, runtime=lambda a: ("linalg", "batched") if a.get("checked") else ("batched",))
 Prim("solve", _solve_shape, np.linalg.solve,
      "x with A x = B (LU with partial pivoting), broadcast over batch dims; a singular A is an error",
@@ -426,6 +433,35 @@ def _cg_np(b, *rest, body, tol, maxiter, precond="none"):
         rz_next = dot(r, z)
         p, rz = z + rz_next / (rz + (rz == 0)) * p, rz_next
     return x
+
+
+def _slq_np(z, *rest, body, steps):
+    """Stochastic Lanczos quadrature: mean over the columns z_i of z of |z_i|² e₁ᵀ log(T_i) e₁."""
+    norm = np.sqrt((z * z).sum(0))
+    q, q_prev, beta = z / norm, np.zeros_like(z), np.zeros(z.shape[1])
+    alphas, betas = [], []
+    for k in range(int(steps)):
+        w = body(q)
+        alpha = (q * w).sum(0)
+        w = w - alpha * q - beta * q_prev
+        beta = np.sqrt((w * w).sum(0))
+        alphas.append(alpha)
+        betas.append(beta)
+        q_prev, q = q, w / (beta + (beta == 0))
+    m = len(alphas)
+    t = np.zeros((z.shape[1], m, m))
+    for k in range(m):
+        t[:, k, k] = alphas[k]
+        if k + 1 < m:
+            t[:, k, k + 1] = t[:, k + 1, k] = betas[k]
+    w, u = np.linalg.eigh(t)
+    return np.mean(norm ** 2 * (u[:, 0, :] ** 2 * np.log(np.maximum(w, np.finfo(w.dtype).tiny))).sum(-1))
+
+
+Prim("slq", lambda g, ts, a: (), _slq_np,
+     "log det A by stochastic Lanczos quadrature: `steps` Lanczos steps of the symmetric positive definite A "
+     "that the `body` primitive graph applies, from each column of the probe matrix (operands: the probes, "
+     "then the values the body captures); a scalar", runtime=("slq",))
 
 
 Prim("cg", _same, _cg_np,

@@ -136,6 +136,7 @@ def random_inputs(g: Graph, export: str, free: dict | None = None, dtype=None, s
 DOMAINS = {
     "log_gate": lambda x: -0.5 * np.abs(x),
     "unit": lambda x: 0.5 + 0.45 * np.tanh(x),
+    "positive": lambda x: 0.5 + np.abs(x),
 }
 
 

@@ -15,7 +15,7 @@ import copy
 from opdsl.ir import Graph
 
 from .lower import lower
-from .rewrite import As, RewriteLog, Rule, RuleTable, rewrite
+from .rewrite import As, OneOf, RewriteLog, Rule, RuleTable, rewrite
 
 
 def _add(g: Graph, m: dict, kind: str, ops, attrs=None) -> int:
@@ -51,7 +51,7 @@ def _composed(g: Graph, m: dict) -> tuple:
 
 
 def _loop_body(g: Graph, m: dict):
-    """cg with its loop body rewritten by this table (None when nothing in it changes)."""
+    """cg or slq with its loop body rewritten by this table (None when nothing in it changes)."""
     n = g[m["_"]]
     body = n.attrs["body"]
     log = RewriteLog()
@@ -63,7 +63,7 @@ def _loop_body(g: Graph, m: dict):
     nb.root, nb.loop = new.exports["_0"], new.exports["_1"]
     nb.captures = tuple(new.exports[f"_{i + 2}"] for i in range(len(body.captures)))
     new.exports = {"out": nb.root}
-    return _add(g, m, "cg", n.operands, {**n.attrs, "body": nb})
+    return _add(g, m, n.kind, n.operands, {**n.attrs, "body": nb})
 
 
 def _with_roots(g: Graph, roots) -> Graph:
@@ -91,7 +91,8 @@ RULES = [
     Rule("permute-permute", "permute(permute(x, p), q) = permute(x, p∘q)", ("permute", As("P", ("permute", "X"))),
          lambda g, m: _add(g, m, "permute", (m["X"],), {"perm": _composed(g, m)})),
     Rule("swap-swap", "swap(swap(x)) = x", ("swap", ("swap", "X")), lambda g, m: m["X"]),
-    Rule("cg-body", "cg(body) = cg(the body with these rules)", ("cg", "*xs"), _loop_body),
+    Rule("loop-body", "cg(body) = cg(the body with these rules); slq's the same", (OneOf("cg", "slq"), "*xs"),
+         _loop_body),
 ]
 TABLE = RuleTable(RULES)
 

@@ -131,6 +131,8 @@ def _unsettled(g: Graph, root: int, settled: dict, busy: set) -> list[int]:
 
 
 def apply_rules(g: Graph, v: int, rules, log: RewriteLog):
+    if g.spec(v).as_written(g, v):      # an explicit method (logdet(A, method=slq)) is kept as written
+        return None
     table = _table(rules)
     for r in table.for_kind(g.kind(v)):
         m: dict = {"_": v}

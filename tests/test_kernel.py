@@ -119,3 +119,68 @@ def test_errors_are_located(expr, message, at):
     assert message in text and "<string>:5:" in text, text
     col = int(text.split("<string>:5:")[1].split(":")[0])
     assert src.splitlines()[4][col - 1:].startswith(at), (text, at)
+
+
+# ---- stochastic estimators (kinds/linalg_slq.py) ---------------------------------------------------
+
+def test_slq_logdet_keeps_the_sign_and_is_close():
+    """logdet(K + σ² I, method=slq) at n = 1,500 within a few percent of the exact value, negative as
+    the exact one is (CoLA's Lanczos logdet returns |logdet|); the same numbers on every backend."""
+    rng = np.random.default_rng(3)
+    n = 1500
+    x = rng.uniform(0, 10, (n, 1))
+    src = (f"dim n = {n}\ninput X : [n, 1]\nlet K = kernel(X, X, rbf, lengthscale=0.3) + 0.05 * eye(n)\n"
+           "export slq = logdet(K, method=slq, probes=10, steps=25, seed=1)\nexport exact = logdet(K)\n")
+    k = gpytorch_kernel("rbf", x, x, 0.3, 1.0) + 0.05 * np.eye(n)
+    exact = np.linalg.slogdet(k)[1]
+    assert exact < 0
+    values = []
+    for backend in ("numpy", "torch", "jax"):
+        prog = opdsl.compile(src, backend=backend, dtype="float64")
+        np.testing.assert_allclose(call(prog, "exact", {"X": x}), exact, rtol=1e-9)
+        values.append(float(call(prog, "slq", {"X": x})))
+    assert all(abs(v - exact) < 0.05 * abs(exact) for v in values), (values, exact)
+    np.testing.assert_allclose(values, values[0], rtol=1e-6)          # the same probes everywhere
+    kinds = {prog.primitive.kind(v) for v in prog.primitive.live([prog.primitive.exports["slq"]])}
+    assert "slq" in kinds and "cholesky" not in kinds           # Lanczos with K applied in its loop body
+
+
+def test_hutchinson_trace_is_an_estimate_not_the_rules_exact_value():
+    rng = np.random.default_rng(4)
+    n = 200
+    w = rng.standard_normal((n, n)) / np.sqrt(n)
+    src = (f"dim n = {n}\ninput W : [n, n]\nexport h = trace(W @ W.T + eye(n), method=hutchinson, probes=400)\n"
+           "export t = trace(W @ W.T + eye(n))\n")
+    prog = opdsl.compile(src, backend="numpy", dtype="float64")
+    exact = np.trace(w @ w.T) + n
+    np.testing.assert_allclose(prog.t(W=w), exact, rtol=1e-12)
+    h = float(prog.h(W=w))
+    assert h != exact and abs(h - exact) < 0.05 * exact                # stochastic, and close
+    g = prog.optimized
+    root = g[g.exports["h"]]                                             # no trace rule replaced it
+    assert root.kind == "trace" and root.attrs["method"] == "hutchinson"
+
+
+@pytest.mark.parametrize("expr,message,at", [
+    ("logdet(W, method=slq, probes=0)", "probes must be a positive integer", "0"),
+    ("logdet(W, probes=5)", "applies to method=slq only", "5"),
+    ("logdet(W, method=lanczos)", "unknown logdet method", "lanczos"),
+    ("trace(W, method=hutchinson, steps=3)", "no option 'steps'", "steps"),
+    ("logdet(F, method=slq)", "known at compile time", "logdet("),
+])
+def test_estimator_errors(expr, message, at):
+    src = f"dim m\ninput W : [4, 4]\ninput F : [m, m]\nexport y = {expr}\n"
+    with pytest.raises(OpdslError) as e:
+        opdsl.compile(src, backend="numpy")
+    text = str(e.value)
+    assert message in text and "<string>:4:" in text, text
+    col = int(text.split("<string>:4:")[1].split(":")[0])
+    assert src.splitlines()[3][col - 1:].startswith(at), (text, at)
+
+
+def test_the_documented_example():
+    """The dense example of docs/kernels.md."""
+    prog = opdsl.compile("input X : [3, 1]\ninput x : [3, 3]\nexport y = kernel(X, X, rbf) @ x", backend="numpy",
+                         dtype="float64")
+    np.testing.assert_allclose(prog.y(X=np.array([[0.0], [1], [2]]), x=np.eye(3)),
+                               [[1, 0.60653, 0.13534], [0.60653, 1, 0.60653], [0.13534, 0.60653, 1]], atol=1e-5)

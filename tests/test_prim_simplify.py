@@ -49,7 +49,7 @@ CASES = {
     "permute-identity": ([(2, 3, 4)], lambda p, x: p("unary", p("permute", x, perm=(0, 1, 2)), fn="exp")),
     "permute-permute": ([(2, 3, 4)], lambda p, x: p("permute", p("permute", x, perm=(1, 2, 0)), perm=(0, 2, 1))),
     "swap-swap": ([(2, 3, 4)], lambda p, x: p("unary", p("swap", p("swap", x)), fn="exp")),
-    "cg-body": ([(4, 2), (4, 4)], _cg),
+    "loop-body": ([(4, 2), (4, 4)], _cg),
 }
 
 
@@ -69,7 +69,7 @@ def _case(rule: str):
     g.exports["y"] = build(_Prims(g), *args)
     rng = np.random.default_rng(0)
     inputs = {f"x{i}": rng.standard_normal(s) for i, s in enumerate(shapes)}
-    if rule == "cg-body":                       # an SPD matrix for the solve
+    if rule == "loop-body":                       # an SPD matrix for the solve
         a = inputs["x1"]
         inputs["x1"] = a @ a.T / 4 + np.eye(4)
     return g, inputs

@@ -73,6 +73,17 @@ def _cg_case(precond):
                 tol={"float32": 1e-3, "float64": 1e-7})
 
 
+def _slq_case():
+    def build(p, dt, z, a):
+        body = Graph(PRIM_REGISTRY, dims=p.graph.dims)
+        loop = body.add("arg", (), {"name": "_p", "shape": (4, 3), "dtype": dt, "role": "loop"})
+        cap = body.add("arg", (), {"name": "_c0", "shape": (4, 4), "dtype": dt, "role": "capture"})
+        root = body.add("matmul", (cap, loop))
+        return p("slq", z, a, body=Body(body, loop, root, [cap]), steps=4)    # steps = n: the exact form
+    return Case("slq", (((4, 3), N), ((4, 4), "spd")), build, refused=("tvm",),
+                tol={"float32": 1e-3, "float64": 1e-8})
+
+
 def _other(dt):
     return "float32" if dt == "float64" else "float64"
 
@@ -126,6 +137,8 @@ CASES = [
          lambda p, dt, a, b: p("solve_triangular", a, b, upper=True)),
     Case("solve_triangular-lower", (((2, 3, 3), "lower"), ((3, 2), N)),
          lambda p, dt, a, b: p("solve_triangular", a, b, upper=False)),
+    Case("solve_triangular-unit", (((2, 3, 3), N), ((3, 2), N)),
+         lambda p, dt, a, b: p("solve_triangular", a, b, upper=False, unit=True)),
     Case("checked", (((3, 3), "lower"), ((3, 2), N)),
          lambda p, dt, a, b: p("checked", p("solve_triangular", a, b, upper=False, checked=True))),
     Case("solve", (((2, 3, 3), "wellcond"), ((3, 2), N)), lambda p, dt, a, b: p("solve", a, b)),
@@ -134,6 +147,7 @@ CASES = [
     Case("slogdet", (((2, 3, 3), "wellcond"),), lambda p, dt, a: p("slogdet", a)),
     _cg_case("none"),
     _cg_case("jacobi"),
+    _slq_case(),
     # the chunk recurrence (delta rule): P broadcast over a batch; a single step; P with a batch of H's
     Case("linrec", (((4, 3, 3), N), ((2, 4, 3, 2), N)), lambda p, dt, a, h: p("linrec", p("scale", a, c=0.5), h)),
     # matrix functions (TVM refuses them by name); eigenvectors' signs are the backend's, so the case

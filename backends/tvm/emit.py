@@ -54,8 +54,9 @@ EMIT = {
     "eigh": linalg.e_eigh,
     "expm": linalg.e_expm,
     "invroot_newton": linalg.e_invroot_newton,
+    "slq": linalg.e_slq,
 }
 
 # Primitives the TVM backend refuses with a BackendError naming them (no TE form here); programs
 # that need them run on numpy, torch or JAX.  The catalogue expects exactly these refusals.
-REFUSED = ("cg", "eigh", "expm", "invroot_newton")
+REFUSED = ("cg", "eigh", "expm", "invroot_newton", "slq")

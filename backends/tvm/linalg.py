@@ -65,7 +65,7 @@ def _solve_args(b, n, a, base, a_suffix):
     return A, B, out, base, out[-2], out[-1], prod(out[:-2])
 
 
-def _substitute(T, M, a0, X, x0, rows, cols, upper, transposed=False):
+def _substitute(T, M, a0, X, x0, rows, cols, upper, transposed=False, unit=False):
     """X <- (triangle of M)^-1 X in place, one batch element: back substitution (upper) or forward
     substitution (lower); `transposed` reads M[j, i] for M[i, j] (Lᵀ from L)."""
     def m(i, j):
@@ -76,8 +76,9 @@ def _substitute(T, M, a0, X, x0, rows, cols, upper, transposed=False):
             j = i + 1 + t if upper else t
             with T.serial(0, cols) as c:
                 X[x0 + i * cols + c] = X[x0 + i * cols + c] - m(i, j) * X[x0 + j * cols + c]
-        with T.serial(0, cols) as c:
-            X[x0 + i * cols + c] = X[x0 + i * cols + c] / m(i, i)
+        if not unit:
+            with T.serial(0, cols) as c:
+                X[x0 + i * cols + c] = X[x0 + i * cols + c] / m(i, i)
 
 
 def e_solve_triangular(b, n, a):
@@ -93,7 +94,7 @@ def e_solve_triangular(b, n, a):
                 a0, x0 = bt * rows * rows, bt * rows * cols
                 with T.serial(0, rows * cols) as c:
                     X[x0 + c] = Bm[x0 + c]
-                _substitute(T, Am, a0, X, x0, rows, cols, upper)
+                _substitute(T, Am, a0, X, x0, rows, cols, upper, unit=bool(n.attrs.get("unit")))
         return ib.get()
     return _extern(b, n, [out], [A, B], gen, base)[0]
 
@@ -285,6 +286,7 @@ def _refused(what):
 e_eigh = _refused("a symmetric eigendecomposition: an iterative algorithm with no TE form here")
 e_expm = _refused("the matrix exponential of a general square matrix")
 e_invroot_newton = _refused("an iteration that stops on a tolerance")
+e_slq = _refused("Lanczos iterations with the operator applied inside the loop")
 
 
 def e_cg(b, n, a):

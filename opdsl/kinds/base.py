@@ -209,6 +209,11 @@ class Kind:
         (beyond its declared properties, which linalg_analysis.triangular reads first)."""
         return None
 
+    def as_written(self, g, v) -> bool:
+        """Whether node v asks to be computed as written, so that no rewrite rule replaces it (an
+        explicit estimator: logdet(A, method=slq), trace(A, method=hutchinson))."""
+        return False
+
     def psd_through(self, g, v) -> bool:
         """Whether v is symmetric positive semidefinite through its operands (beyond its declared
         properties, which linalg_analysis.psd reads first)."""

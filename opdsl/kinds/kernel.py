@@ -161,6 +161,10 @@ class Kernel(Kind):
     def psd_through(self, g, v):
         return g[v].operands[0] == g[v].operands[1]
 
+    def operand_domains(self, g, v):
+        """Lengthscales and outputscales given as tensors are positive (reference.DOMAINS)."""
+        return {2 + i: "positive" for i in range(len(g[v].attrs["tensors"]))}
+
     # ---- lowering ----------------------------------------------------------------------
     def _inputs(self, lw, v, dtype):
         n = lw.src[v]

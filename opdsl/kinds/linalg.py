@@ -39,6 +39,7 @@ from ..errors import ShapeError, TypeError_
 from .base import Kind, OpType, TensorType, op_type, register, sym_prod
 from .linalg_analysis import flip, singular_reason, triangular   # triangular: also asked of this module (tests)
 from .linalg_cg import lower_cg
+from .linalg_slq import hutchinson_np, lower_hutchinson, lower_slq, slq_np
 from .linalg_solve import factor_flops, leaf_diagonal, leaf_flops, leaf_logdet, leaf_solve, materialize
 
 METHODS = ("auto", "lu", "cholesky", "cg")
@@ -184,6 +185,38 @@ def _scalar_type(g, t, span, extra=()):
     return TensorType(tuple(t.batch) + tuple(extra), t.dtype or "float32")
 
 
+def _estimator(b, kind, kwargs, methods, stochastic, defaults, span):
+    """attrs of logdet / trace with `method=` and, for the stochastic method, probes / steps / seed."""
+    attrs = {"method": b.word(kwargs["method"], methods, f"{kind.name} method") if "method" in kwargs else methods[0]}
+    for key, val in kwargs.items():
+        if key == "method":
+            continue
+        if key not in defaults:
+            raise TypeError_(f"{kind.name}(...) has no option {key!r}", val.span,
+                             hint=f"options: method={'|'.join(methods)}; with method={stochastic}: "
+                                  f"{', '.join(defaults)}")
+        if attrs["method"] != stochastic:
+            raise TypeError_(f"the option {key!r} applies to method={stochastic} only", val.span)
+    if attrs["method"] == stochastic:
+        for key, default in defaults.items():
+            c = b.num(kwargs[key]) if key in kwargs else default
+            if float(c) != int(c) or int(c) < (0 if key == "seed" else 1):
+                raise TypeError_(f"{key} must be a {'non-negative' if key == 'seed' else 'positive'} integer, got {c}",
+                                 kwargs[key].span)
+            attrs[key] = int(c)
+    return attrs
+
+
+def _stochastic_needs(g, ops, attrs, span, what):
+    """A stochastic estimator needs a concrete size (its probes are drawn at compile time) and no batch."""
+    t = g.type(ops[0])
+    if g.dims.value(t.rows) is None:
+        raise ShapeError(f"{what} needs the operator's size known at compile time, got {t}", span,
+                         hint="the probe vectors are drawn when the program compiles: declare `dim n = ...`")
+    if t.batch:
+        raise ShapeError(f"{what} of a batched operator {t} is not supported", span, hint="use method=auto")
+
+
 @register
 class LogDet(Kind):
     """`logdet(A)`: log |det A| of a square operator (a scalar; [*batch] for a batched A)."""
@@ -191,7 +224,9 @@ class LogDet(Kind):
     name = "logdet"
     constructors = ("logdet",)
     params = ("A",)
+    options = ("method", "probes", "steps", "seed")
     produces = "tensor"
+    SLQ = {"probes": 10, "steps": 20, "seed": 0}      # GPyTorch's num_trace_samples, Lanczos iterations
     examples = (
         "dim n = 4\ninput W : [n, n]\nexport y = logdet(W)",
         "input W : [2, 3, 3]\nexport y = logdet(W)",
@@ -205,18 +240,24 @@ class LogDet(Kind):
         "export y = logdet(diag(d) + lowrank(U, V) - 0.5 * lowrank(P, P))",
         # a causal convolution is lower triangular: Σ log |diagonal|
         "input h : [5]\nexport y = logdet(conv(h))",
+        # stochastic Lanczos quadrature (steps = n: exact up to rounding, so the catalogue can compare)
+        "dim n = 6\ninput X : [n, 2]\nexport y = logdet(kernel(X, X, rbf) + 0.5 * eye(n), method=slq, steps=6, probes=4)",
     )
 
     def construct(self, b, args, kwargs, span):
-        b.no_kwargs(self, kwargs)
         b.arity(self, args, span, 1, 1)
-        return b.add(self.name, [b.op(args[0])], span=span)
+        attrs = _estimator(b, self, kwargs, ("auto", "slq"), "slq", self.SLQ, span)
+        return b.add(self.name, [b.op(args[0])], attrs, span=span)
 
     def infer(self, g, ops, attrs, span):
         t = _square_operand(g, ops, span, "logdet", "the determinant is defined for square operators only")
+        if attrs.get("method") == "slq":
+            _stochastic_needs(g, ops, attrs, span, "logdet(A, method=slq)")
         return _scalar_type(g, t, span)
 
     def dense(self, g, v, vals):
+        if g[v].attrs.get("method") == "slq":      # the estimate these probes give (docs/kernels.md)
+            return slq_np(vals[0], g[v].attrs)
         return np.linalg.slogdet(vals[0])[1]
 
     def flops(self, g, v, k=None):
@@ -224,7 +265,12 @@ class LogDet(Kind):
         t = g.type(a)
         return leaf_flops(g, a) + factor_flops(g, a, t.props, triangular(g, a)) + t.rows * sym_prod(t.batch)
 
+    def as_written(self, g, v):                 # the rules' exact forms would replace the estimator
+        return g[v].attrs.get("method") == "slq"
+
     def lower(self, lw, v, x=None):
+        if lw.src[v].attrs.get("method") == "slq":
+            return lower_slq(lw, v)
         a = lw.src[v].operands[0]
         return leaf_logdet(lw, a)
 
@@ -285,7 +331,9 @@ class Trace(Kind):
     name = "trace"
     constructors = ("trace",)
     params = ("A",)
+    options = ("method", "probes", "seed")
     produces = "tensor"
+    HUTCHINSON = {"probes": 10, "seed": 0}
     examples = (
         "input W : [4, 4]\nexport y = trace(W)",
         "input W : [2, 3, 3]\nexport y = trace(W)",
@@ -296,25 +344,35 @@ class Trace(Kind):
         "dim n = 6\ninput V : [n, 2]\ninput c : [n]\nexport y = trace(householder(V) + circulant(c))",
         "dim n\ninput A : [2, 2]\ninput B : [3, 3]\ninput W : [n, n]\n"
         "export y = trace(blockdiag(A, B))\nexport z = trace(W - eye(n))",
+        "dim n = 7\ninput W : [n, n]\nexport y = trace(W @ W.T + eye(n), method=hutchinson, probes=3, seed=2)",
     )
 
     def construct(self, b, args, kwargs, span):
-        b.no_kwargs(self, kwargs)
         b.arity(self, args, span, 1, 1)
-        return b.add(self.name, [b.op(args[0])], span=span)
+        attrs = _estimator(b, self, kwargs, ("exact", "hutchinson"), "hutchinson", self.HUTCHINSON, span)
+        return b.add(self.name, [b.op(args[0])], attrs, span=span)
 
     def infer(self, g, ops, attrs, span):
         t = _square_operand(g, ops, span, "trace", "trace is defined here for square operators only")
+        if attrs.get("method") == "hutchinson":
+            _stochastic_needs(g, ops, attrs, span, "trace(A, method=hutchinson)")
         return _scalar_type(g, t, span)
 
     def dense(self, g, v, vals):
+        if g[v].attrs.get("method") == "hutchinson":
+            return hutchinson_np(vals[0], g[v].attrs)
         return np.trace(vals[0], axis1=-2, axis2=-1)
 
     def flops(self, g, v, k=None):
         a = g[v].operands[0]
         return leaf_flops(g, a) + g.type(a).rows
 
+    def as_written(self, g, v):
+        return g[v].attrs.get("method") == "hutchinson"
+
     def lower(self, lw, v, x=None):
+        if lw.src[v].attrs.get("method") == "hutchinson":
+            return lower_hutchinson(lw, v)
         return lw.prim("sum", leaf_diagonal(lw, lw.src[v].operands[0]), axis=-1)
 
     def dense_flops(self, g, v, dense):         # add the n numbers of the diagonal

@@ -22,34 +22,39 @@ class Body:
         return f"<body: {len(self.graph.live([self.root]))} primitives>"
 
 
-def lower_cg(lw, v, x):
-    """inv(A, method=cg) @ x: a `cg` primitive whose body applies A through its own lowering."""
+def operator_body(lw, a, like, dt):
+    """(Body applying operator a to a loop variable shaped like primitive `like` in dtype dt, the
+    values it captures from outside): the loop body of cg and slq.  Tensors A needs (other than
+    arguments) are computed once, outside the loop, and captured."""
     src = lw.src
-    n = src[v]
-    a = n.operands[0]
     body = type(lw)(src)          # a lowerer of the same class as the caller's, for the loop body
     body._span = lw._span
-    # Tensors A needs (other than arguments) are computed once, outside the loop.
     captures, outer = [], []
     for t in src.live([a]):
-        if src.spec(t).produces == "tensor" and src.kind(t) != "input":
+        if src.spec(t).produces == "tensor" and not src[t].is_input:
             p = lw.tensor(t)
             arg = body.prim("arg", name=f"_c{len(captures)}", shape=lw.shape(p), dtype=lw.dtype(p), role="capture")
             body._tensors[t] = arg
             captures.append(arg)
             outer.append(p)
-    dt = src.type(a).dtype or lw.dtype(x)
-    x = as_dtype(lw, x, dt)
-    loop = body.prim("arg", name="_p", shape=lw.shape(x), dtype=dt, role="loop")
+    loop = body.prim("arg", name="_p", shape=lw.shape(like), dtype=dt, role="loop")
     root = body.apply(a, loop)
     body.out.exports["out"] = root
     live = set(body.out.live([root]))
     used = [(c, o) for c, o in zip(captures, outer) if c in live]
+    return Body(body.out, loop, root, [c for c, _ in used]), [o for _, o in used]
+
+
+def lower_cg(lw, v, x):
+    """inv(A, method=cg) @ x: a `cg` primitive whose body applies A through its own lowering."""
+    n = lw.src[v]
+    a = n.operands[0]
+    dt = lw.src.type(a).dtype or lw.dtype(x)
+    x = as_dtype(lw, x, dt)
+    body, outer = operator_body(lw, a, x, dt)
     ops = [x]
     if n.attrs.get("precond") == "jacobi":
         d = lw.prim("unary", lw.tensor(n.operands[1]), fn="recip")
         ops.append(lw.reshape(d, lw.shape(d) + (1,)))
-    ops += [o for _, o in used]
-    return lw.prim("cg", *ops, body=Body(body.out, loop, root, [c for c, _ in used]),
-                   tol=float(n.attrs["tol"]), maxiter=int(n.attrs["maxiter"]),
+    return lw.prim("cg", *ops, *outer, body=body, tol=float(n.attrs["tol"]), maxiter=int(n.attrs["maxiter"]),
                    precond=n.attrs.get("precond", "none"))
