@@ -105,7 +105,8 @@ class Frontend:
         self.overrides = dict(dims or {})
         self.default_dtype = dtype
         self.table = DimTable()
-        self.graph = Graph(REGISTRY, self.table, meta={"file": filename, "source": text})
+        # "dtype": the program's default, also for values made of constants alone (logdet(2 * eye(n)))
+        self.graph = Graph(REGISTRY, self.table, meta={"file": filename, "source": text, "dtype": dtype})
         self.env: dict[str, tuple[Val, Span]] = {}
         self.uses: set[str] = set()     # the names the current statement reads (provenance.Statement)
         self.b = Builder(self.graph, known=self.env)

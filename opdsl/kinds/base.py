@@ -47,6 +47,11 @@ def unregister(name: str) -> None:
             del CONSTRUCTORS[c]
 
 
+def default_dtype(g) -> str:
+    """The dtype of a value made of constants alone: the program's default (compile(dtype=...))."""
+    return g.meta.get("dtype") or "float32"
+
+
 def join_dtype(*dtypes):
     """The widest of the given dtypes (None = no data of its own, e.g. eye)."""
     real = [d for d in dtypes if d is not None]

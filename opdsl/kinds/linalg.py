@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError, TypeError_
-from .base import Kind, OpType, TensorType, op_type, register, sym_prod
+from .base import Kind, OpType, TensorType, default_dtype, op_type, register, sym_prod
 from .linalg_analysis import flip, singular_reason, triangular   # triangular: also asked of this module (tests)
 from .linalg_cg import lower_cg
 from .linalg_slq import hutchinson_np, lower_hutchinson, lower_slq, slq_np
@@ -182,7 +182,7 @@ class Inv(Kind):
 
 
 def _scalar_type(g, t, span, extra=()):
-    return TensorType(tuple(t.batch) + tuple(extra), t.dtype or "float32")
+    return TensorType(tuple(t.batch) + tuple(extra), t.dtype or default_dtype(g))
 
 
 def _estimator(b, kind, kwargs, methods, stochastic, defaults, span):
@@ -401,7 +401,7 @@ class Materialize(Kind):
 
     def infer(self, g, ops, attrs, span):
         t = op_type(g, ops[0], span, "dense's operand")
-        return TensorType(tuple(t.batch) + (t.rows, t.cols), t.dtype or "float32", t.props)
+        return TensorType(tuple(t.batch) + (t.rows, t.cols), t.dtype or default_dtype(g), t.props)
 
     def dense(self, g, v, vals):
         return vals[0]

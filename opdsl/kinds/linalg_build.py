@@ -42,7 +42,9 @@ def transpose(g, a, span):
 
 
 def fill(g, shape, value, dtype, span):
-    return g.add("tfill", [], {"shape": tuple(shape), "value": float(value), "dtype": dtype or "float32"}, span=span)
+    from .base import default_dtype
+    return g.add("tfill", [], {"shape": tuple(shape), "value": float(value), "dtype": dtype or default_dtype(g)},
+                 span=span)
 
 
 def tadd(g, xs, span):

@@ -36,7 +36,7 @@ import math
 import numpy as np
 
 from ..errors import ShapeError, TypeError_, written
-from .base import CONSTRUCTORS, Kind, OpType, TensorType, op_type, register, sym_prod
+from .base import CONSTRUCTORS, Kind, OpType, TensorType, default_dtype, op_type, register, sym_prod
 from .linalg_analysis import psd, transposed
 from .linalg_build import logdet, operator_form_rule, span_of, tscale
 from .linalg_solve import leaf_flops, materialize
@@ -408,7 +408,7 @@ class _EigPart(Kind):
         if not (g.dims.equal(t.rows, t.cols) and symmetric(g, ops[0])):
             raise TypeError_(f"{self.name}(A) needs a symmetric operator, got {t} not known symmetric", span,
                              hint="declare it `symmetric` or `psd`, or write assume(A, symmetric)")
-        return TensorType(tuple(t.batch) + self.shape(t), t.dtype or "float32")
+        return TensorType(tuple(t.batch) + self.shape(t), t.dtype or default_dtype(g))
 
     def flops(self, g, v, k=None):
         a = g[v].operands[0]
