@@ -16,6 +16,10 @@ import time
 import traceback
 from pathlib import Path
 
+# OpenMP reads its wait policy when torch loads it (machine() imports torch before any bench module):
+# spinning barriers make small kernels stall for ~100 ms when another process holds the other core
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 HERE = Path(__file__).resolve().parent
 
 

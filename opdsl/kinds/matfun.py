@@ -229,6 +229,10 @@ class MatFunNode(Kind):
         f = lw.swap(lower_eig(lw, a["fn"], a["p"], a["eps"], w))                  # [..., n, 1]
         if lw.dtype(f) != lw.dtype(x):
             q, f = (lw.prim("cast", t, dtype=lw.dtype(x)) for t in (q, f))
+        s = lw.shape(x)
+        if lw.dims.hinted(sym_prod(s[:-2]) * s[-1]) > lw.dims.hinted(rows):
+            # more columns than rows: f(A) = V f(Λ) Vᵀ once (2n³), then one product (2n²k), not 4n²k
+            return lw.matmul(lw.matmul(q, lw.mul(f, lw.swap(q))), x)
         return lw.matmul(q, lw.mul(f, lw.matmul(lw.swap(q), x)))
 
     def _dense_how(self, g, v):
