@@ -43,8 +43,8 @@ class Names:
 # and catalogue program that the modules load no other builtin; add here what a new emit uses.
 GENERATED_BUILTINS = frozenset({
     "ArithmeticError", "Exception", "RuntimeWarning", "TypeError", "ValueError", "all", "any", "bool",
-    "dict", "enumerate", "float", "getattr", "hasattr", "int", "isinstance", "len", "list", "max", "min",
-    "range", "slice", "sorted", "str", "sum", "super", "tuple", "type", "zip"})
+    "dict", "enumerate", "float", "getattr", "hasattr", "int", "isinstance", "iter", "len", "list", "max", "min",
+    "next", "range", "slice", "sorted", "staticmethod", "str", "sum", "super", "tuple", "type", "zip"})
 
 
 def user_names(g: Graph) -> tuple[set, set]:

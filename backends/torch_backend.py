@@ -217,7 +217,9 @@ class TorchBackend(PythonBackend):
             out.append(f"    if {a!r} in names:")
             out.append(f"        _out[{a!r}] = {TORCH_INIT[iname](shape_code(shape), self.dtype(dt), args, shape)}")
         out.append("    return _out")
-        taken = set(g.exports) | set(g.dims.symbols) | {"PARAMS", "ArgumentError"}
+        # a layer class is named after its export (w -> W): away from every user name (param W)
+        taken = set(g.exports) | set(g.dims.symbols) | {"PARAMS", "ArgumentError"} | {
+            a for sig in g.meta["signatures"].values() for a, *_ in sig}
         for name in g.exports:
             sig = g.meta["signatures"][name]
             params = [a for a, _, _, r in sig if r == "param"]

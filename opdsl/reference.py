@@ -114,7 +114,7 @@ def random_inputs(g: Graph, export: str, free: dict | None = None, dtype=None, s
     rng = np.random.default_rng(seed)
     env = bind_free_dims(g, free)
     factored = _factored_inputs(g, export)
-    domains = _input_domains(g, export)
+    domains = input_domains(g, export)
     out = {}
     for v in g.live([g.exports[export]]):
         n = g[v]
@@ -140,7 +140,7 @@ DOMAINS = {
 }
 
 
-def _input_domains(g: Graph, export: str) -> dict:
+def input_domains(g: Graph, export: str) -> dict:
     """Input id -> domain name, for inputs a kind reads as an operand with a domain."""
     out = {}
     for v in g.live([g.exports[export]]):

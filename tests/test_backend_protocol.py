@@ -75,7 +75,13 @@ def test_a_new_backend_is_one_file_and_its_registration(xp_backend):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("kind,i,src", XP_PROGRAMS, ids=[f"{k}-{i}" for k, i, _ in XP_PROGRAMS])
 def test_the_new_backend_runs_the_catalogue(xp_backend, kind, i, src, dtype):
-    run_against_dense(src, xp_backend, dtype)
+    try:
+        run_against_dense(src, xp_backend, dtype)
+    except opdsl.OpdslError as e:     # only the primitives its table leaves out (a stochastic logdet's probes)
+        assert any(f"the xp backend has no primitive {p!r}" in str(e) for p in XP_MISSING), str(e)
+
+
+XP_MISSING = ("const", "kernel_apply", "slq")
 
 
 def test_jit_asks_the_backend_which_arrays_it_takes(xp_backend):

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import opdsl
+from opdsl.reference import DOMAINS, input_domains
 import opdsl.torch
 from opdsl.errors import CallError
 from opdsl.reference import dense_eval
@@ -37,6 +38,11 @@ def test_catalogue_as_module(kind, i, src):
         m = opdsl.torch.Module.from_source(layer_src, export, dims=dims, dtype="float64", generator=0)
         g = m.program.graph
         assert set(m.param_names) <= data and all(isinstance(p, torch.nn.Parameter) for p in m.parameters())
+        domains = {g[v].attrs["name"]: d for v, d in input_domains(g, export).items()}
+        with torch.no_grad():          # a decay in (0, 1], a positive lengthscale: as the kind declares
+            for k, p in m.named_parameters():
+                if k in domains:
+                    p.copy_(torch.from_numpy(DOMAINS[domains[k]](p.numpy())))
         values = {k: p.detach().numpy() for k, p in m.named_parameters()}
         inputs = {k: v for k, v in all_inputs(g).items() if k in m.input_names}
         xs = {k: torch.tensor(v, requires_grad=True) for k, v in inputs.items()}
@@ -192,3 +198,10 @@ def test_training_example_runs_and_writes_its_plot(tmp_path):
     assert int(rows["dense"][2]) == 256 * 256 + 256 and int(rows["monarch"][2]) == 2 * 16 ** 3 + 256
     assert float(rows["monarch"][3]) > 0                       # step time in ms
     assert "monarch" in r.stderr                               # the tqdm progress bar
+
+
+
+def test_a_layer_class_is_named_away_from_the_params():
+    """Export w with a param W: the layer class is WLayer, not W (it shadowed the param's name)."""
+    prog = opdsl.compile("param W : [3, 3]\ninput x : [3, 2]\nexport w = W @ x", backend="torch")
+    assert "class WLayer(torch.nn.Module)" in prog.source
