@@ -238,8 +238,9 @@ def _kernel_tile(x, y, v, ls, s, family, exp):
 
 
 def _kernel_rows(tile, y):
-    """Rows of x per tile: at most `tile`, and at most 2**22 kernel values [rows, m] at a time."""
-    return max(1, min(tile, (1 << 22) // max(1, y.shape[0])))
+    """Rows of x per tile: at most `tile`, and at most 2**20 kernel values [rows, m] at a time (4 MB in
+    float32; a tile's forward and its recomputed backward hold about ten such temporaries)."""
+    return max(1, min(tile, (1 << 20) // max(1, y.shape[0])))
 
 
 def _kernel_apply(x, y, v, ls, s, family, tile, exp, cat):

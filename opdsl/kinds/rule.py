@@ -134,10 +134,35 @@ def match_operands(g, subs, ops, m: dict) -> bool:
     return all(match(g, p, o, m) for p, o in zip(subs, ops))
 
 
+def _head(pat):
+    """The kind position of a node pattern (through As), or None for a variable."""
+    while isinstance(pat, As):
+        pat = pat.pattern
+    return pat[0] if isinstance(pat, tuple) else None
+
+
+def _kinds(g, ops: tuple):
+    """(the kinds of ops in order, the set of them), once per graph and operand tuple."""
+    from .base import node_memo
+
+    def compute():
+        ks = tuple(g[o].kind for o in ops)
+        return ks, frozenset(ks)
+    return node_memo(g, ("operand kinds", ops), compute)
+
+
 def match_window(g, w: Window, ops: tuple, m: dict) -> bool:
-    """The first run of adjacent operands in ops matching w's patterns (bindings into m)."""
+    """The first run of adjacent operands in ops matching w's patterns (bindings into m).  The first
+    pattern's kind is checked before anything is bound: a chain of thousands of factors is scanned by
+    every window rule each time it is rebuilt."""
     k = len(w.patterns)
+    head = _head(w.patterns[0])
+    kinds = _kinds(g, ops) if head is not None else None
+    if kinds is not None and not any(kind_matches(head, kind) for kind in kinds[1]):
+        return False
     for i in range(len(ops) - k + 1):
+        if kinds is not None and not kind_matches(head, kinds[0][i]):
+            continue
         trial = dict(m)
         if all(match(g, p, o, trial) for p, o in zip(w.patterns, ops[i:i + k])):
             if w.before is not None:
