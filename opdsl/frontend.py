@@ -25,7 +25,7 @@ from .kinds import REGISTRY, Val
 from .kinds.base import DTYPES
 from .provenance import Statement
 
-PROPS = ("psd", "symmetric", "orthogonal", "lower", "upper", "diagonal", "invertible")
+PROPS = ("psd", "symmetric", "orthogonal", "lower", "upper", "diagonal", "invertible", "positive")
 INITS = ("normal", "zeros", "ones", "eye", "orthogonal", "uniform")
 KEYWORDS = ("dim", "input", "param", "let", "export")
 # The largest size of one tensor dimension: every framework stores sizes as signed 64-bit integers.

@@ -124,6 +124,8 @@ def random_inputs(g: Graph, export: str, free: dict | None = None, dtype=None, s
         x = rng.standard_normal(shape)
         if v in domains:
             x = DOMAINS[domains[v]](x)
+        elif "positive" in n.attrs.get("props", ()):
+            x = DOMAINS["positive"](x)
         elif len(shape) >= 2:
             x = x / np.sqrt(shape[-1])  # keep products of several factors O(1)
             x = with_props(x, set(n.attrs.get("props", ())), v in factored)

@@ -185,3 +185,21 @@ def test_the_documented_example():
                          dtype="float64")
     np.testing.assert_allclose(prog.y(X=np.array([[0.0], [1], [2]]), x=np.eye(3)),
                                [[1, 0.60653, 0.13534], [0.60653, 1, 0.60653], [0.13534, 0.60653, 1]], atol=1e-5)
+
+
+def test_positive_noise_makes_the_gp_matrix_a_cholesky():
+    """`input s : [n] positive`: diag(s) is known positive definite, so kernel(X, X) + diag(s) is solved
+    and log-determined through a Cholesky factor (LU before)."""
+    rng = np.random.default_rng(5)
+    n = 30
+    x, s, y = rng.uniform(0, 3, (n, 1)), rng.uniform(0.05, 0.2, n), rng.standard_normal((n, 1))
+    src = (f"dim n = {n}\ninput X : [n, 1]\ninput s : [n] positive\ninput y : [n, 1]\n"
+           "let K = kernel(X, X, matern32, lengthscale=0.4) + diag(s)\n"
+           "export a = inv(K) @ y\nexport b = logdet(K)\n")
+    k = gpytorch_kernel("matern32", x, x, 0.4, 1.0) + np.diag(s)
+    for backend in ("numpy", "torch"):
+        prog = opdsl.compile(src, backend=backend, dtype="float64")
+        assert "cholesky" in {prog.primitive.kind(v) for v in prog.primitive.live()}
+        assert "solve" not in {prog.primitive.kind(v) for v in prog.primitive.live()}
+        np.testing.assert_allclose(call(prog, "a", {"X": x, "s": s, "y": y}), np.linalg.solve(k, y), rtol=1e-9)
+        np.testing.assert_allclose(call(prog, "b", {"X": x, "s": s}), np.linalg.slogdet(k)[1], rtol=1e-10)

@@ -201,6 +201,9 @@ class Diag(Kind):
     def cheap_inverse(self, g, v):          # diag(1 / d)
         return True
 
+    def psd_through(self, g, v):            # a diagonal of entries declared positive (noise variances)
+        return "positive" in g.type(g[v].operands[0]).props
+
 
 def stride_perm_index(m: int, n: int) -> np.ndarray:
     """Row i*n + j of L(mn, m) selects entry j*m + i of x (SPIRAL: read at stride m)."""

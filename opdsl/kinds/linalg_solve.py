@@ -12,7 +12,7 @@ from __future__ import annotations
 import sympy as sp
 
 from .base import sym_prod
-from .linalg_analysis import triangular
+from .linalg_analysis import psd, triangular
 
 
 def eye_like(lw, n, dtype):
@@ -34,8 +34,12 @@ def materialize(lw, a, dtype="float32"):
 
 
 def leaf_matrix(lw, a, dtype="float32"):
-    """(matrix primitive, properties) for a leaf: its matrix and what is known of it."""
-    return materialize(lw, a, dtype), lw.src.spec(a).matrix_props(lw.src, a)
+    """(matrix primitive, properties) for a leaf: its matrix and what is known of it (psd also when
+    its structure says so: kernel(X, X) + diag(noise) with noise declared positive is a Cholesky)."""
+    props = lw.src.spec(a).matrix_props(lw.src, a)
+    if "psd" not in props and psd(lw.src, a):
+        props = frozenset(props) | {"psd", "symmetric"}
+    return materialize(lw, a, dtype), props
 
 
 def as_dtype(lw, x, dtype):
