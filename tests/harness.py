@@ -249,6 +249,20 @@ def check_directional(grads: dict, g, root, inputs: dict, v: dict, w):
 
 # ---- compile errors -------------------------------------------------------------------------------
 
+def assert_error_at(src: str, message: str, at: str, backend: str = "numpy"):
+    """Compiling src fails with an OpdslError whose text has `message`, located (caret shown) on the
+    last line of src at a column where that line continues with `at`."""
+    import pytest
+    with pytest.raises(OpdslError) as e:
+        opdsl.compile(src, backend=backend)
+    text = str(e.value)
+    line = src.rstrip("\n").count("\n") + 1
+    where = f"<string>:{line}:"
+    assert message in text and where in text and "^" in text, text
+    col = int(text.split(where)[1].split(":")[0])
+    assert src.splitlines()[line - 1][col - 1:].startswith(at), (text, at)
+
+
 def assert_located(e: OpdslError, text: str):
     """The error points into the input: a line of it and a column on that line (or just past it)."""
     assert e.span is not None, f"error without a location: {e.message}"

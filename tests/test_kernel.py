@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 
 import opdsl
-from opdsl.errors import OpdslError
 
-from .harness import BACKENDS, assert_matches, call
+from .harness import BACKENDS, assert_error_at, assert_matches, call
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,12 +113,7 @@ ERRORS = [
 @pytest.mark.parametrize("expr,message,at", ERRORS, ids=[e[1][:28] for e in ERRORS])
 def test_errors_are_located(expr, message, at):
     src = f"input X : [6, 2]\ninput Z : [4, 3]\ninput w : [5]\ninput v : [6, 1]\nexport y = {expr}\n"
-    with pytest.raises(OpdslError) as e:
-        opdsl.compile(src, backend="numpy")
-    text = str(e.value)
-    assert message in text and "<string>:5:" in text, text
-    col = int(text.split("<string>:5:")[1].split(":")[0])
-    assert src.splitlines()[4][col - 1:].startswith(at), (text, at)
+    assert_error_at(src, message, at)
 
 
 # ---- stochastic estimators (kinds/linalg_slq.py) ---------------------------------------------------
@@ -171,12 +165,7 @@ def test_hutchinson_trace_is_an_estimate_not_the_rules_exact_value():
 ])
 def test_estimator_errors(expr, message, at):
     src = f"dim m\ninput W : [4, 4]\ninput F : [m, m]\nexport y = {expr}\n"
-    with pytest.raises(OpdslError) as e:
-        opdsl.compile(src, backend="numpy")
-    text = str(e.value)
-    assert message in text and "<string>:4:" in text, text
-    col = int(text.split("<string>:4:")[1].split(":")[0])
-    assert src.splitlines()[3][col - 1:].startswith(at), (text, at)
+    assert_error_at(src, message, at)
 
 
 def test_the_documented_example():

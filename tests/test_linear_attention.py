@@ -18,7 +18,7 @@ import opdsl
 from opdsl.errors import OpdslError
 
 from . import recurrences as R
-from .harness import BACKENDS, assert_matches, call, run_against_dense
+from .harness import BACKENDS, assert_error_at, assert_matches, call, run_against_dense
 
 B, H, L, D, DV = 2, 3, 37, 4, 5            # L = 37: a multiple of no chunk size
 DECLS = (f"dim L = {L}\ninput Q : [{B}, {H}, L, {D}]\ninput K : [{B}, {H}, L, {D}]\n"
@@ -211,13 +211,7 @@ ERRORS = [
 def test_errors_are_located(expr, message, at):
     src = ("dim L = 8\ndim n\ninput Q : [L, 3]\ninput K : [L, 3]\ninput K2 : [5, 3]\ninput V : [L, 2]\n"
            f"input G : [L]\ninput b : [L]\nexport y = {expr}\n")
-    with pytest.raises(OpdslError) as e:
-        opdsl.compile(src, backend="numpy")
-    text = str(e.value)
-    assert message in text and "<string>:9:" in text and "^" in text, text
-    line = src.splitlines()[8]
-    col = int(text.split("<string>:9:")[1].split(":")[0])
-    assert line[col - 1:].startswith(at), (text, at)
+    assert_error_at(src, message, at)
 
 
 def test_no_transpose_is_a_clear_error():
