@@ -45,6 +45,6 @@ class NumpyBackend(PythonBackend):
         "eigh": lambda c, n, a: f"_eigh({a[0]}, np.linalg.eigh, np.concatenate)",
         "expm": lambda c, n, a: f"_expm({a[0]})",
         "kernel_apply": lambda c, n, a: (f"_kernel_apply({', '.join(a)}, {n.attrs['family']!r}, "
-                                         f"{int(n.attrs['tile'])}, np.exp, np.concatenate)"),
+                                         f"{int(n.attrs['tile'])}, np.exp)"),
         "invroot_newton": lambda c, n, a: newton_call(n, a, f"np.eye({a[0]}.shape[-1], dtype={a[0]}.dtype)"),
     }

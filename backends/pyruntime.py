@@ -243,10 +243,15 @@ def _kernel_rows(tile, y):
     return max(1, min(tile, (1 << 20) // max(1, y.shape[0])))
 
 
-def _kernel_apply(x, y, v, ls, s, family, tile, exp, cat):
-    """s K(x, y) v in tiles of rows of x: never the whole n x m matrix."""
+def _kernel_apply(x, y, v, ls, s, family, tile, exp):
+    """s K(x, y) v in tiles of rows of x: never the whole n x m matrix.  Each tile is written into
+    one preallocated result (collecting thousands of tiles for a concatenation let glibc's heap grow
+    without bound at n = 100,000)."""
     t = _kernel_rows(tile, y)
-    return cat([_kernel_tile(x[i:i + t], y, v, ls, s, family, exp) for i in range(0, x.shape[0], t)], 0)'''
+    out = x[:, :1] * v[:1, :] * 0          # [n, k] zeros in the arguments' dtype and device
+    for i in range(0, x.shape[0], t):
+        out[i:i + t] = _kernel_tile(x[i:i + t], y, v, ls, s, family, exp)
+    return out'''
 
 SLQ_RUNTIME = '''
 

@@ -98,14 +98,16 @@ class _KernelApply(torch.autograd.Function):
     def forward(ctx, x, y, v, ls, s, family, tile):
         ctx.save_for_backward(x, y, v, ls, s)
         ctx.family, ctx.tile = family, tile
-        return _kernel_apply(x, y, v, ls, s, family, tile, torch.exp, torch.cat)
+        return _kernel_apply(x, y, v, ls, s, family, tile, torch.exp)
 
     @staticmethod
     def backward(ctx, grad):
         saved = ctx.saved_tensors
         need = ctx.needs_input_grad[:5]
         tile = _kernel_rows(ctx.tile, saved[1])
-        rows, total = [], [None] * 5
+        total = [None] * 5
+        if need[0]:
+            total[0] = torch.zeros_like(saved[0])     # written tile by tile (no list to concatenate)
         for i in range(0, saved[0].shape[0], tile):
             with torch.enable_grad():
                 leaves = [t.detach().requires_grad_(w) for t, w in
@@ -115,12 +117,10 @@ class _KernelApply(torch.autograd.Function):
                 grads = iter(torch.autograd.grad(out, wanted, grad[i:i + tile]) if wanted else ())
             for k, w in enumerate(need):
                 if w and k == 0:
-                    rows.append(next(grads))
+                    total[0][i:i + tile] = next(grads)
                 elif w:
                     gk = next(grads)
                     total[k] = gk if total[k] is None else total[k] + gk
-        if need[0]:
-            total[0] = torch.cat(rows, 0)
         return (*total, None, None)
 
 

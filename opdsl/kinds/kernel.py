@@ -199,8 +199,17 @@ class Kernel(Kind):
         xs, ys, ls, os = self._inputs(lw, v, dtype)
         xs, ys = lw.prim("div", xs, ls), lw.prim("div", ys, ls)
         (n, d), m = lw.shape(xs), lw.shape(ys)[0]
-        diff = lw.sub(lw.reshape(xs, (n, 1, d)), lw.reshape(ys, (1, m, d)))     # differences: exact near r = 0
-        r2 = lw.prim("sum", lw.mul(diff, diff), axis=-1)
+        dv = lw.dims.value(d)
+        if dv is not None and dv <= 8:      # coordinate by coordinate: [n, m] temporaries, not [n, m, d]
+            r2 = None
+            for t in range(int(dv)):
+                col = lw.sub(lw.prim("slice", xs, axis=1, start=t, stop=t + 1),
+                             lw.swap(lw.prim("slice", ys, axis=1, start=t, stop=t + 1)))
+                sq = lw.mul(col, col)
+                r2 = sq if r2 is None else lw.add(r2, sq)
+        else:                                # differences: exact near r = 0
+            diff = lw.sub(lw.reshape(xs, (n, 1, d)), lw.reshape(ys, (1, m, d)))
+            r2 = lw.prim("sum", lw.mul(diff, diff), axis=-1)
         return lw.mul(lower_kernel(lw, lw.src[v].attrs["family"], r2), os)
 
     def matrix_flops(self, g, v):
