@@ -175,8 +175,10 @@ class TorchBackend(PythonBackend):
         "checked": lambda c, n, a: f"_finite({site(n.span)!r}, {a[0]})",
         "slogdet": lambda c, n, a: f"torch.linalg.slogdet({a[0]})[1]",
         "cg": emit_cg,
-        "slq": emit_slq("torch.linalg.eigh", "lambda m: torch.eye(m, dtype={z}.dtype, device={z}.device)",
-                        "torch.log"),
+        # the steps x steps tridiagonal is decomposed in float64: in float32 its nearly repeated Ritz
+        # values make eigh's backward divide by ~0 (nan gradients at n = 1,000)
+        "slq": emit_slq("lambda t: tuple(r.to(t.dtype) for r in torch.linalg.eigh(t.double()))",
+                        "lambda m: torch.eye(m, dtype={z}.dtype, device={z}.device)", "torch.log"),
         "linrec": lambda c, n, a: f"_linrec({a[0]}, {a[1]}, torch.stack)",
         "eigh": lambda c, n, a: f"_eigh({a[0]}, torch.linalg.eigh, torch.cat)",
         "expm": lambda c, n, a: f"torch.linalg.matrix_exp({a[0]})",
