@@ -39,10 +39,7 @@ class _EigPart(Kind):
     def lower(self, lw, v, x=None):
         a = lw.src[v].operands[0]
         m = materialize(lw, a, lw.src.type(v).dtype)
-        n = lw.shape(m)[-1]
-        start, stop = (0, 1) if self.name == "eigvals" else (1, n + 1)
-        out = lw.prim("slice", lower_eigh(lw, m), axis=-2, start=start, stop=stop)
-        return lw.reshape(out, lw.shape(out)[:-2] + (n,)) if self.name == "eigvals" else out
+        return self.part(lw, lower_eigh(lw, m), lw.shape(m)[-1])
 
 
 @register
@@ -55,6 +52,10 @@ class EigVals(_EigPart):
 
     def shape(self, t):
         return (t.rows,)
+
+    def part(self, lw, e, n):                   # row 0 of the packed eigh, as a vector
+        out = lw.prim("slice", e, axis=-2, start=0, stop=1)
+        return lw.reshape(out, lw.shape(out)[:-2] + (n,))
 
     def dense(self, g, v, vals):
         return np.linalg.eigvalsh(sym_np(vals[0]))
@@ -73,6 +74,9 @@ class EigVecs(_EigPart):
 
     def shape(self, t):
         return (t.rows, t.cols)
+
+    def part(self, lw, e, n):                   # rows 1.. of the packed eigh
+        return lw.prim("slice", e, axis=-2, start=1, stop=n + 1)
 
     def dense(self, g, v, vals):
         return np.linalg.eigh(sym_np(vals[0]))[1]
