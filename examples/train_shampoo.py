@@ -71,6 +71,28 @@ def adam_update(p, state, lr, betas, eps=1e-8):
     p.addcdiv_(state["exp_avg"], denom, value=-lr / (1 - betas[0] ** t))
 
 
+def factored_params(group, states, adam_betas, factor_beta):
+    """(p, state, g) for each weight matrix of `group` (states: the optimizer's per-parameter state)
+    that has a gradient, after its Kronecker
+    factors are accumulated (L ← β L + G Gᵀ, R ← β R + Gᵀ G) and its step counted; the other
+    parameters (biases) take an Adam step here instead.  What Shampoo and SOAP share."""
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        state = states[p]
+        if p.ndim != 2:
+            adam_update(p, state, group["lr"], adam_betas)
+            continue
+        g = p.grad
+        m, n = g.shape
+        if "L" not in state:
+            state.update(step=0, L=p.new_zeros(m, m), R=p.new_zeros(n, n))
+        state["step"] += 1
+        state["L"].mul_(factor_beta).addmm_(g, g.T)
+        state["R"].mul_(factor_beta).addmm_(g.T, g)
+        yield p, state, g
+
+
 class Shampoo(torch.optim.Optimizer):
     """Shampoo for the weight matrices, Adam for the other parameters.
 
@@ -90,20 +112,10 @@ class Shampoo(torch.optim.Optimizer):
     def step(self):
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if p.ndim != 2:
-                    adam_update(p, state, group["lr"], group["adam_betas"])
-                    continue
-                g = p.grad
+            for p, state, g in factored_params(group, self.state, group["adam_betas"], beta2):
                 m, n = g.shape
-                if not state:
-                    state.update(step=0, L=p.new_zeros(m, m), R=p.new_zeros(n, n), momentum=torch.zeros_like(p))
-                state["step"] += 1
-                state["L"].mul_(beta2).addmm_(g, g.T)
-                state["R"].mul_(beta2).addmm_(g.T, g)
+                if "momentum" not in state:
+                    state["momentum"] = torch.zeros_like(p)
                 if (state["step"] - 1) % group["precondition_frequency"] == 0:
                     state["L_used"], state["R_used"] = state["L"].clone(), state["R"].clone()
                 direction = step_program("shampoo", m, n).direction_eps(
@@ -131,22 +143,11 @@ class SOAP(torch.optim.Optimizer):
     def step(self):
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if p.ndim != 2:
-                    adam_update(p, state, group["lr"], group["betas"])
-                    continue
-                g = p.grad
+            for p, state, g in factored_params(group, self.state, group["betas"], group["shampoo_beta"]):
                 m, n = g.shape
-                if not state:
-                    state.update(step=0, L=p.new_zeros(m, m), R=p.new_zeros(n, n),
-                                 exp_avg=p.new_zeros(m * n), exp_avg_sq=p.new_zeros(m * n))
-                state["step"] += 1
+                if "exp_avg" not in state:
+                    state.update(exp_avg=p.new_zeros(m * n), exp_avg_sq=p.new_zeros(m * n))
                 t = state["step"]
-                state["L"].mul_(group["shampoo_beta"]).addmm_(g, g.T)
-                state["R"].mul_(group["shampoo_beta"]).addmm_(g.T, g)
                 if (t - 1) % group["precondition_frequency"] == 0:
                     state["QL"], state["QR"] = (eigvecs_program(f.shape[0]).basis(L=f.double()).float()
                                                 for f in (state["L"], state["R"]))
