@@ -1,7 +1,8 @@
 """The emit entries that Python backends spell alike.
 
 `python_emit()`: what numpy, jax.numpy and torch all write the same way (operators, reshape,
-slicing); `emit_cg`: conjugate gradients through the module's _cg helper (numpy, torch).  `array_api_emit("np")` / `array_api_emit("jnp")`: those plus what numpy and jax.numpy
+slicing); `emit_cg`: conjugate gradients through the module's _cg helper (numpy); `emit_pivchol`: the
+pivoted Cholesky factor through _pivchol (numpy, torch, jax).  `array_api_emit("np")` / `array_api_emit("jnp")`: those plus what numpy and jax.numpy
 spell alike; each backend adds what differs (einsum options, linear algebra, FAVOR features, how
 a singular matrix is reported).  Torch names most functions differently (dim=, keepdim=, .mT,
 masked_fill), so it adds the rest of its table itself.
@@ -9,6 +10,8 @@ masked_fill), so it adds the rest of its table itself.
 from __future__ import annotations
 
 import math
+
+from opdsl.primitives import CG_PRECOND_OPERANDS
 
 from .pycodegen import nested_function
 from .pyexpr import fill_value, index_expr, pyexpr, shape_code
@@ -100,9 +103,18 @@ def emit_slq(eigh, eye, log):
 
 
 def emit_cg(ctx, n, a):
-    """numpy / torch: the loop body as a nested function, then _cg (pyruntime.CG_RUNTIME)."""
-    jac = n.attrs.get("precond") == "jacobi"
-    fname, lines = nested_function(ctx, n.attrs["body"], a[1 + jac:])
-    minv = f", {a[1]}" if jac else ""
+    """numpy: the loop body as a nested function, then _cg (pyruntime.CG_RUNTIME) with the
+    preconditioner's operands."""
+    pre = CG_PRECOND_OPERANDS[n.attrs.get("precond", "none")]
+    fname, lines = nested_function(ctx, n.attrs["body"], a[1 + pre:])
     return lines, (f"_cg({site(n.span)!r}, {fname}, {a[0]}, {n.attrs['tol']!r}, "
-                   f"{int(n.attrs['maxiter'])}{minv})")
+                   f"{int(n.attrs['maxiter'])}{''.join(', ' + x for x in a[1:1 + pre])})")
+
+
+def emit_pivchol(arange, stack, where):
+    """numpy / torch / jax: the column body as a nested function, then _pivchol
+    (pyruntime.PIVCHOL_RUNTIME) with the library's arange, stack and where."""
+    def emit(ctx, n, a):
+        fname, lines = nested_function(ctx, n.attrs["body"], a[1:], base="_column")
+        return lines, f"_pivchol({fname}, {a[0]}, {int(n.attrs['rank'])}, {arange.format(d=a[0])}, {stack}, {where})"
+    return emit

@@ -19,9 +19,9 @@ with the initializers of the .op file) and exports that take that dict first
 """
 from __future__ import annotations
 
-from opdsl.primitives import PRIMS
+from opdsl.primitives import CG_PRECOND_OPERANDS, PRIMS
 
-from .array_api import array_api_emit, emit_slq
+from .array_api import array_api_emit, emit_pivchol, emit_slq
 from .layers import init_scale, layer_export, param_dims, param_specs
 from .pycodegen import PythonBackend, nested_function
 from .pyexpr import pyexpr, shape_code
@@ -146,6 +146,11 @@ def _kernel_apply_jax(x, y, v, ls, s, family, tile):
     tiles = jnp.pad(x, ((0, count * tile - n), (0, 0))).reshape(count, tile, x.shape[1])
     one = jax.checkpoint(lambda xt: _kernel_tile(xt, y, v, ls, s, family, jnp.exp))
     return jax.lax.map(one, tiles).reshape(count * tile, v.shape[-1])[:n]
+
+
+def _kernel_matrix_jax(x, y, ls, s, family, tile):
+    """s K(X, Y) [n, m] in one expression: XLA fuses the formula's elementwise steps."""
+    return _kernel_matrix_tile(x, y, ls, s, family, jnp.exp)
 '''
 
 
@@ -156,10 +161,15 @@ def uses_float64(g) -> bool:
 
 def _cg(c, n, a):
     """jax.scipy.sparse.linalg.cg on the loop body as a nested function (implicitly differentiated,
-    no residual report; docs/linalg.md)."""
-    jac = n.attrs.get("precond") == "jacobi"
-    fname, lines = nested_function(c, n.attrs["body"], a[1 + jac:])
-    m = f", M=lambda _r: {a[1]} * _r" if jac else ""
+    no residual report; docs/linalg.md), with the preconditioner as M."""
+    precond = n.attrs.get("precond", "none")
+    pre = CG_PRECOND_OPERANDS[precond]
+    fname, lines = nested_function(c, n.attrs["body"], a[1 + pre:])
+    m = ""
+    if precond == "jacobi":
+        m = f", M=lambda _r: {a[1]} * _r"
+    elif precond == "pivchol":       # (L Lᵀ + D)⁻¹ = D⁻¹ − U Uᵀ (kinds/linalg_cg.py)
+        m = f", M=lambda _r: {a[1]} * _r - {a[2]} @ ({a[2]}.T @ _r)"
     return lines, (f"jax.scipy.sparse.linalg.cg({fname}, {a[0]}, tol={n.attrs['tol']!r}, "
                    f"maxiter={int(n.attrs['maxiter'])}{m})[0]")
 
@@ -242,12 +252,15 @@ class JaxBackend(PythonBackend):
                                              + (", unit_diagonal=True)" if n.attrs.get("unit") else ")")),
         "checked": lambda c, n, a: a[0],
         "cg": _cg,
+        "pivchol": emit_pivchol("jnp.arange", "jnp.stack", "jnp.where"),
         "slq": emit_slq("jnp.linalg.eigh", "lambda m: jnp.eye(m, dtype={z}.dtype)", "jnp.log"),
         "linrec": lambda c, n, a: f"_linrec_scan({a[0]}, {a[1]})",
         "eigh": lambda c, n, a: f"_eigh({a[0]}, jnp.linalg.eigh, jnp.concatenate)",
         "expm": lambda c, n, a: f"jax.scipy.linalg.expm({a[0]})",
         "kernel_apply": lambda c, n, a: (f"_kernel_apply_jax({', '.join(a)}, {n.attrs['family']!r}, "
                                          f"{int(n.attrs['tile'])})"),
+        "kernel_matrix": lambda c, n, a: (f"_kernel_matrix_jax({', '.join(a)}, {n.attrs['family']!r}, "
+                                          f"{int(n.attrs['tile'])})"),
         "invroot_newton": lambda c, n, a: (f"_newton_root_jax({a[0]}, {int(n.attrs['root'])}, "
                                            f"{float(n.attrs['eps'])!r}, {float(n.attrs['tol'])!r}, "
                                            f"{int(n.attrs['maxiter'])})"),

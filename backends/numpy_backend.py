@@ -5,7 +5,7 @@ module's SingularError (`_linalg` converts numpy's LinAlgError, `_finite` checks
 """
 from __future__ import annotations
 
-from .array_api import array_api_emit, emit_cg, emit_slq, newton_call
+from .array_api import array_api_emit, emit_cg, emit_pivchol, emit_slq, newton_call
 from .pycodegen import PythonBackend
 from .pyruntime import const_name, site
 
@@ -40,11 +40,14 @@ class NumpyBackend(PythonBackend):
         "solve_triangular": _solve_triangular,
         "checked": lambda c, n, a: f"_finite({site(n.span)!r}, {a[0]})",
         "cg": emit_cg,
+        "pivchol": emit_pivchol("np.arange", "np.stack", "np.where"),
         "slq": emit_slq("np.linalg.eigh", "lambda m: np.eye(m, dtype={z}.dtype)", "np.log"),
         "linrec": lambda c, n, a: f"_linrec({a[0]}, {a[1]}, np.stack)",
         "eigh": lambda c, n, a: f"_eigh({a[0]}, np.linalg.eigh, np.concatenate)",
         "expm": lambda c, n, a: f"_expm({a[0]})",
         "kernel_apply": lambda c, n, a: (f"_kernel_apply({', '.join(a)}, {n.attrs['family']!r}, "
                                          f"{int(n.attrs['tile'])}, np.exp)"),
+        "kernel_matrix": lambda c, n, a: (f"_kernel_matrix({', '.join(a)}, {n.attrs['family']!r}, "
+                                          f"{int(n.attrs['tile'])}, np.exp)"),
         "invroot_newton": lambda c, n, a: newton_call(n, a, f"np.eye({a[0]}.shape[-1], dtype={a[0]}.dtype)"),
     }

@@ -195,27 +195,37 @@ def exec_module(source: str, graph: Graph, backend: str, prefix: str, preset: di
     return mod
 
 
-def nested_function(ctx, body, captures, base="_matvec") -> tuple[str, list[str]]:
+def nested_function(ctx, body, captures, base="_matvec", explicit=False):
     """(name, lines) of a nested `def name(p):` computing body.root from p = body.loop.
 
     body.graph is a primitive graph (a loop body, e.g. cg's A @ p); its arg nodes are the loop
     variable, captured values (named by `captures`, in body.captures order) and the function's
-    own arguments (closure variables of the same name)."""
+    own arguments (closure variables of the same name).  With `explicit`, (name, lines, values):
+    every captured value and argument the body reads is a parameter, `def name(p, *values)`, so
+    that a custom autograd function can take them as its inputs."""
     names = ctx.extra["names"]
     g = body.graph
     fname = names.fresh(base)
     p = names.fresh("_p")
     cap = dict(zip(body.captures, captures))
     var: dict[int, str] = {}
-    lines = [f"def {fname}({p}):"]
+    params, values = [], []
+    lines = []
     for v in g.live([body.root]):
         n = g[v]
         if n.is_arg:
-            var[v] = p if v == body.loop else cap.get(v, n.attrs["name"])
+            outer = p if v == body.loop else cap.get(v, n.attrs["name"])
+            if explicit and v != body.loop:
+                var[v] = names.fresh("_a")
+                params.append(var[v])
+                values.append(outer)
+            else:
+                var[v] = outer
             continue
         var[v] = names.fresh(None)
         before, code = emit_node(ctx, n, [var[o] for o in n.operands])
         lines.extend(f"    {line}" for line in before)
         lines.append(f"    {var[v]} = {code}")
+    lines.insert(0, f"def {fname}({', '.join([p] + params)}):")
     lines.append(f"    return {var[body.root]}")
-    return fname, lines
+    return (fname, lines, values) if explicit else (fname, lines)

@@ -82,13 +82,20 @@ CG_RUNTIME = '''
 CG_RESIDUALS = {}  # solve site -> (steps, relative residual) of its last conjugate-gradient solve
 
 
-def _cg(what, matvec, b, tol, maxiter, minv=None):
+def _cg(what, matvec, b, tol, maxiter, minv=None, lowrank=None):
     """Preconditioned conjugate gradients for A x = b, every column of b [..., n, k] on its own.
+    The preconditioner applies minv * r (jacobi), or minv * r - U (U^T r) with U = lowrank
+    (pivchol: the inverse of L L^T + D by Woodbury).
 
     Stops when each column's relative residual |b - A x| / |b| is at most tol, or after maxiter
     steps; records (steps, residual) in CG_RESIDUALS[what] and warns when it did not converge."""
     def dot(u, v):
         return (u * v).sum(-2)[..., None, :]
+
+    def precondition(r):
+        if minv is None:
+            return r
+        return minv * r if lowrank is None else minv * r - lowrank @ (lowrank.mT @ r)
 
     def worst(r):
         q = (dot(r, r) ** 0.5 / bb).max()
@@ -96,7 +103,7 @@ def _cg(what, matvec, b, tol, maxiter, minv=None):
 
     x = b * 0
     r = b
-    z = r if minv is None else minv * r
+    z = precondition(r)
     p = z
     rz = dot(r, z)
     bb = dot(b, b) ** 0.5
@@ -111,7 +118,7 @@ def _cg(what, matvec, b, tol, maxiter, minv=None):
         r = r - alpha * ap
         steps += 1
         res = worst(r)
-        z = r if minv is None else minv * r
+        z = precondition(r)
         rz_next = dot(r, z)
         p = z + rz_next / (rz + (rz == 0)) * p
         rz = rz_next
@@ -222,10 +229,11 @@ def _kernel_of(family, r2, exp):
     return (1 + 5 ** 0.5 * r + (5 / 3) * r2) * exp(-(5 ** 0.5) * r)
 
 
-def _kernel_tile(x, y, v, ls, s, family, exp):
-    """s K(x, y) v for one tile of rows x [t, d] against all of y [m, d].  For d <= 8 the squared
-    distance is summed coordinate by coordinate from differences (exact near r = 0, where the Matern
-    kernels are steep; the expanded |x|^2 + |y|^2 - 2 x.y loses sqrt(eps) there); beyond, expanded."""
+def _kernel_block(x, y, ls, family, exp):
+    """K(x, y) without the outputscale for one tile of rows x [t, d] against all of y [m, d].  For
+    d <= 8 the squared distance is summed coordinate by coordinate from differences (exact near r = 0,
+    where the Matern kernels are steep; the expanded |x|^2 + |y|^2 - 2 x.y loses sqrt(eps) there);
+    beyond, expanded."""
     x, y = x / ls, y / ls
     if x.shape[1] <= 8:
         r2 = 0
@@ -234,7 +242,17 @@ def _kernel_tile(x, y, v, ls, s, family, exp):
             r2 = r2 + diff * diff
     else:
         r2 = (x * x).sum(-1)[:, None] + (y * y).sum(-1)[None, :] - 2 * (x @ y.T)
-    return s * (_kernel_of(family, r2, exp) @ v)
+    return _kernel_of(family, r2, exp)
+
+
+def _kernel_tile(x, y, v, ls, s, family, exp):
+    """s K(x, y) v for one tile of rows x [t, d]."""
+    return s * (_kernel_block(x, y, ls, family, exp) @ v)
+
+
+def _kernel_matrix_tile(x, y, ls, s, family, exp):
+    """s K(x, y) for one tile of rows x [t, d]."""
+    return s * _kernel_block(x, y, ls, family, exp)
 
 
 def _kernel_rows(tile, y):
@@ -251,6 +269,16 @@ def _kernel_apply(x, y, v, ls, s, family, tile, exp):
     out = x[:, :1] * v[:1, :] * 0          # [n, k] zeros in the arguments' dtype and device
     for i in range(0, x.shape[0], t):
         out[i:i + t] = _kernel_tile(x[i:i + t], y, v, ls, s, family, exp)
+    return out
+
+
+def _kernel_matrix(x, y, ls, s, family, tile, exp):
+    """s K(x, y) [n, m], written tile by tile into one preallocated result: the formula's
+    temporaries are a tile's, not n x m."""
+    t = _kernel_rows(tile, y)
+    out = x[:, :1] * y[:, 0][None, :] * 0   # [n, m] zeros in the arguments' dtype and device
+    for i in range(0, x.shape[0], t):
+        out[i:i + t] = _kernel_matrix_tile(x[i:i + t], y, ls, s, family, exp)
     return out'''
 
 SLQ_RUNTIME = '''
@@ -279,10 +307,36 @@ def _slq(matvec, z, steps, eigh, eye, log):
     w = w - (w - 1e-30) * (w < 1e-30)          # max(w, 1e-30): Ritz values of a positive definite A
     return (norm ** 2 * (u[:, 0, :] ** 2 * log(w)).sum(-1)).mean()'''
 
+PIVCHOL_RUNTIME = '''
+
+
+def _pivchol(matvec, diag, rank, arange, stack, where):
+    """The rank-`rank` pivoted Cholesky factor L [n, r] of the positive semidefinite S that matvec
+    applies to a column (S e_j: its column j), diag its diagonal: greedy pivots on the largest
+    remaining diagonal entry (GPyTorch's preconditioner).  A pivot below 1e-6 of the largest
+    diagonal entry gives a zero column (S's numerical rank is reached, or n)."""
+    n = diag.shape[0]
+    idx = arange(n)
+    ones = diag[:, None] * 0 + 1
+    floor = 1e-6 * diag.max()
+    d = diag
+    cols = []
+    for _ in range(rank):          # past S's numerical rank (or n) the columns are zero
+        j = d.argmax()
+        e = (idx == j)[:, None] * ones
+        col = matvec(e)[:, 0]
+        if cols:
+            lk = stack(cols, -1)
+            col = col - lk @ lk[j]
+        l = col / where(d[j] > floor, d[j], float("inf")) ** 0.5
+        cols.append(l)
+        d = (d - l * l) * (1 - e[:, 0])
+    return stack(cols, -1)'''
+
 # helper group (what a primitive's code may call: Prim.runtime) -> its code
 RUNTIME_HELPERS = {"linalg": LINALG_RUNTIME, "cg": CG_RUNTIME, "linrec": LINREC_RUNTIME,
                    "eigh": EIGH_RUNTIME, "expm": EXPM_RUNTIME, "newton": NEWTON_RUNTIME,
-                   "kernel": KERNEL_RUNTIME, "slq": SLQ_RUNTIME}
+                   "kernel": KERNEL_RUNTIME, "slq": SLQ_RUNTIME, "pivchol": PIVCHOL_RUNTIME}
 
 
 def _nodes_used(g: Graph):

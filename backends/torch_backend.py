@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from opdsl.primitives import CG_PRECOND_OPERANDS
 from opdsl.pytext import docstring
 
-from .array_api import emit_cg, emit_slq, newton_call, python_emit
+from .array_api import emit_pivchol, newton_call, python_emit
 from .layers import init_scale, param_dims, param_specs
-from .pycodegen import PythonBackend, function_doc
+from .pycodegen import PythonBackend, function_doc, nested_function
 from .pyexpr import fill_value, pyexpr, shape_code
-from .pyruntime import KERNEL_RUNTIME, const_name, site
+from .pyruntime import CG_RUNTIME, KERNEL_RUNTIME, SLQ_RUNTIME, const_name, site
 
 UNARY = {
     "neg": "-{x}", "exp": "torch.exp({x})", "log": "torch.log({x})", "sqrt": "torch.sqrt({x})",
@@ -90,6 +91,37 @@ def _camel(name: str) -> str:
 TORCH_KERNEL = KERNEL_RUNTIME + '''
 
 
+def _tile_grads(fn, saved, need, grad, tile):
+    """The gradients of fn(x[rows], *rest) (one tile of rows of x = saved[0]) against grad, tile
+    by tile, each tile recomputed (KeOps' way): x's gradient is written into one result, the
+    others summed.  `need`: which of saved want one."""
+    total = [None] * len(saved)
+    if need[0]:
+        total[0] = torch.zeros_like(saved[0])     # written tile by tile (no list to concatenate)
+    for i in range(0, saved[0].shape[0], tile):
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_(w) for t, w in zip((saved[0][i:i + tile],) + saved[1:], need)]
+            out = fn(*leaves)
+            wanted = [t for t, w in zip(leaves, need) if w]
+            grads = iter(torch.autograd.grad(out, wanted, grad[i:i + tile]) if wanted else ())
+        for k, w in enumerate(need):
+            if w and k == 0:
+                total[0][i:i + tile] = next(grads)
+            elif w:
+                gk = next(grads)
+                total[k] = gk if total[k] is None else total[k] + gk
+    return total
+
+
+def _kernel_backward(ctx, grad, tile_fn):
+    """The backward of _KernelApply and _KernelMatrix: tile_fn(rows of x, *the other saved, family,
+    exp) recomputed tile by tile; no gradient for family and tile."""
+    saved = ctx.saved_tensors
+    total = _tile_grads(lambda *a: tile_fn(*a, ctx.family, torch.exp), saved, ctx.needs_input_grad[:len(saved)],
+                        grad, _kernel_rows(ctx.tile, saved[1]))
+    return (*total, None, None)
+
+
 class _KernelApply(torch.autograd.Function):
     """s K(X, Y) V by row tiles, with a backward that recomputes each tile (KeOps' way): memory
     O(tile m) forward and backward, never the n x m matrix or its graph."""
@@ -102,35 +134,129 @@ class _KernelApply(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        saved = ctx.saved_tensors
-        need = ctx.needs_input_grad[:5]
-        tile = _kernel_rows(ctx.tile, saved[1])
-        total = [None] * 5
-        if need[0]:
-            total[0] = torch.zeros_like(saved[0])     # written tile by tile (no list to concatenate)
-        for i in range(0, saved[0].shape[0], tile):
-            with torch.enable_grad():
-                leaves = [t.detach().requires_grad_(w) for t, w in
-                          zip((saved[0][i:i + tile],) + saved[1:], need)]
-                out = _kernel_tile(*leaves, ctx.family, torch.exp)
-                wanted = [t for t, w in zip(leaves, need) if w]
-                grads = iter(torch.autograd.grad(out, wanted, grad[i:i + tile]) if wanted else ())
-            for k, w in enumerate(need):
-                if w and k == 0:
-                    total[0][i:i + tile] = next(grads)
-                elif w:
-                    gk = next(grads)
-                    total[k] = gk if total[k] is None else total[k] + gk
-        return (*total, None, None)
+        return _kernel_backward(ctx, grad, _kernel_tile)
+
+
+class _KernelMatrix(torch.autograd.Function):
+    """s K(X, Y) [n, m] by row tiles, with a backward that recomputes each tile: the matrix and its
+    gradient are held, not the kernel formula's n x m temporaries (autograd of the formula would
+    keep about six of them)."""
+
+    @staticmethod
+    def forward(ctx, x, y, ls, s, family, tile):
+        ctx.save_for_backward(x, y, ls, s)
+        ctx.family, ctx.tile = family, tile
+        return _kernel_matrix(x, y, ls, s, family, tile, torch.exp)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _kernel_backward(ctx, grad, _kernel_matrix_tile)
+
+
+def _kernel_matrix_torch(x, y, ls, s, family, tile):
+    return _KernelMatrix.apply(x, y, ls, s, family, tile)
 
 
 def _kernel_apply_torch(x, y, v, ls, s, family, tile):
     return _KernelApply.apply(x, y, v, ls, s, family, tile)'''
 
 
+TORCH_CG = CG_RUNTIME + '''
+
+
+def _operator_grads(matvec, x, values, need, weight):
+    """The gradients for `values` (those `need` marks) of <weight, A x>, A applied by
+    matvec(p, *values) with x held fixed."""
+    if not any(need):
+        return [None] * len(values)
+    with torch.enable_grad():
+        leaves = [v.detach().requires_grad_(w) for v, w in zip(values, need)]
+        out = matvec(x.detach(), *leaves)
+        wanted = [t for t, w in zip(leaves, need) if w]
+        grads = iter(torch.autograd.grad(out, wanted, weight, allow_unused=True))
+    return [next(grads) if w else None for w in need]
+
+
+class _CGSolve(torch.autograd.Function):
+    """x = A⁻¹ b by _cg, differentiated implicitly (GPyTorch's way, not autograd through the
+    steps): ∂x = A⁻¹ (∂b − ∂A x), so the backward is one more solve λ = A⁻¹ ḡ (A symmetric), b's
+    gradient is λ and the values A reads get the gradient of −λᵀ A x.  `precond` (a tuple: _cg's
+    minv, lowrank) preconditions both solves and gets no gradient (the solution does not depend
+    on it)."""
+
+    @staticmethod
+    def forward(ctx, what, matvec, tol, maxiter, b, precond, *values):
+        x = _cg(what, lambda p: matvec(p, *values), b, tol, maxiter, *precond)
+        ctx.what, ctx.matvec, ctx.tol, ctx.maxiter, ctx.precond = what, matvec, tol, maxiter, precond
+        ctx.save_for_backward(x, *values)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, *values = ctx.saved_tensors
+        lam = _cg(ctx.what + " (its gradient)", lambda p: ctx.matvec(p, *values), grad, ctx.tol,
+                  ctx.maxiter, *ctx.precond)
+        grads = _operator_grads(ctx.matvec, x, values, ctx.needs_input_grad[6:], -lam)
+        return (None, None, None, None, lam if ctx.needs_input_grad[4] else None, None, *grads)
+
+
+def _cg_torch(what, matvec, b, tol, maxiter, precond, *values):
+    return _CGSolve.apply(what, matvec, tol, maxiter, b, precond, *values)'''
+
+TORCH_SLQ = SLQ_RUNTIME + '''
+
+
+class _SLQ(torch.autograd.Function):
+    """log det A by _slq, with GPyTorch's gradient estimator instead of autograd through the
+    Lanczos steps: ∂ log det A = tr(A⁻¹ ∂A) ≈ (1/t) Σ zᵢᵀ A⁻¹ ∂A zᵢ over the same probes, from the
+    solves wᵢ = A⁻¹ zᵢ (_cg at `tol`).  An unbiased estimate of the exact gradient, not the
+    derivative of the probe estimate itself (docs/kernels.md)."""
+
+    @staticmethod
+    def forward(ctx, what, matvec, z, steps, eigh, eye, log, tol, maxiter, *values):
+        ctx.what, ctx.matvec, ctx.tol, ctx.maxiter = what, matvec, tol, maxiter
+        ctx.save_for_backward(z, *values)
+        return _slq(lambda p: matvec(p, *values), z, steps, eigh, eye, log)
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, *values = ctx.saved_tensors
+        w = _cg(ctx.what + " (its gradient)", lambda p: ctx.matvec(p, *values), z, ctx.tol, ctx.maxiter)
+        grads = _operator_grads(ctx.matvec, z, values, ctx.needs_input_grad[9:], grad * w / z.shape[-1])
+        return (None,) * 9 + tuple(grads)
+
+
+def _slq_torch(what, matvec, z, steps, eigh, eye, log, tol, maxiter, *values):
+    return _SLQ.apply(what, matvec, z, steps, eigh, eye, log, tol, maxiter, *values)'''
+
+
+def _emit_cg(ctx, n, a):
+    """_cg_torch: the loop body as a nested function taking what it reads as parameters (the
+    inputs of the custom autograd function _CGSolve); the preconditioner's operands in a tuple
+    (no gradient goes to them)."""
+    pre = CG_PRECOND_OPERANDS[n.attrs.get("precond", "none")]
+    fname, lines, values = nested_function(ctx, n.attrs["body"], a[1 + pre:], explicit=True)
+    precond = "(" + "".join(x + ", " for x in a[1:1 + pre]) + ")"
+    args = ", ".join([repr(site(n.span)), fname, a[0], repr(n.attrs["tol"]), str(int(n.attrs["maxiter"])),
+                      precond] + values)
+    return lines, f"_cg_torch({args})"
+
+
+def _emit_slq(ctx, n, a):
+    """_slq_torch; the steps x steps tridiagonal is decomposed in float64: in float32 its nearly
+    repeated Ritz values make eigh ill-conditioned (nan gradients at n = 1,000 when autograd ran
+    through it)."""
+    fname, lines, values = nested_function(ctx, n.attrs["body"], a[1:], explicit=True)
+    eigh = "lambda t: tuple(r.to(t.dtype) for r in torch.linalg.eigh(t.double()))"
+    eye = f"lambda m: torch.eye(m, dtype={a[0]}.dtype, device={a[0]}.device)"
+    args = ", ".join([repr(site(n.span)), fname, a[0], str(int(n.attrs["steps"])), eigh, eye, "torch.log",
+                      repr(float(n.attrs.get("tol", 1e-2))), str(int(n.attrs.get("maxiter", 1000)))] + values)
+    return lines, f"_slq_torch({args})"
+
+
 class TorchBackend(PythonBackend):
     name = "torch"
-    own_runtime = {"expm": None, "kernel": TORCH_KERNEL}
+    own_runtime = {"expm": None, "kernel": TORCH_KERNEL, "cg": TORCH_CG, "slq": TORCH_SLQ}
     imports = ("import numpy as np", "import torch")
     dtypes = {"float32": "torch.float32", "float64": "torch.float64", "float16": "torch.float16",
               "bfloat16": "torch.bfloat16"}
@@ -174,16 +300,16 @@ class TorchBackend(PythonBackend):
                                              + (", unitriangular=True)" if n.attrs.get("unit") else ")")),
         "checked": lambda c, n, a: f"_finite({site(n.span)!r}, {a[0]})",
         "slogdet": lambda c, n, a: f"torch.linalg.slogdet({a[0]})[1]",
-        "cg": emit_cg,
-        # the steps x steps tridiagonal is decomposed in float64: in float32 its nearly repeated Ritz
-        # values make eigh's backward divide by ~0 (nan gradients at n = 1,000)
-        "slq": emit_slq("lambda t: tuple(r.to(t.dtype) for r in torch.linalg.eigh(t.double()))",
-                        "lambda m: torch.eye(m, dtype={z}.dtype, device={z}.device)", "torch.log"),
+        "cg": _emit_cg,
+        "pivchol": emit_pivchol("lambda m: torch.arange(m, device={d}.device)", "torch.stack", "torch.where"),
+        "slq": _emit_slq,
         "linrec": lambda c, n, a: f"_linrec({a[0]}, {a[1]}, torch.stack)",
         "eigh": lambda c, n, a: f"_eigh({a[0]}, torch.linalg.eigh, torch.cat)",
         "expm": lambda c, n, a: f"torch.linalg.matrix_exp({a[0]})",
         "kernel_apply": lambda c, n, a: (f"_kernel_apply_torch({', '.join(a)}, {n.attrs['family']!r}, "
                                          f"{int(n.attrs['tile'])})"),
+        "kernel_matrix": lambda c, n, a: (f"_kernel_matrix_torch({', '.join(a)}, {n.attrs['family']!r}, "
+                                          f"{int(n.attrs['tile'])})"),
         "invroot_newton": lambda c, n, a: newton_call(
             n, a, f"torch.eye({a[0]}.shape[-1], dtype={a[0]}.dtype, device={a[0]}.device)"),
     }

@@ -20,8 +20,10 @@ y = sin(2π x₁) + x₃ cos(π x₂) + 0.3 ε.
   of address space; when opdsl's run fails there, it runs again with glibc's mmap threshold fixed
   (MMAP_ENV), the note says so and the memory target counts as missed.
 - GP marginal log-likelihood L = −½ yᵀK⁻¹y − ½ logdet K − n/2 log 2π, K = kernel + σ² I, and its
-  gradient with respect to ℓ, s and σ², at n = 10⁴: opdsl's scalable program (CG with tol 1e-2 and
-  SLQ with GPyTorch's 10 probes and 20 steps) and its Cholesky program (`assume(K, psd)`), against
+  gradient with respect to ℓ, s and σ², at n = 10⁴: opdsl's scalable program (CG with pivchol(15) at
+  tol 1e-2, SLQ with GPyTorch's 10 probes and 20 steps, its gradient's solves at tol 1e-2), the
+  program as a user writes it with method=auto (CG and SLQ above AUTO_CG_ROWS, at tol 1e-4), and its
+  Cholesky program (method=cholesky), against
   GPyTorch's ExactGP + ExactMarginalLogLikelihood with its default settings (above 800 points: CG with
   a rank-15 pivoted-Cholesky preconditioner and tolerance 1 while training, 10 probes, at most 20
   Lanczos steps) and against dense Cholesky in torch, which is also the accuracy reference (float32:
@@ -29,10 +31,11 @@ y = sin(2π x₁) + x₃ cos(π x₂) + 0.3 ε.
   written).  GPyTorch draws new probes every call: its error is the median over its timed calls (the
   worst in the note).  The opdsl and dense Cholesky paths take tens of seconds here: each runs once.
   The target (>= 1x GPyTorch's speed) counts as met only at an accuracy no worse than GPyTorch's.
-- Cholesky / CG crossover: `inv(K) @ y` with K = kernel + 0.1 I known positive definite (a Cholesky
-  solve) against `inv(K, method=cg, tol=1e-4, maxiter=1000) @ y` (no preconditioner), forward only, at
-  n = 1000, 2000, 4000, 8000; the speed-up column is CG's over Cholesky (> 1: CG wins).  The last row
-  extrapolates where CG would start to win from the largest size (Cholesky ∝ n³, CG ∝ its steps · n²).
+- Cholesky / CG crossover: `inv(K, method=cholesky) @ y` with K = kernel + 0.1 I against
+  `inv(K, method=cg, tol=1e-4, maxiter=1000) @ y`, without a preconditioner and with pivchol(15) (the
+  kernel formed once for the loop: below LOOP_MATRIX_VALUES), forward only, interleaved, at n = 1000,
+  2000, 4000, 8000; the speed-up column is CG's over Cholesky (> 1: CG wins).  It is what sets
+  method=auto's AUTO_CG_ROWS.
 
 Quick mode: n = 2000 and 5000 for the matvec, 1000 for the GP, 250 to 1000 for the crossover.
 """
@@ -51,6 +54,7 @@ from pathlib import Path
 import torch
 
 import opdsl
+from opdsl.kinds.linalg import AUTO_CG_ROWS
 
 from .bench_linalg import fastest, interleaved
 from .common import available_gb, row, setup_threads
@@ -81,22 +85,24 @@ input X : [n, 3]
 input y : [n, 1]
 input lengthscale : [1]
 input outputscale : [1]
-input noise : [n]
+input noise : [n] positive
 let K = kernel(X, X, rbf, lengthscale=lengthscale, outputscale=outputscale) + diag(noise)
-export scalable = -0.5 * trace(y.T @ inv(K, method=cg, tol={tol}, maxiter=1000) @ y)
-                  - 0.5 * logdet(K, method=slq, probes=10, steps=20)
-export cholesky = -0.5 * trace(y.T @ inv(assume(K, psd)) @ y) - 0.5 * logdet(assume(K, psd))
+export scalable = -0.5 * trace(y.T @ inv(K, method=cg, tol={tol}, maxiter=1000, precond=pivchol(15)) @ y)
+                  - 0.5 * logdet(K, method=slq, probes=10, steps=20, tol={tol})
+export auto = -0.5 * trace(y.T @ inv(K) @ y) - 0.5 * logdet(K)
+export cholesky = -0.5 * trace(y.T @ inv(K, method=cholesky) @ y) - 0.5 * logdet(K, method=cholesky)
 """
 # The noise is a vector (σ² repeated) because `c * eye(n)` takes a number, not a tensor that autograd
-# can differentiate; assume(K, psd) makes the exact path a Cholesky factorization (diag(noise) is not
-# known positive), as examples/gp.op explains.
+# can differentiate; declared positive, it makes K known positive definite (examples/gp.op), so
+# method=auto may choose CG and SLQ (n above AUTO_CG_ROWS) and Cholesky is valid.
 
 CROSSOVER = """dim n = {n}
 input X : [n, 3]
 input y : [n, 1]
 let K = kernel(X, X, rbf, lengthscale={ls}) + {noise} * eye(n)
-export cholesky = inv(K) @ y
+export cholesky = inv(K, method=cholesky) @ y
 export cg = inv(K, method=cg, tol={tol}, maxiter=1000) @ y
+export pivchol = inv(K, method=cg, tol={tol}, maxiter=1000, precond=pivchol(15)) @ y
 """
 
 
@@ -361,6 +367,15 @@ def _gpytorch_mll(gpytorch, x, y):
     return call
 
 
+def _cg_report(residuals, export) -> str:
+    """The steps and residuals of the CG solves one export ran (forward and gradient), from the
+    module's CG_RESIDUALS (keyed by solve site: `... at bench_kernels:LINE:COL`)."""
+    line = {"scalable": (8, 9), "auto": (10,), "cholesky": (11,)}[export]
+    mine = [(k, v) for k, v in residuals.items() if any(f"bench_kernels:{ln}:" in k for ln in line)]
+    return "; ".join(f"{'gradient ' if 'gradient' in k else ''}{'SLQ' if 'logdet' in k else 'solve'} {s} steps "
+                     f"(residual {r:.1e})" for k, (s, r) in mine) or "no CG solve"
+
+
 def gp_rows(quick):
     n = 1000 if quick else 10_000
     x, y = gp_data(n)
@@ -391,7 +406,7 @@ def gp_rows(quick):
         gpy_acc = tuple(statistics.median(a[i] for _, a in runs) for i in (0, 1))
         gpy_worst = tuple(max(a[i] for _, a in runs) for i in (0, 1))
     mine = {}                    # export: (note, accuracy (L, gradient, finite) or None, ms or None)
-    for export in ("cholesky", "scalable"):
+    for export in ("cholesky", "scalable", "auto"):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -405,14 +420,15 @@ def gp_rows(quick):
         grads = ", ".join(f"{g:.4g}" for g in res[1])
         note = (f"L {res[0]:.6g} (rel err {v_err:.1e}), gradient (ℓ, s, σ²) ({grads}), "
                 + (f"max rel err {g_err:.1e}" if finite else "**not finite**"))
+        solves = _cg_report(prog.module.CG_RESIDUALS, export)
         if export == "scalable":
-            steps, residual = next(iter(prog.module.CG_RESIDUALS.values()))
-            note = (f"opdsl CG (tol {CG_TOL_GP:g}: {steps} steps, residual {residual:.1e}) + SLQ (10 probes, "
-                    f"20 steps), timed once: {note}"
-                    + ("" if finite else " (float32 SLQ: torch.linalg.eigh's backward on the Lanczos "
-                                         "tridiagonal, whose Ritz values repeat, gives NaN)"))
+            note = (f"opdsl CG (pivchol(15), tol {CG_TOL_GP:g}: {solves}) + SLQ (10 probes, 20 steps; its "
+                    f"gradient's solves at tol {CG_TOL_GP:g}), timed once: {note}")
+        elif export == "auto":
+            note = (f"opdsl method=auto (n > AUTO_CG_ROWS: CG with pivchol(15) at tol 1e-4, SLQ with 10 probes, "
+                    f"20 steps: {solves}), timed once: {note}")
         else:
-            note = f"opdsl Cholesky (assume(K, psd)), timed once: {note}"
+            note = f"opdsl Cholesky (method=cholesky), timed once: {note}"
         note += "".join(f"; warning: {str(w.message)[:100]}" for w in caught)
         mine[export] = (note, (v_err, g_err, finite), ms)
 
@@ -421,7 +437,7 @@ def gp_rows(quick):
     ref_note = (f"reference (dense Cholesky): L {ref[0]:.6g}, gradient "
                 f"({', '.join(f'{g:.4g}' for g in ref[1])})")
     out = []
-    for export in ("scalable", "cholesky"):
+    for export in ("scalable", "auto", "cholesky"):
         note, acc, ms = mine[export]
         if isinstance(gpy, Exception):
             out.append(row(workload, "GPyTorch ExactGP", ms, None, note=f"{_absent(gpy)}; {note}"))
@@ -436,7 +452,7 @@ def gp_rows(quick):
             if acc is not None and not as_accurate:
                 r["note"] += "; less accurate than GPyTorch"
             out.append(r)
-    for export in ("scalable", "cholesky"):
+    for export in ("scalable", "auto", "cholesky"):
         note, _, ms = mine[export]
         out.append(row(workload, "dense Cholesky in torch (cdist, cholesky, cholesky_solve), timed once", ms,
                        dense_ms, None, None, f"{note}; {ref_note}; torch threads = {THREADS}"))
@@ -444,48 +460,42 @@ def gp_rows(quick):
 
 
 def crossover_rows(quick):
+    """CG (plain and pivchol(15)-preconditioned, the kernel formed once for the loop while it fits)
+    against Cholesky for inv(K) @ y, interleaved, forward only; where CG wins sets AUTO_CG_ROWS."""
     sizes = (250, 500, 1000) if quick else (1000, 2000, 4000, 8000)
-    out, last, wins = [], None, []
+    out, wins = [], []
     for n in sizes:
         x, _ = points(n)
         _, y = gp_data(n)
         prog = opdsl.compile(CROSSOVER.format(n=n, ls=LENGTHSCALE, noise=NOISE, tol=CG_TOL_CROSSOVER),
                              backend="torch", filename="bench_kernels")
-        cands = {"cg": lambda: prog.cg(X=x, y=y), "cholesky": lambda: prog.cholesky(X=x, y=y)}
-        # the check call doubles as the only timing at the largest size (a CG solve there takes a minute)
-        single = not quick and n >= 8000
+        cands = {name: (lambda name=name: getattr(prog, name)(X=x, y=y)) for name in ("cholesky", "cg", "pivchol")}
         with torch.no_grad():
-            t0 = time.perf_counter()
-            got = cands["cg"]()
-            cg_once = (time.perf_counter() - t0) * 1e3
-            t0 = time.perf_counter()
             want = cands["cholesky"]()
-            chol_once = (time.perf_counter() - t0) * 1e3
-            err = float((got - want).norm() / want.norm())
-            if not err <= CG_SOLUTION_RTOL:
-                raise AssertionError(f"crossover n={n}: CG and Cholesky differ by {err:.1e}")
-            steps, residual = next(iter(prog.module.CG_RESIDUALS.values()))
-            if single:
-                cg_ms, chol_ms, timing = cg_once, chol_once, "each timed once"
-            else:
-                t = interleaved(cands, reps=3 if n >= 4000 else 5, warmup=0)
-                cg_ms, chol_ms, timing = t["cg"], t["cholesky"], fastest(t, "cg", "cholesky")
-        out.append(row(f"inv(K) @ y, K = kernel(X, X, rbf) + {NOISE} I, n={n:,}, d=3: CG vs Cholesky",
-                       "opdsl Cholesky (inv of a known-psd K)", cg_ms, chol_ms, None, None,
-                       f"CG tol {CG_TOL_CROSSOVER:g}, maxiter 1000, no preconditioner: {steps} steps, residual "
-                       f"{residual:.1e}, rel diff from Cholesky {err:.0e}; {timing}; torch threads = {THREADS}"))
-        last = (n, cg_ms, chol_ms, steps)
-        if cg_ms < chol_ms:
+            report = {}
+            for name in ("cg", "pivchol"):
+                got = cands[name]()
+                err = float((got - want).norm() / want.norm())
+                if not err <= CG_SOLUTION_RTOL:
+                    raise AssertionError(f"crossover n={n}: {name} and Cholesky differ by {err:.1e}")
+                steps, residual = next(v for k, v in prog.module.CG_RESIDUALS.items()
+                                       if ("pivchol" in k) == (name == "pivchol"))
+                report[name] = (steps, residual, err)
+            t = interleaved(cands, reps=3 if n >= 4000 else 5, warmup=0)
+        for name, label in (("cg", "no preconditioner"), ("pivchol", "precond=pivchol(15)")):
+            steps, residual, err = report[name]
+            out.append(row(f"inv(K) @ y, K = kernel(X, X, rbf) + {NOISE} I, n={n:,}, d=3: CG ({label}) vs Cholesky",
+                           "opdsl Cholesky (method=cholesky)", t[name], t["cholesky"], None, None,
+                           f"CG tol {CG_TOL_CROSSOVER:g}, maxiter 1000, {label}, the kernel formed once for the "
+                           f"loop: {steps} steps, residual {residual:.1e}, rel diff from Cholesky {err:.0e}; "
+                           f"{fastest(t, name, 'cholesky')}; torch threads = {THREADS}"))
+        if t["pivchol"] < t["cholesky"]:
             wins.append(n)
-    n, cg_ms, chol_ms, steps = last
-    # Cholesky ∝ n³ and CG ∝ steps · n² (the steps held fixed): CG / Cholesky falls as 1/n, equal at
-    # n · cg_ms / chol_ms
-    cross = n * cg_ms / chol_ms
-    measured = (f"CG faster at n = {', '.join(f'{m:,}' for m in wins)}" if wins
+    measured = (f"CG with pivchol(15) faster than Cholesky at n = {', '.join(f'{m:,}' for m in wins)}" if wins
                 else "Cholesky faster at every size measured")
     out.append(row("Cholesky / CG crossover (inv(K) @ y above)", "", None, None, None, None,
-                   f"{measured}; extrapolated from n={n:,} (Cholesky ∝ n³, CG ∝ steps · n², {steps} steps): CG "
-                   f"starts to win near n ≈ {cross:,.0f}, on this machine, at this conditioning and tolerance"))
+                   f"{measured}; method=auto switches to CG above AUTO_CG_ROWS = "
+                   f"{AUTO_CG_ROWS:,} rows"))
     return out
 
 

@@ -20,7 +20,8 @@ _constructor_modules()
 def __getattr__(name):
     """`opdsl.<constructor>` for every constructor of the registry (kinds.CONSTRUCTORS), for use inside
     @opdsl.jit functions; `opdsl.torch` and `opdsl.jax` import on first use."""
-    if name in kinds.CONSTRUCTORS:
+    from .builder import OPTION_CALLS
+    if name in kinds.CONSTRUCTORS or name in OPTION_CALLS:     # OPTION_CALLS: opdsl.pivchol(15)
         from .trace import constructor
         return constructor(name)
     if name in ("torch", "jax"):
@@ -30,4 +31,5 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(kinds.CONSTRUCTORS) | {"torch", "jax"})
+    from .builder import OPTION_CALLS
+    return sorted(set(globals()) | set(kinds.CONSTRUCTORS) | set(OPTION_CALLS) | {"torch", "jax"})

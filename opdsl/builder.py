@@ -89,6 +89,16 @@ class Builder:
         got = val.v if val.tag == "word" else describe(val, self.g)
         raise TypeError_(f"unknown {what} {got!r}", val.span, hint=f"choose one of: {', '.join(choices)}")
 
+    def option_call(self, val: Val, fname: str, lo: int, hi: int) -> list:
+        """The number arguments of an option value written `fname(...)` (Val "call")."""
+        name, args = val.v
+        if name != fname:
+            raise TypeError_(f"unknown option value {name}(...)", val.span, hint=OPTION_CALLS.get(name, ""))
+        if not lo <= len(args) <= hi:
+            raise TypeError_(f"{fname}(...) takes {lo} to {hi} arguments, got {len(args)}", val.span,
+                             hint=OPTION_CALLS[fname])
+        return [self.num(a) for a in args]
+
     def flag(self, val: Val) -> bool:
         if val.tag == "bool":
             return val.v
@@ -174,7 +184,13 @@ class Builder:
         return self.node(self.add("tT", [a.v], span=span), span)
 
     def call(self, fname: str, args: list[Val], kwargs: dict, span, names: dict | None = None) -> Val:
-        """fname(*args, **kwargs); `names` gives the span of each keyword's name (for its errors)."""
+        """fname(*args, **kwargs); `names` gives the span of each keyword's name (for its errors).
+        An option's value written as a call (precond=pivchol(15): OPTION_CALLS) is a Val "call"
+        holding (name, numbers), read by the kind the option belongs to (Builder.option_call)."""
+        if fname in OPTION_CALLS:
+            for val in kwargs.values():
+                raise TypeError_(f"{fname}(...) takes no options", val.span, hint=OPTION_CALLS[fname])
+            return Val("call", (fname, tuple(args)), span)
         kind = CONSTRUCTORS.get(fname)
         if kind is None:
             close = difflib.get_close_matches(fname, sorted(CONSTRUCTORS), n=3)
@@ -268,7 +284,13 @@ def arith(a: Val, b: Val, fn, span) -> Val:
     return Val("dim", sp.nsimplify(fn(sp.sympify(a.v), sp.sympify(b.v))), span)
 
 
+# option values written as calls -> their usage (not operators: `pivchol(15) @ x` is an error)
+OPTION_CALLS = {"pivchol": "a preconditioner of inv(A, method=cg): precond=pivchol(rank), e.g. pivchol(15)"}
+
+
 def describe(val: Val, g=None) -> str:
+    if val.tag == "call":
+        return f"the option value {val.v[0]}(...)"
     if val.tag == "node":
         t = g.type(val.v) if g is not None else None
         if t is None:

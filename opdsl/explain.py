@@ -34,7 +34,20 @@ def explain(program) -> str:
     for name in program.functions:
         out.extend(_export_report(program, name, ev, fired[name]))
         out.append("")
+    out.extend(choices(program))
     return "\n".join(out).rstrip() + "\n"
+
+
+def choices(program) -> list[str]:
+    """What the lowering chose for the file's solves, log-determinants and loops (a direct or an
+    iterative solver, a matrix formed once outside a loop) and why: Lowerer.note."""
+    notes = []
+    for r in program.records:
+        if r.graph_after is not None:
+            notes = r.graph_after.meta.get("choices", notes)
+    if not notes:
+        return []
+    return ["solvers and loops (chosen while lowering)"] + [f"  {n}" for n in notes]
 
 
 def fired_per_export(program) -> dict:

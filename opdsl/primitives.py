@@ -342,6 +342,18 @@ Prim("kernel_apply", lambda g, ts, a: (ts[0].shape[0], ts[2].shape[-1]), _kernel
      "recomputes each tile; X [n, d], Y [m, d], V [m, k] -> [n, k]", promote=True, runtime=("kernel",))
 
 
+def _kernel_matrix_np(x, y, ls, s, family, tile):
+    from .kinds.kernel import kernel_np, sqdist_np
+    return s * kernel_np(family, sqdist_np(x / ls, y / ls))
+
+
+Prim("kernel_matrix", lambda g, ts, a: (ts[0].shape[0], ts[1].shape[0]), _kernel_matrix_np,
+     "the matrix s K(X, Y) [n, m] of the kernel `family` (kinds/kernel.py), lengthscale ls [d] or [1], "
+     "outputscale s [1]: written tile by tile (`tile` rows of X) into one result, with a backward that "
+     "recomputes each tile, so that only the matrix and its gradient are held, never the temporaries of "
+     "the kernel's formula", promote=True, runtime=("kernel",))
+
+
 # ---- a sequential scan: the chunk recurrence of the delta rule (kinds/delta_attention.py) ---------
 
 def _linrec_shape(g, ts, attrs):
@@ -408,17 +420,26 @@ Prim("slogdet", lambda g, ts, a: ts[0].shape[:-2], lambda x: np.linalg.slogdet(x
      "log |det A| over the last two axes")
 
 
+# operands of cg between B and the captured values, by preconditioner: jacobi the inverse
+# diagonal [n, 1]; pivchol that of D and U [n, r], (L Lᵀ + D)⁻¹ = D⁻¹ − U Uᵀ (kinds/linalg_cg.py)
+CG_PRECOND_OPERANDS = {"none": 0, "jacobi": 1, "pivchol": 2}
+
+
 def _cg_np(b, *rest, body, tol, maxiter, precond="none"):
     """Preconditioned conjugate gradients for each column of b; `body` is A @ p as a function of p
-    (the interpreter evaluates the loop body with the captured values, rest[1:] or rest)."""
-    minv = rest[0] if precond == "jacobi" else None
+    (the interpreter evaluates the loop body with the captured values, after the preconditioner's)."""
+    minv = rest[0] if precond != "none" else None
+    low = rest[1] if precond == "pivchol" else None
+
+    def m_inv(r):
+        return r if minv is None else minv * r - (0 if low is None else low @ (low.T @ r))
 
     def dot(u, v):
         return (u * v).sum(-2)[..., None, :]
 
     x = np.zeros_like(b)
     r = b
-    z = r if minv is None else minv * r
+    z = m_inv(r)
     p, rz = z, dot(r, z)
     bb = np.sqrt(dot(b, b))
     bb = bb + (bb == 0)
@@ -429,13 +450,13 @@ def _cg_np(b, *rest, body, tol, maxiter, precond="none"):
         pap = dot(p, ap)
         alpha = rz / (pap + (pap == 0))
         x, r = x + alpha * p, r - alpha * ap
-        z = r if minv is None else minv * r
+        z = m_inv(r)
         rz_next = dot(r, z)
         p, rz = z + rz_next / (rz + (rz == 0)) * p, rz_next
     return x
 
 
-def _slq_np(z, *rest, body, steps):
+def _slq_np(z, *rest, body, steps, tol=None, maxiter=None):
     """Stochastic Lanczos quadrature: mean over the columns z_i of z of |z_i|² e₁ᵀ log(T_i) e₁."""
     norm = np.sqrt((z * z).sum(0))
     q, q_prev, beta = z / norm, np.zeros_like(z), np.zeros(z.shape[1])
@@ -461,11 +482,47 @@ def _slq_np(z, *rest, body, steps):
 Prim("slq", lambda g, ts, a: (), _slq_np,
      "log det A by stochastic Lanczos quadrature: `steps` Lanczos steps of the symmetric positive definite A "
      "that the `body` primitive graph applies, from each column of the probe matrix (operands: the probes, "
-     "then the values the body captures); a scalar", runtime=("slq",))
+     "then the values the body captures); a scalar.  `tol` and `maxiter`: the conjugate-gradient solves "
+     "A⁻¹ zᵢ of its gradient (the estimator tr(A⁻¹ ∂A) ≈ mean zᵢᵀ A⁻¹ ∂A zᵢ, on backends with autograd)",
+     runtime=("slq", "cg"))
+
+
+def _pivchol_np(diag, *rest, body, rank):
+    """The rank-r pivoted Cholesky factor L [n, r] of the PSD S that `body` applies to a column
+    (S e_j = its column j) with diagonal diag: greedy pivots on the largest remaining diagonal."""
+    n = diag.shape[0]
+    d = np.array(diag, dtype=np.float64)
+    cols = []
+    for _ in range(int(rank)):
+        j = int(np.argmax(d))
+        e = np.zeros((n, 1), diag.dtype)
+        e[j] = 1
+        col = np.asarray(body(e))[:, 0].astype(np.float64)
+        if cols:
+            lk = np.stack(cols, -1)
+            col = col - lk @ lk[j]
+        piv = d[j]
+        l = col / np.sqrt(piv) if piv > PIVCHOL_FLOOR * max(diag.max(), 0) else np.zeros(n)
+        cols.append(l)
+        d = d - l * l
+        d[j] = 0
+    return np.stack(cols, -1).astype(diag.dtype)
+
+
+PIVCHOL_FLOOR = 1e-6   # a pivot below this fraction of the largest diagonal entry ends the factor (zero columns)
+
+Prim("pivchol", lambda g, ts, a: (ts[0].shape[0], int(a["rank"])), _pivchol_np,
+     "the rank-`rank` pivoted Cholesky factor L [n, r] of a positive semidefinite S (S ≈ L Lᵀ): operands "
+     "its diagonal [n], then the values the `body` primitive graph captures; body applies S to a column "
+     "(S e_j is column j); greedy pivots on the largest remaining diagonal entry (GPyTorch's "
+     "preconditioner); a pivot below 1e-6 of the largest diagonal entry gives a zero column (so do the "
+     "columns past n)",
+     runtime=("pivchol",), eager=True)
 
 
 Prim("cg", _same, _cg_np,
      "conjugate gradients: x with A x = B for the symmetric positive definite A that the `body` "
-     "primitive graph applies (operands: B, then the inverse diagonal with precond=jacobi, then the "
-     "values the body captures); stops at relative residual `tol` or after `maxiter` steps",
+     "primitive graph applies (operands: B, then the preconditioner's — jacobi: the inverse diagonal "
+     "[n, 1]; pivchol: that of D and U [n, r], applying D⁻¹ − U Uᵀ — then the values the body captures); "
+     "stops at relative residual `tol` or after `maxiter` steps",
      runtime=("cg",), eager=True)

@@ -28,7 +28,7 @@ from itertools import islice
 
 import sympy as sp
 
-from .builder import Builder, describe
+from .builder import OPTION_CALLS, Builder, describe
 from .dims import DimTable
 from .errors import Span, TypeError_
 from .ir import Graph
@@ -317,7 +317,7 @@ def constructor(name: str):
     fn = _CONSTRUCTOR_FNS.get(name)
     if fn is not None:
         return fn
-    kind = CONSTRUCTORS[name]
+    kind = CONSTRUCTORS.get(name)          # None: an option value written as a call (builder.OPTION_CALLS)
 
     def build(*args, **kwargs):
         ctx = None
@@ -334,11 +334,16 @@ def constructor(name: str):
 
     build.__name__ = build.__qualname__ = name
     build.__module__ = "opdsl"
-    doc = (kind.__doc__ or kind.doc or "").strip()
+    doc = (kind.__doc__ or kind.doc or "").strip() if kind is not None else OPTION_CALLS[name]
     build.__doc__ = (f"opdsl.{name}(...): the `{name}` constructor of the .op language, on traced values "
                      f"(inside @opdsl.jit).\n\n{doc}")
     _CONSTRUCTOR_FNS[name] = build
     return build
+
+
+def option_call_names() -> list[str]:
+    """Option values written as calls: opdsl.pivchol(15) for precond=."""
+    return sorted(OPTION_CALLS)
 
 
 def constructor_names() -> list[str]:

@@ -26,6 +26,9 @@ class Lowerer:
         self.out = Graph(PRIM_REGISTRY, dims=src.dims, meta=dict(src.meta))
         self._tensors: dict[int, int] = {}
         self._applied: dict[tuple[int, int], int] = {}
+        # operator node -> primitive of its matrix, formed outside a loop body and applied by matmul
+        # there (linalg_cg.loop_matrices: a kernel inside CG is cheaper formed once while it fits)
+        self._dense: dict[int, int] = {}
         self._span = None
 
     # ---- what kinds call ---------------------------------------------------
@@ -49,10 +52,19 @@ class Lowerer:
         hit = self._applied.get(key)
         if hit is None:
             outer, self._span = self._span, self.src[v].span or self._span
-            hit = self.src.spec(v).lower(self, v, x)
+            dense = self._dense.get(v)
+            hit = self.matmul(dense, x) if dense is not None else self.src.spec(v).lower(self, v, x)
             self._span = outer
             self._applied[key] = hit
         return hit
+
+    def note(self, text: str) -> None:
+        """Record a choice the lowering made (a solver, a matrix formed once), with where it was
+        written: `opdsl explain` lists these under "choices"."""
+        where = f" ({self._span})" if self._span is not None else ""
+        notes = self.out.meta.setdefault("choices", [])
+        if text + where not in notes:
+            notes.append(text + where)
 
     def shape(self, p: int) -> tuple:
         return self.out.type(p).shape

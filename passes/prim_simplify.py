@@ -91,7 +91,8 @@ RULES = [
     Rule("permute-permute", "permute(permute(x, p), q) = permute(x, p∘q)", ("permute", As("P", ("permute", "X"))),
          lambda g, m: _add(g, m, "permute", (m["X"],), {"perm": _composed(g, m)})),
     Rule("swap-swap", "swap(swap(x)) = x", ("swap", ("swap", "X")), lambda g, m: m["X"]),
-    Rule("loop-body", "cg(body) = cg(the body with these rules); slq's the same", (OneOf("cg", "slq"), "*xs"),
+    Rule("loop-body", "cg(body) = cg(the body with these rules); slq's and pivchol's the same",
+         (OneOf("cg", "slq", "pivchol"), "*xs"),
          _loop_body),
 ]
 TABLE = RuleTable(RULES)

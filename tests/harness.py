@@ -239,12 +239,22 @@ def directions(inputs: dict, out_shape, seed: int = 1):
     return v, rng.standard_normal(out_shape)
 
 
-def check_directional(grads: dict, g, root, inputs: dict, v: dict, w):
-    """Autograd's <grad, v> against the dense reference's directional derivative."""
+def check_directional(grads: dict, g, root, inputs: dict, v: dict, w, estimate: float | None = None):
+    """Autograd's <grad, v> against the dense reference's directional derivative: to 1e-6 of
+    max(1, Σ |∂ᵢ · vᵢ|), or for a stochastic estimator (gradient_estimate) to `estimate` of Σ |∂ᵢ · vᵢ|
+    (no floor: a gradient twice the right one fails)."""
     analytic = sum(float(np.sum(np.asarray(grads[k], dtype=np.float64) * v[k])) for k in grads)
     numeric = dense_directional(g, root, inputs, {k: v[k] for k in grads}, w)
-    scale = max(1.0, sum(float(np.sum(np.abs(np.asarray(grads[k], dtype=np.float64) * v[k]))) for k in grads))
-    assert abs(analytic - numeric) <= 1e-6 * scale, f"<grad, v> = {analytic:.12g}, dense: {numeric:.12g}"
+    total = sum(float(np.sum(np.abs(np.asarray(grads[k], dtype=np.float64) * v[k]))) for k in grads)
+    scale, rtol = (max(1.0, total), 1e-6) if estimate is None else (total, estimate)
+    assert abs(analytic - numeric) <= rtol * scale, f"<grad, v> = {analytic:.12g}, dense: {numeric:.12g}"
+
+
+def gradient_estimate(g, root) -> float | None:
+    """The loosest relative accuracy a stochastic gradient estimator under root promises
+    (Kind.gradient_estimate), or None when every node's gradient is its value's derivative."""
+    tols = [t for t in (g.spec(u).gradient_estimate(g, u) for u in g.live([root])) if t is not None]
+    return max(tols) if tols else None
 
 
 # ---- compile errors -------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ The rules themselves are tested in tests/test_linalg_rules.py; the catalogue
 """
 import warnings
 
+import re
+
 import numpy as np
 import pytest
 
@@ -193,8 +195,12 @@ def test_cg_warns_with_its_residual_when_it_stops_early(backend):
 
 
 def test_cg_source_is_a_readable_loop_body():
-    prog = opdsl.compile(CG, backend="torch")
+    """numpy: a closure over the program's values; torch: the values it reads are parameters (the
+    inputs of the custom autograd function that differentiates the solve implicitly)."""
+    prog = opdsl.compile(CG, backend="numpy")
     assert "def _matvec(_p):" in prog.source and "_cg('inv(K, method=cg" in prog.source
+    prog = opdsl.compile(CG, backend="torch")
+    assert re.search(r"def _matvec\(_p, _a(, _a_\d+)*\):", prog.source) and "_cg_torch('inv(K, method=cg" in prog.source
 
 
 # ---- gradients: solve and logdet against the dense float64 formulas ---------------------------------

@@ -73,6 +73,31 @@ def _cg_case(precond):
                 tol={"float32": 1e-3, "float64": 1e-7})
 
 
+def _pivchol_case():
+    """The rank-3 pivoted Cholesky factor of a 4 x 4 SPD matrix (its columns through the body)."""
+    def build(p, dt, a):
+        body = Graph(PRIM_REGISTRY, dims=p.graph.dims)
+        loop = body.add("arg", (), {"name": "_p", "shape": (4, 1), "dtype": dt, "role": "loop"})
+        cap = body.add("arg", (), {"name": "_c0", "shape": (4, 4), "dtype": dt, "role": "capture"})
+        root = body.add("matmul", (cap, loop))
+        return p("pivchol", p("diagonal", a), a, body=Body(body, loop, root, [cap]), rank=3)
+    return Case("pivchol", (((4, 4), "spd"),), build, refused=("tvm",), tol={"float32": 1e-4, "float64": 1e-10})
+
+
+def _cg_pivchol_case():
+    """cg preconditioned by D⁻¹ − U Uᵀ (what precond=pivchol lowers to), U any [4, 2]."""
+    def build(p, dt, b, a, dinv, u):
+        body = Graph(PRIM_REGISTRY, dims=p.graph.dims)
+        loop = body.add("arg", (), {"name": "_p", "shape": (4, 2), "dtype": dt, "role": "loop"})
+        cap = body.add("arg", (), {"name": "_c0", "shape": (4, 4), "dtype": dt, "role": "capture"})
+        root = body.add("matmul", (cap, loop))
+        tol = 1e-10 if dt == "float64" else 1e-5
+        return p("cg", b, dinv, p("scale", u, c=0.1), a, body=Body(body, loop, root, [cap]), tol=tol, maxiter=50,
+                 precond="pivchol")
+    return Case("cg-pivchol", (((4, 2), "normal"), ((4, 4), "spd"), ((4, 1), "positive"), ((4, 2), "normal")),
+                build, refused=("tvm",), tol={"float32": 1e-3, "float64": 1e-7})
+
+
 def _slq_case():
     def build(p, dt, z, a):
         body = Graph(PRIM_REGISTRY, dims=p.graph.dims)
@@ -148,6 +173,8 @@ CASES = [
     _cg_case("none"),
     _cg_case("jacobi"),
     _slq_case(),
+    _pivchol_case(),
+    _cg_pivchol_case(),
     # the chunk recurrence (delta rule): P broadcast over a batch; a single step; P with a batch of H's
     Case("linrec", (((4, 3, 3), N), ((2, 4, 3, 2), N)), lambda p, dt, a, h: p("linrec", p("scale", a, c=0.5), h)),
     # matrix functions (TVM refuses them by name); eigenvectors' signs are the backend's, so the case
@@ -164,6 +191,9 @@ CASES = [
     # kernel operators: ARD lengthscales, and one lengthscale with a Matern kernel
     *[Case(f"kernel_apply-{fam}", (((5, 3), N), ((4, 3), N), ((4, 2), N), ((3 if fam == "rbf" else 1,), P), ((1,), P)),
            lambda p, dt, x, y, v, ls, s, fam=fam: p("kernel_apply", x, y, v, ls, s, family=fam, tile=2))
+      for fam in ("rbf", "matern12", "matern32", "matern52")],
+    *[Case(f"kernel_matrix-{fam}", (((5, 3), N), ((4, 3), N), ((3 if fam == "rbf" else 1,), P), ((1,), P)),
+           lambda p, dt, x, y, ls, s, fam=fam: p("kernel_matrix", x, y, ls, s, family=fam, tile=2))
       for fam in ("rbf", "matern12", "matern32", "matern52")],
     Case("linrec-one-step", (((1, 2, 2), N), ((1, 2, 3), N)), lambda p, dt, a, h: p("linrec", a, h)),
 ]

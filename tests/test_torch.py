@@ -19,7 +19,8 @@ import opdsl.torch
 from opdsl.errors import CallError
 from opdsl.reference import dense_eval
 
-from .harness import CATALOGUE, CATALOGUE_IDS, all_inputs, as_layer, check_directional, directions
+from .harness import (CATALOGUE, CATALOGUE_IDS, all_inputs, as_layer, check_directional, directions,
+                      gradient_estimate)
 
 LAYER = "examples/layer.op"
 
@@ -57,7 +58,8 @@ def test_catalogue_as_module(kind, i, src):
         names = list(m.param_names) + list(xs)
         grads = {a: (gr if gr is not None else torch.zeros_like(t)).numpy()
                  for a, gr, t in zip(names, grads, leaves)}
-        check_directional(grads, g, g.exports[export], {**inputs, **values}, v, w)
+        check_directional(grads, g, g.exports[export], {**inputs, **values}, v, w,
+                          gradient_estimate(g, g.exports[export]))
 
 
 # ---- the nn.Module contract on examples/layer.op -----------------------------------------

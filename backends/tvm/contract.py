@@ -212,20 +212,19 @@ def e_max(b, n, a):
     return b.compute(b.shape(n.id), f, n.name or "max", REDUCTION, [x], vec_inputs=vec)
 
 
-def e_kernel_apply(b, n, a):
-    """s K(X, Y) V as one reduction over Y's points with the kernel evaluated inside it, the way
-    KeOps does: nothing n x m is stored.  The d coordinates of the distance are unrolled, so d must
-    be known at compile time."""
-    x, y, v, ls, s = a
+def _kernel_value(b, n, a):
+    """(k(i, j): s-less kernel value of row i of X and row j of Y as a TE expression, rows, m) for
+    kernel_apply and kernel_matrix.  The d coordinates of the distance are unrolled, so d must be
+    known at compile time."""
+    x, y, ls = a[0], a[1], a[-2]
     if any(isinstance(t, Cplx) for t in a):
-        raise BackendError("the tvm backend has no complex kernel_apply", n.span)
+        raise BackendError(f"the tvm backend has no complex {n.kind}", n.span)
     rows, d = b.shape(n.operands[0])
     m = b.shape(n.operands[1])[0]
-    k = b.shape(n.operands[2])[-1]
     if not isinstance(d, int):
         raise BackendError("the tvm backend needs the point dimension d of kernel(X, Y) known at compile time",
                            n.span, hint="declare it: `dim d = 3`")
-    per_dim = b.shape(n.operands[3])[0] != 1          # ARD: one lengthscale per coordinate
+    per_dim = b.shape(n.operands[-2])[0] != 1          # ARD: one lengthscale per coordinate
     family = n.attrs["family"]
     dt = x.dtype
 
@@ -237,7 +236,8 @@ def e_kernel_apply(b, n, a):
             acc = diff * diff if acc is None else acc + diff * diff
         return acc
 
-    def kern(q):
+    def kern(i, j):
+        q = r2(i, j)
         if family == "rbf":
             return te.exp(q * const(-0.5, dt))
         r = te.sqrt(te.max(q, const(1e-30, dt)))
@@ -249,10 +249,26 @@ def e_kernel_apply(b, n, a):
         if family == "matern52":
             poly = poly + q * const(5.0 / 3.0, dt)
         return poly * e
+    return kern, rows, m
+
+
+def e_kernel_apply(b, n, a):
+    """s K(X, Y) V as one reduction over Y's points with the kernel evaluated inside it, the way
+    KeOps does: nothing n x m is stored."""
+    x, y, v, ls, s = a
+    kern, rows, m = _kernel_value(b, n, a)
+    k = b.shape(n.operands[2])[-1]
 
     def f(i, c):
         j = te.reduce_axis((0, m), name="j")
-        return te.sum(kern(r2(i, j)) * v[j, c], axis=j)
+        return te.sum(kern(i, j) * v[j, c], axis=j)
     base = n.name or "kernel"
     out = b.compute((rows, k), f, base + "_sum", REDUCTION, [x, y, v, ls])
     return b.compute((rows, k), lambda i, c: out[i, c] * s[0], base, ELEMENTWISE, [out, s])
+
+
+def e_kernel_matrix(b, n, a):
+    """s K(X, Y) [n, m], each entry computed where it is stored."""
+    x, y, ls, s = a
+    kern, rows, m = _kernel_value(b, n, a)
+    return b.compute((rows, m), lambda i, j: kern(i, j) * s[0], n.name or "kernel_matrix", ELEMENTWISE, [x, y, ls, s])

@@ -39,6 +39,7 @@ EMIT = {
     "max": contract.e_max,
     "cumsum": contract.e_cumsum,
     "kernel_apply": contract.e_kernel_apply,
+    "kernel_matrix": contract.e_kernel_matrix,
     # FFT
     "rfft": fft.e_rfft,
     "irfft": fft.e_irfft,
@@ -55,8 +56,9 @@ EMIT = {
     "expm": linalg.e_expm,
     "invroot_newton": linalg.e_invroot_newton,
     "slq": linalg.e_slq,
+    "pivchol": linalg.e_pivchol,
 }
 
 # Primitives the TVM backend refuses with a BackendError naming them (no TE form here); programs
 # that need them run on numpy, torch or JAX.  The catalogue expects exactly these refusals.
-REFUSED = ("cg", "eigh", "expm", "invroot_newton", "slq")
+REFUSED = ("cg", "eigh", "expm", "invroot_newton", "pivchol", "slq")

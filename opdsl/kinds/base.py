@@ -219,6 +219,13 @@ class Kind:
         explicit estimator: logdet(A, method=slq), trace(A, method=hutchinson))."""
         return False
 
+    def gradient_estimate(self, g, v) -> float | None:
+        """None when v's gradient (torch) is the derivative of its value; for a stochastic gradient
+        estimator (logdet(A, method=slq): GPyTorch's trace estimator), the relative accuracy it
+        promises against the derivative of its dense meaning (the catalogue's gradient test checks
+        it to that tolerance)."""
+        return None
+
     def psd_through(self, g, v) -> bool:
         """Whether v is symmetric positive semidefinite through its operands (beyond its declared
         properties, which linalg_analysis.psd reads first)."""

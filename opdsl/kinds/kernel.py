@@ -15,8 +15,9 @@ with c > 0 is positive definite and `inv` of it is a Cholesky solve (or CG: `inv
 Applied to V [m, k] it never forms the n x m matrix: the `kernel_apply` primitive evaluates the
 kernel in row tiles of X (TILE rows at a time: O((n + m)(d + k) + TILE·m) memory), with a backward
 that recomputes each tile (torch: a custom autograd function; JAX: a checkpointed lax.map), the
-way KeOps does.  Where the matrix is needed (a Cholesky factorization, `dense(K)`), it is written
-with elementwise primitives.  Conventions and a dense example: docs/kernels.md.
+way KeOps does.  Where the matrix is needed (a Cholesky factorization, `dense(K)`, CG while
+the matrix fits: linalg_cg.loop_matrices), the `kernel_matrix` primitive writes it in the same
+tiles, and its backward recomputes them.  Conventions and a dense example: docs/kernels.md.
 """
 from __future__ import annotations
 
@@ -50,23 +51,6 @@ def kernel_np(family, r2):
 def sqdist_np(x, y):
     """‖x_i − y_j‖² for x [n, d], y [m, d], computed as differences (exact at r = 0)."""
     return ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
-
-
-def lower_kernel(lw, family, r2):
-    """k(r) from r² [..] as primitives (r² clamped at 0: the expanded form can round below it)."""
-    r2 = lw.prim("unary", r2, fn="relu")
-    if family == "rbf":
-        return lw.prim("unary", lw.scale(r2, -0.5), fn="exp")
-    floor = lw.prim("shift", lw.prim("unary", lw.prim("shift", r2, c=-R2_FLOOR), fn="relu"), c=R2_FLOOR)
-    r = lw.prim("unary", floor, fn="sqrt")
-    c = {"matern12": 1.0, "matern32": math.sqrt(3), "matern52": math.sqrt(5)}[family]
-    e = lw.prim("unary", lw.scale(r, -c), fn="exp")
-    if family == "matern12":
-        return e
-    poly = lw.prim("shift", lw.scale(r, c), c=1.0)
-    if family == "matern52":
-        poly = lw.add(poly, lw.scale(r2, 5.0 / 3.0))
-    return lw.mul(poly, e)
 
 
 @register
@@ -195,22 +179,10 @@ class Kernel(Kind):
         return y if out_dtype == dtype else lw.prim("cast", y, dtype=out_dtype)
 
     def matrix(self, lw, v, dtype):
-        """The n x m matrix with elementwise primitives (a Cholesky factorization needs it)."""
+        """The n x m matrix (a Cholesky factorization, or CG while it fits: linalg_cg.loop_matrices),
+        one `kernel_matrix` primitive: written in tiles, and its backward recomputes them."""
         xs, ys, ls, os = self._inputs(lw, v, dtype)
-        xs, ys = lw.prim("div", xs, ls), lw.prim("div", ys, ls)
-        (n, d), m = lw.shape(xs), lw.shape(ys)[0]
-        dv = lw.dims.value(d)
-        if dv is not None and dv <= 8:      # coordinate by coordinate: [n, m] temporaries, not [n, m, d]
-            r2 = None
-            for t in range(int(dv)):
-                col = lw.sub(lw.prim("slice", xs, axis=1, start=t, stop=t + 1),
-                             lw.swap(lw.prim("slice", ys, axis=1, start=t, stop=t + 1)))
-                sq = lw.mul(col, col)
-                r2 = sq if r2 is None else lw.add(r2, sq)
-        else:                                # differences: exact near r = 0
-            diff = lw.sub(lw.reshape(xs, (n, 1, d)), lw.reshape(ys, (1, m, d)))
-            r2 = lw.prim("sum", lw.mul(diff, diff), axis=-1)
-        return lw.mul(lower_kernel(lw, lw.src[v].attrs["family"], r2), os)
+        return lw.prim("kernel_matrix", xs, ys, ls, os, family=lw.src[v].attrs["family"], tile=TILE)
 
     def matrix_flops(self, g, v):
         t = g.type(v)

@@ -33,17 +33,28 @@ module's SingularError (numpy, torch; see docs/linalg.md for JAX).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import ShapeError, TypeError_
 from .base import Kind, OpType, TensorType, default_dtype, op_type, register, sym_prod
-from .linalg_analysis import flip, singular_reason, triangular   # triangular: also asked of this module (tests)
-from .linalg_cg import lower_cg
+from .linalg_analysis import flip, psd, singular_reason, triangular   # triangular: also asked of this module (tests)
+from .linalg_cg import lower_cg, split_diagonal
 from .linalg_slq import hutchinson_np, lower_hutchinson, lower_slq, slq_np
-from .linalg_solve import factor_flops, leaf_diagonal, leaf_flops, leaf_logdet, leaf_solve, materialize
+from .linalg_solve import (factor_flops, leaf_diagonal, leaf_flops, leaf_logdet, leaf_matrix, leaf_solve,
+                           logdet_matrix, materialize)
 
 METHODS = ("auto", "lu", "cholesky", "cg")
-PRECONDS = ("none", "jacobi")
+PRECONDS = ("none", "jacobi", "pivchol")
+PIVCHOL_RANK = 15          # GPyTorch's default preconditioner size
+# method=auto solves a positive definite leaf larger than this iteratively: CG (pivchol(15) when
+# A = S + D, tol 1e-4 in float32, 1e-8 in float64) and logdet by SLQ (LogDet.SLQ's settings).  From
+# the crossover measured on kernel(X, X, rbf) + 0.1 I (benchmarks/results.md, "kernels"): Cholesky
+# wins at n = 2,000, CG with the kernel formed once at 4,000 and 8,000.
+AUTO_CG_ROWS = 3000
+AUTO_CG = {"maxiter": 1000, "precond": "pivchol", "rank": PIVCHOL_RANK}
+AUTO_CG_TOL = {"float64": 1e-8}    # else 1e-4
 # properties inv(A) keeps from A (the inverse of a PSD / orthogonal / triangular matrix is one too)
 INV_KEEPS = frozenset({"symmetric", "psd", "orthogonal", "diagonal", "permutation", "lower", "upper"})
 
@@ -62,8 +73,9 @@ class Inv(Kind):
     """`inv(A)`: the inverse of a square operator; `inv(A) @ b` solves A x = b.
 
     Options: method=auto (default: the structure's rules, then Cholesky / triangular / LU
-    on a leaf), lu, cholesky, or cg (conjugate gradients, with tol=1e-6, maxiter=100 and
-    precond=none|jacobi; A must be symmetric positive definite)."""
+    on a leaf; a positive definite leaf larger than AUTO_CG_ROWS: CG), lu, cholesky, or cg
+    (conjugate gradients, with tol=1e-6, maxiter=100 and precond=none|jacobi|pivchol(rank);
+    A must be symmetric positive definite; pivchol needs A = S + D with D diagonal)."""
 
     name = "inv"
     constructors = ("inv",)
@@ -120,8 +132,15 @@ class Inv(Kind):
                 if float(m) != int(m) or int(m) < 1:
                     raise TypeError_(f"maxiter must be a positive integer, got {m}", val.span)
                 cg_opts[k] = int(m)
+            elif val.tag == "call":                  # precond=pivchol(rank)
+                (rank,) = b.option_call(val, "pivchol", 1, 1)
+                if float(rank) != int(rank) or int(rank) < 1:
+                    raise TypeError_(f"the rank of pivchol must be a positive integer, got {rank}", val.span)
+                cg_opts[k], cg_opts["rank"] = "pivchol", int(rank)
             else:
                 cg_opts[k] = b.word(val, PRECONDS, "preconditioner")
+                if cg_opts[k] == "pivchol":
+                    cg_opts["rank"] = PIVCHOL_RANK
         a = b.op(args[0])
         ops = [a]
         if attrs["method"] == "cg":
@@ -133,6 +152,11 @@ class Inv(Kind):
     def infer(self, g, ops, attrs, span):
         t = _square_operand(g, ops, span, "inv",
                             "inv(A) needs A square; for least squares write inv(A.T @ A) @ (A.T @ b)")
+        if attrs.get("precond") == "pivchol" and split_diagonal(g, ops[0]) is None:
+            raise TypeError_(f"precond=pivchol needs A = S + D with D diagonal (the noise of a kernel), got "
+                             f"{g[ops[0]].kind}(...)", span,
+                             hint="write inv(kernel(X, X, rbf) + 0.1 * eye(n), method=cg, precond=pivchol(15)); "
+                                  "or use precond=jacobi")
         why = singular_reason(g, ops[0])
         if why:
             raise ShapeError(f"inv of a singular operator: {why}", span,
@@ -161,6 +185,16 @@ class Inv(Kind):
         if method == "cg":
             return lower_cg(lw, v, x)
         a = n.operands[0]
+        why = iterative_reason(lw, a) if method == "auto" else None
+        if why:
+            dt = lw.src.type(a).dtype or lw.dtype(x)
+            opts = {**AUTO_CG, "tol": AUTO_CG_TOL.get(dt, 1e-4)}
+            if split_diagonal(lw.src, a) is None:
+                opts["precond"] = "none"
+            lw.note(f"inv: conjugate gradients (tol {opts['tol']:g}, maxiter {opts['maxiter']}, "
+                    f"precond {opts['precond']}) since {why}")
+            return lower_cg(lw, v, x, opts)
+        lw.note(f"inv: {direct_method(lw, a, method)}")
         return leaf_solve(lw, a, x, method)
 
     def transpose(self, g, v):
@@ -185,6 +219,38 @@ def _scalar_type(g, t, span, extra=()):
     return TensorType(tuple(t.batch) + tuple(extra), t.dtype or default_dtype(g))
 
 
+def iterative_reason(lw, a):
+    """Why method=auto solves leaf a iteratively (CG, SLQ), or None: its size is known and above
+    AUTO_CG_ROWS, it is positive semidefinite, not batched, not triangular, and its kind has no
+    solve of its own (Kind.leaf_solve)."""
+    g = lw.src
+    t = g.type(a)
+    n = g.dims.value(t.rows)
+    if n is None or int(n) <= AUTO_CG_ROWS or t.batch or triangular(g, a) is not None or not psd(g, a):
+        return None
+    if type(g.spec(a)).leaf_solve is not Kind.leaf_solve:
+        return None
+    return f"A is positive semidefinite with n = {int(n):,} > {AUTO_CG_ROWS:,} rows (AUTO_CG_ROWS)"
+
+
+def direct_method(lw, a, method):
+    """What a direct solve of leaf a does, for `opdsl explain`."""
+    g = lw.src
+    spec = g.spec(a)
+    if type(spec).leaf_solve is not Kind.leaf_solve:
+        return f"{g[a].kind}'s own solve"
+    if method == "cholesky":
+        return "Cholesky (method=cholesky)"
+    if method == "lu":
+        return "LU (method=lu)"
+    if "psd" in spec.matrix_props(g, a) or psd(g, a):
+        return "Cholesky (A is positive semidefinite)"
+    tri = triangular(g, a)
+    if tri is not None:
+        return f"a triangular solve (A is {tri})"
+    return "LU (nothing known makes A positive definite or triangular)"
+
+
 def _estimator(b, kind, kwargs, methods, stochastic, defaults, span):
     """attrs of logdet / trace with `method=` and, for the stochastic method, probes / steps / seed."""
     attrs = {"method": b.word(kwargs["method"], methods, f"{kind.name} method") if "method" in kwargs else methods[0]}
@@ -200,6 +266,11 @@ def _estimator(b, kind, kwargs, methods, stochastic, defaults, span):
     if attrs["method"] == stochastic:
         for key, default in defaults.items():
             c = b.num(kwargs[key]) if key in kwargs else default
+            if isinstance(default, float):          # a tolerance
+                if not (float(c) > 0 and math.isfinite(float(c))):
+                    raise TypeError_(f"{key} must be a positive number, got {c}", kwargs[key].span)
+                attrs[key] = float(c)
+                continue
             if float(c) != int(c) or int(c) < (0 if key == "seed" else 1):
                 raise TypeError_(f"{key} must be a {'non-negative' if key == 'seed' else 'positive'} integer, got {c}",
                                  kwargs[key].span)
@@ -224,9 +295,11 @@ class LogDet(Kind):
     name = "logdet"
     constructors = ("logdet",)
     params = ("A",)
-    options = ("method", "probes", "steps", "seed")
+    options = ("method", "probes", "steps", "seed", "tol", "maxiter")
     produces = "tensor"
-    SLQ = {"probes": 10, "steps": 20, "seed": 0}      # GPyTorch's num_trace_samples, Lanczos iterations
+    # GPyTorch's num_trace_samples and Lanczos iterations; tol, maxiter: the CG solves of the
+    # gradient estimator (torch: kinds/linalg_slq.py)
+    SLQ = {"probes": 10, "steps": 20, "seed": 0, "tol": 1e-2, "maxiter": 1000}
     examples = (
         "dim n = 4\ninput W : [n, n]\nexport y = logdet(W)",
         "input W : [2, 3, 3]\nexport y = logdet(W)",
@@ -241,12 +314,14 @@ class LogDet(Kind):
         # a causal convolution is lower triangular: Σ log |diagonal|
         "input h : [5]\nexport y = logdet(conv(h))",
         # stochastic Lanczos quadrature (steps = n: exact up to rounding, so the catalogue can compare)
-        "dim n = 6\ninput X : [n, 2]\nexport y = logdet(kernel(X, X, rbf) + 0.5 * eye(n), method=slq, steps=6, probes=4)",
+        # (20,000 probes: its torch gradient is an estimator, checked to 1/√probes: Kind.gradient_estimate)
+        "dim n = 6\ninput X : [n, 2]\nexport y = logdet(kernel(X, X, rbf) + 0.5 * eye(n), method=slq, steps=6, probes=20000, "
+        "tol=1e-10, maxiter=50)",
     )
 
     def construct(self, b, args, kwargs, span):
         b.arity(self, args, span, 1, 1)
-        attrs = _estimator(b, self, kwargs, ("auto", "slq"), "slq", self.SLQ, span)
+        attrs = _estimator(b, self, kwargs, ("auto", "cholesky", "slq"), "slq", self.SLQ, span)
         return b.add(self.name, [b.op(args[0])], attrs, span=span)
 
     def infer(self, g, ops, attrs, span):
@@ -268,10 +343,29 @@ class LogDet(Kind):
     def as_written(self, g, v):                 # the rules' exact forms would replace the estimator
         return g[v].attrs.get("method") == "slq"
 
+    def gradient_estimate(self, g, v):
+        """SLQ's torch gradient is the trace estimator mean zᵢᵀ A⁻¹ ∂A zᵢ (kinds/linalg_slq.py), and the
+        derivative of the estimate the forward returns is another estimate of d logdet A: both err by
+        O(1/√probes)."""
+        if g[v].attrs.get("method") != "slq":
+            return None
+        return 1.0 / g[v].attrs["probes"] ** 0.5
+
     def lower(self, lw, v, x=None):
-        if lw.src[v].attrs.get("method") == "slq":
+        method = lw.src[v].attrs.get("method", "auto")
+        if method == "slq":
             return lower_slq(lw, v)
         a = lw.src[v].operands[0]
+        why = iterative_reason(lw, a) if method == "auto" else None
+        if why:
+            lw.note(f"logdet: stochastic Lanczos quadrature ({self.SLQ['probes']} probes, {self.SLQ['steps']} "
+                    f"steps, seed {self.SLQ['seed']}) since {why}")
+            return lower_slq(lw, v, self.SLQ)
+        if method == "cholesky":
+            m, _ = leaf_matrix(lw, a)
+            lw.note("logdet: Cholesky (method=cholesky)")
+            return logdet_matrix(lw, m, frozenset({"psd"}), None)
+        lw.note(f"logdet: {direct_method(lw, a, 'auto')}")
         return leaf_logdet(lw, a)
 
     def dense_flops(self, g, v, dense):         # factor the matrix (once), sum n logs

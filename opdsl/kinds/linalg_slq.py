@@ -47,16 +47,19 @@ def probes(lw, n: int, t: int, seed: int, dtype: str):
                    name=f"rademacher_{int(n)}x{int(t)}_seed{int(seed)}")
 
 
-def lower_slq(lw, v):
-    """logdet(A, method=slq, probes=t, steps=m, seed=s)."""
+def lower_slq(lw, v, opts=None):
+    """logdet(A, method=slq, probes=t, steps=m, seed=s, tol=, maxiter=); `opts` in place of the
+    node's own options (method=auto)."""
     n = lw.src[v]
+    opts = opts or n.attrs
     a = n.operands[0]
     size = lw.dims.value(lw.src.type(a).rows)
     dt = lw.src.type(a).dtype or "float32"
     dt = dt if dt in ("float32", "float64") else "float32"
-    z = probes(lw, size, n.attrs["probes"], n.attrs["seed"], dt)
-    body, outer = operator_body(lw, a, z, dt)
-    return lw.prim("slq", z, *outer, body=body, steps=int(n.attrs["steps"]))
+    z = probes(lw, size, opts["probes"], opts["seed"], dt)
+    body, outer = operator_body(lw, a, z, dt, int(opts["steps"]), "SLQ")
+    return lw.prim("slq", z, *outer, body=body, steps=int(opts["steps"]), tol=float(opts.get("tol", 1e-2)),
+                   maxiter=int(opts.get("maxiter", 1000)))
 
 
 def lower_hutchinson(lw, v):
