@@ -97,7 +97,8 @@ def emit_slq(eigh, eye, log):
     """numpy / torch / jax: the loop body as a nested function, then _slq (pyruntime.SLQ_RUNTIME)
     with the library's eigh, identity and log."""
     def emit(ctx, n, a):
-        fname, lines = nested_function(ctx, n.attrs["body"], a[1:])
+        pre = CG_PRECOND_OPERANDS[n.attrs.get("precond", "none")]      # for the gradient's solves (torch)
+        fname, lines = nested_function(ctx, n.attrs["body"], a[1 + pre:])
         return lines, f"_slq({fname}, {a[0]}, {int(n.attrs['steps'])}, {eigh}, {eye.format(z=a[0])}, {log})"
     return emit
 

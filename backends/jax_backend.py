@@ -253,6 +253,10 @@ class JaxBackend(PythonBackend):
         "checked": lambda c, n, a: a[0],
         "cg": _cg,
         "pivchol": emit_pivchol("jnp.arange", "jnp.stack", "jnp.where"),
+        # lax's tridiagonal solve takes the sub- and super-diagonals padded to n (dl[0], du[n-1] unused)
+        "tridiag_solve": lambda c, n, a: (f"jax.lax.linalg.tridiagonal_solve(jnp.concatenate([{a[1]}[:1] * 0, {a[0]}]), "
+                                          f"{a[1]}, jnp.concatenate([{a[2]}, {a[1]}[:1] * 0]), {a[3]})"),
+        "tridiag_logdet": lambda c, n, a: f"_tridiag_logdet({', '.join(a)}, jnp.concatenate, jnp.stack, jnp.log)",
         "slq": emit_slq("jnp.linalg.eigh", "lambda m: jnp.eye(m, dtype={z}.dtype)", "jnp.log"),
         "linrec": lambda c, n, a: f"_linrec_scan({a[0]}, {a[1]})",
         "eigh": lambda c, n, a: f"_eigh({a[0]}, jnp.linalg.eigh, jnp.concatenate)",

@@ -41,6 +41,8 @@ class NumpyBackend(PythonBackend):
         "checked": lambda c, n, a: f"_finite({site(n.span)!r}, {a[0]})",
         "cg": emit_cg,
         "pivchol": emit_pivchol("np.arange", "np.stack", "np.where"),
+        "tridiag_solve": lambda c, n, a: f"_tridiag_solve({', '.join(a)}, np.concatenate, np.stack, np.log)",
+        "tridiag_logdet": lambda c, n, a: f"_tridiag_logdet({', '.join(a)}, np.concatenate, np.stack, np.log)",
         "slq": emit_slq("np.linalg.eigh", "lambda m: np.eye(m, dtype={z}.dtype)", "np.log"),
         "linrec": lambda c, n, a: f"_linrec({a[0]}, {a[1]}, np.stack)",
         "eigh": lambda c, n, a: f"_eigh({a[0]}, np.linalg.eigh, np.concatenate)",

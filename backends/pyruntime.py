@@ -333,10 +333,54 @@ def _pivchol(matvec, diag, rank, arange, stack, where):
         d = (d - l * l) * (1 - e[:, 0])
     return stack(cols, -1)'''
 
+TRIDIAG_RUNTIME = '''
+
+
+def _cyclic_reduction(a, b, c, d, cat, stack, log):
+    """(x, log |det|) for a_i x_{i-1} + b_i x_i + c_i x_{i+1} = d_i (a, b, c [n] with a_0 = c_{n-1} = 0;
+    d [n, k], or None for the log-determinant alone), by cyclic reduction: the odd rows are
+    eliminated (their block is diagonal), the even rows form a tridiagonal system of half the size
+    (its Schur complement); log2 n levels of vectorized operations, no pivoting."""
+    n = b.shape[0]
+    if n == 1:
+        return (None if d is None else d / b[:, None]), 0.5 * log(b * b).sum()
+    ae, be, ce = a[0::2], b[0::2], c[0::2]
+    ao, bo, co = a[1::2], b[1::2], c[1::2]
+    ne, no = be.shape[0], bo.shape[0]
+    zero, one = b[:1] * 0, b[:1] * 0 + 1
+    # the odd neighbours of even row j, rows 2j - 1 and 2j + 1, padded with 0 = 1 * x past the ends
+    la, lb, lc = cat([zero, ao])[:ne], cat([one, bo])[:ne], cat([zero, co])[:ne]
+    ra, rb, rc = cat([ao, zero])[:ne], cat([bo, one])[:ne], cat([co, zero])[:ne]
+    alpha, gamma = -ae / lb, -ce / rb
+    d2 = None
+    if d is not None:
+        zk = d[:1] * 0
+        de, do = d[0::2], d[1::2]
+        d2 = de + alpha[:, None] * cat([zk, do])[:ne] + gamma[:, None] * cat([do, zk])[:ne]
+    xe, logdet = _cyclic_reduction(alpha * la, be + alpha * lc + gamma * ra, gamma * rc, d2, cat, stack, log)
+    logdet = logdet + 0.5 * log(bo * bo).sum()          # log |b|, without the abs builtin
+    if d is None:
+        return None, logdet
+    # the odd unknowns from their even neighbours
+    xo = (do - ao[:, None] * xe[:no] - co[:, None] * cat([xe[1:], zk])[:no]) / bo[:, None]
+    x = stack([xe[:no], xo], 1).reshape(2 * no, d.shape[1])
+    return (cat([x, xe[no:]]) if ne > no else x), logdet
+
+
+def _tridiag_solve(lower, main, upper, rhs, cat, stack, log):
+    z = main[:1] * 0
+    return _cyclic_reduction(cat([z, lower]), main, cat([upper, z]), rhs, cat, stack, log)[0]
+
+
+def _tridiag_logdet(lower, main, upper, cat, stack, log):
+    z = main[:1] * 0
+    return _cyclic_reduction(cat([z, lower]), main, cat([upper, z]), None, cat, stack, log)[1]'''
+
 # helper group (what a primitive's code may call: Prim.runtime) -> its code
 RUNTIME_HELPERS = {"linalg": LINALG_RUNTIME, "cg": CG_RUNTIME, "linrec": LINREC_RUNTIME,
                    "eigh": EIGH_RUNTIME, "expm": EXPM_RUNTIME, "newton": NEWTON_RUNTIME,
-                   "kernel": KERNEL_RUNTIME, "slq": SLQ_RUNTIME, "pivchol": PIVCHOL_RUNTIME}
+                   "kernel": KERNEL_RUNTIME, "slq": SLQ_RUNTIME, "pivchol": PIVCHOL_RUNTIME,
+                   "tridiag": TRIDIAG_RUNTIME}
 
 
 def _nodes_used(g: Graph):

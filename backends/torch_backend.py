@@ -177,6 +177,19 @@ def _operator_grads(matvec, x, values, need, weight):
     return [next(grads) if w else None for w in need]
 
 
+def _multiple_of(grad, b, x):
+    """A⁻¹ grad without a solve when grad is a multiple of b column by column (c b, as in the
+    gradient of bᵀ A⁻¹ b): c x, the forward's solution.  None otherwise."""
+    if grad.shape != b.shape:
+        return None
+    bb = (b * b).sum(-2, keepdim=True)
+    c = (grad * b).sum(-2, keepdim=True) / (bb + (bb == 0))
+    rest = grad - c * b
+    if float((rest * rest).sum()) > 1e-12 * float((grad * grad).sum()):
+        return None
+    return c * x
+
+
 class _CGSolve(torch.autograd.Function):
     """x = A⁻¹ b by _cg, differentiated implicitly (GPyTorch's way, not autograd through the
     steps): ∂x = A⁻¹ (∂b − ∂A x), so the backward is one more solve λ = A⁻¹ ḡ (A symmetric), b's
@@ -188,14 +201,16 @@ class _CGSolve(torch.autograd.Function):
     def forward(ctx, what, matvec, tol, maxiter, b, precond, *values):
         x = _cg(what, lambda p: matvec(p, *values), b, tol, maxiter, *precond)
         ctx.what, ctx.matvec, ctx.tol, ctx.maxiter, ctx.precond = what, matvec, tol, maxiter, precond
-        ctx.save_for_backward(x, *values)
+        ctx.save_for_backward(x, b, *values)
         return x
 
     @staticmethod
     def backward(ctx, grad):
-        x, *values = ctx.saved_tensors
-        lam = _cg(ctx.what + " (its gradient)", lambda p: ctx.matvec(p, *values), grad, ctx.tol,
-                  ctx.maxiter, *ctx.precond)
+        x, b, *values = ctx.saved_tensors
+        lam = _multiple_of(grad, b, x)
+        if lam is None:
+            lam = _cg(ctx.what + " (its gradient)", lambda p: ctx.matvec(p, *values), grad, ctx.tol,
+                      ctx.maxiter, *ctx.precond)
         grads = _operator_grads(ctx.matvec, x, values, ctx.needs_input_grad[6:], -lam)
         return (None, None, None, None, lam if ctx.needs_input_grad[4] else None, None, *grads)
 
@@ -209,25 +224,26 @@ TORCH_SLQ = SLQ_RUNTIME + '''
 class _SLQ(torch.autograd.Function):
     """log det A by _slq, with GPyTorch's gradient estimator instead of autograd through the
     Lanczos steps: ∂ log det A = tr(A⁻¹ ∂A) ≈ (1/t) Σ zᵢᵀ A⁻¹ ∂A zᵢ over the same probes, from the
-    solves wᵢ = A⁻¹ zᵢ (_cg at `tol`).  An unbiased estimate of the exact gradient, not the
+    solves wᵢ = A⁻¹ zᵢ (_cg at `tol`, preconditioned by `precond` as _CGSolve's).  An unbiased estimate of the exact gradient, not the
     derivative of the probe estimate itself (docs/kernels.md)."""
 
     @staticmethod
-    def forward(ctx, what, matvec, z, steps, eigh, eye, log, tol, maxiter, *values):
-        ctx.what, ctx.matvec, ctx.tol, ctx.maxiter = what, matvec, tol, maxiter
+    def forward(ctx, what, matvec, z, steps, eigh, eye, log, tol, maxiter, precond, *values):
+        ctx.what, ctx.matvec, ctx.tol, ctx.maxiter, ctx.precond = what, matvec, tol, maxiter, precond
         ctx.save_for_backward(z, *values)
         return _slq(lambda p: matvec(p, *values), z, steps, eigh, eye, log)
 
     @staticmethod
     def backward(ctx, grad):
         z, *values = ctx.saved_tensors
-        w = _cg(ctx.what + " (its gradient)", lambda p: ctx.matvec(p, *values), z, ctx.tol, ctx.maxiter)
-        grads = _operator_grads(ctx.matvec, z, values, ctx.needs_input_grad[9:], grad * w / z.shape[-1])
-        return (None,) * 9 + tuple(grads)
+        w = _cg(ctx.what + " (its gradient)", lambda p: ctx.matvec(p, *values), z, ctx.tol, ctx.maxiter,
+                *ctx.precond)
+        grads = _operator_grads(ctx.matvec, z, values, ctx.needs_input_grad[10:], grad * w / z.shape[-1])
+        return (None,) * 10 + tuple(grads)
 
 
-def _slq_torch(what, matvec, z, steps, eigh, eye, log, tol, maxiter, *values):
-    return _SLQ.apply(what, matvec, z, steps, eigh, eye, log, tol, maxiter, *values)'''
+def _slq_torch(what, matvec, z, steps, eigh, eye, log, tol, maxiter, precond, *values):
+    return _SLQ.apply(what, matvec, z, steps, eigh, eye, log, tol, maxiter, precond, *values)'''
 
 
 def _emit_cg(ctx, n, a):
@@ -246,11 +262,14 @@ def _emit_slq(ctx, n, a):
     """_slq_torch; the steps x steps tridiagonal is decomposed in float64: in float32 its nearly
     repeated Ritz values make eigh ill-conditioned (nan gradients at n = 1,000 when autograd ran
     through it)."""
-    fname, lines, values = nested_function(ctx, n.attrs["body"], a[1:], explicit=True)
+    pre = CG_PRECOND_OPERANDS[n.attrs.get("precond", "none")]
+    fname, lines, values = nested_function(ctx, n.attrs["body"], a[1 + pre:], explicit=True)
     eigh = "lambda t: tuple(r.to(t.dtype) for r in torch.linalg.eigh(t.double()))"
     eye = f"lambda m: torch.eye(m, dtype={a[0]}.dtype, device={a[0]}.device)"
+    precond = "(" + "".join(x + ", " for x in a[1:1 + pre]) + ")"
     args = ", ".join([repr(site(n.span)), fname, a[0], str(int(n.attrs["steps"])), eigh, eye, "torch.log",
-                      repr(float(n.attrs.get("tol", 1e-2))), str(int(n.attrs.get("maxiter", 1000)))] + values)
+                      repr(float(n.attrs.get("tol", 1e-2))), str(int(n.attrs.get("maxiter", 1000))), precond]
+                     + values)
     return lines, f"_slq_torch({args})"
 
 
@@ -302,6 +321,8 @@ class TorchBackend(PythonBackend):
         "slogdet": lambda c, n, a: f"torch.linalg.slogdet({a[0]})[1]",
         "cg": _emit_cg,
         "pivchol": emit_pivchol("lambda m: torch.arange(m, device={d}.device)", "torch.stack", "torch.where"),
+        "tridiag_solve": lambda c, n, a: f"_tridiag_solve({', '.join(a)}, torch.cat, torch.stack, torch.log)",
+        "tridiag_logdet": lambda c, n, a: f"_tridiag_logdet({', '.join(a)}, torch.cat, torch.stack, torch.log)",
         "slq": _emit_slq,
         "linrec": lambda c, n, a: f"_linrec({a[0]}, {a[1]}, torch.stack)",
         "eigh": lambda c, n, a: f"_eigh({a[0]}, torch.linalg.eigh, torch.cat)",

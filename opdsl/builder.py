@@ -291,6 +291,8 @@ OPTION_CALLS = {"pivchol": "a preconditioner of inv(A, method=cg): precond=pivch
 def describe(val: Val, g=None) -> str:
     if val.tag == "call":
         return f"the option value {val.v[0]}(...)"
+    if val.tag == "list":
+        return f"a list of {len(val.v)}"
     if val.tag == "node":
         t = g.type(val.v) if g is not None else None
         if t is None:

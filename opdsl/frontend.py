@@ -418,6 +418,14 @@ class Frontend:
     def ex_arglist(self, node, args, span):
         return [a for a in args if a is not None]
 
+    def ex_listlit(self, node, args, span):
+        """[a, b, ...]: a list of values (block's grid: block([[A, B], [C, D]]))."""
+        items = args[0] or []
+        for a in items:
+            if isinstance(a, tuple):
+                raise TypeError_("a list holds values, not keyword arguments", self.span(a[1]))
+        return Val("list", tuple(items), span)
+
     def ex_call(self, node, args, span):
         fname, arglist = args
         pos, kw, names = [], {}, {}

@@ -456,7 +456,7 @@ def _cg_np(b, *rest, body, tol, maxiter, precond="none"):
     return x
 
 
-def _slq_np(z, *rest, body, steps, tol=None, maxiter=None):
+def _slq_np(z, *rest, body, steps, tol=None, maxiter=None, precond="none"):
     """Stochastic Lanczos quadrature: mean over the columns z_i of z of |z_i|² e₁ᵀ log(T_i) e₁."""
     norm = np.sqrt((z * z).sum(0))
     q, q_prev, beta = z / norm, np.zeros_like(z), np.zeros(z.shape[1])
@@ -482,7 +482,8 @@ def _slq_np(z, *rest, body, steps, tol=None, maxiter=None):
 Prim("slq", lambda g, ts, a: (), _slq_np,
      "log det A by stochastic Lanczos quadrature: `steps` Lanczos steps of the symmetric positive definite A "
      "that the `body` primitive graph applies, from each column of the probe matrix (operands: the probes, "
-     "then the values the body captures); a scalar.  `tol` and `maxiter`: the conjugate-gradient solves "
+     "then with precond=pivchol the preconditioner of its gradient's solves as cg's, then the values the "
+     "body captures); a scalar.  `tol` and `maxiter`: the conjugate-gradient solves "
      "A⁻¹ zᵢ of its gradient (the estimator tr(A⁻¹ ∂A) ≈ mean zᵢᵀ A⁻¹ ∂A zᵢ, on backends with autograd)",
      runtime=("slq", "cg"))
 
@@ -518,6 +519,22 @@ Prim("pivchol", lambda g, ts, a: (ts[0].shape[0], int(a["rank"])), _pivchol_np,
      "preconditioner); a pivot below 1e-6 of the largest diagonal entry gives a zero column (so do the "
      "columns past n)",
      runtime=("pivchol",), eager=True)
+
+
+def _tridiag_dense(lower, main, upper):
+    from .kinds.tridiag import tridiag_np
+    return tridiag_np(lower, main, upper)
+
+
+Prim("tridiag_solve", lambda g, ts, a: ts[3].shape,
+     lambda lower, main, upper, b: np.linalg.solve(_tridiag_dense(lower, main, upper), b),
+     "x with T x = B for the tridiagonal T (lower [n − 1], main [n], upper [n − 1]), B [n, k]: O(n k), "
+     "no pivoting (numpy and torch: cyclic reduction; JAX: lax.linalg.tridiagonal_solve)",
+     promote=True, runtime=("tridiag",))
+Prim("tridiag_logdet", lambda g, ts, a: (),
+     lambda lower, main, upper: np.linalg.slogdet(_tridiag_dense(lower, main, upper))[1],
+     "log |det T| of the tridiagonal T (lower [n − 1], main [n], upper [n − 1]) by cyclic reduction's "
+     "pivots: O(n), no pivoting", promote=True, runtime=("tridiag",))
 
 
 Prim("cg", _same, _cg_np,

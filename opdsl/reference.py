@@ -139,6 +139,8 @@ DOMAINS = {
     "log_gate": lambda x: -0.5 * np.abs(x),
     "unit": lambda x: 0.5 + 0.45 * np.tanh(x),
     "positive": lambda x: 0.5 + np.abs(x),
+    # a main diagonal that dominates standard normal neighbours (tridiag: solved without pivoting)
+    "dominant": lambda x: 8 + np.abs(x),
 }
 
 

@@ -141,6 +141,8 @@ def _val(x, ctx: Context | None, span) -> Val:
         return Val("num", float(x), span)
     if isinstance(x, str):
         return Val("word", x, span)
+    if isinstance(x, (list, tuple)):                 # block([[A, B], [C, D]])
+        return Val("list", tuple(_val(e, ctx, span) for e in x), span)
     if hasattr(x, "shape") and hasattr(x, "dtype"):
         raise TraceError(f"a {type(x).__module__}.{type(x).__name__} that is not an argument of the traced "
                          "function", span,

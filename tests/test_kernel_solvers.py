@@ -280,3 +280,22 @@ def test_pivchol_from_python():
     b = torch.randn(50, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     want = np.linalg.solve(_rbf(x.numpy()) + 0.1 * np.eye(50), b.numpy())
     np.testing.assert_allclose(solve(x, b).numpy(), want, rtol=1e-6, atol=1e-8)
+
+
+def test_the_quadratic_forms_backward_reuses_the_forward_solve():
+    """d/dθ bᵀ K⁻¹ b: the incoming gradient of K⁻¹ b is a multiple of b, so the backward's λ = K⁻¹ ḡ is
+    that multiple of the forward's solution (no second CG); the gradient still matches a dense one."""
+    n = 80
+    src = GRAD.format(n=n, probes=4).replace(
+        "export y = inv(K, method=cg, tol=1e-7, maxiter=400, precond=pivchol(8)) @ b",
+        "export y = b.T @ inv(K, method=cg, tol=1e-7, maxiter=400, precond=pivchol(8)) @ b")
+    prog = opdsl.compile(src, backend="torch", dtype="float64")
+    args = {k: torch.tensor(v, requires_grad=True) for k, v in _grad_args(n).items()}
+    prog.module.CG_RESIDUALS.clear()
+    prog.y(**args).sum().backward()
+    assert len(prog.module.CG_RESIDUALS) == 1 and not any("gradient" in k for k in prog.module.CG_RESIDUALS)
+    ref = {k: v.detach().clone().requires_grad_() for k, v in args.items()}
+    k = _dense_k(ref["X"], ref["l"], ref["s"], ref["noise"])
+    (ref["b"].T @ torch.linalg.solve(k, ref["b"])).sum().backward()
+    for name in args:
+        np.testing.assert_allclose(args[name].grad.numpy(), ref[name].grad.numpy(), rtol=1e-4, atol=1e-5)

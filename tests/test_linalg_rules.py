@@ -106,6 +106,22 @@ CASES = {
                      "export y = inv(diag(d) - 0.5 * lowrank(U, V) + lowrank(P, P)) @ x",
                      SQ + "input U : [6, 2]\ninput V : [6, 2]\ninput x : [6, 2]\n"
                      "export y = inv(kron(3 * eye(3) + A, 2 * eye(2) + B) + lowrank(U, V)) @ x"],
+    # block operators (kinds/block.py): substitution and the Schur complement
+    "inv-block-triangular": [
+        "input A : [3, 3]\ninput C : [2, 3]\ninput D : [2, 2]\ninput x : [5, 2]\n"
+        "export y = inv(block([[3 * eye(3) + A, zeros(3, 2)], [C, 3 * eye(2) + D]])) @ x",
+        "input A : [3, 3]\ninput B : [3, 2]\ninput D : [2, 2]\ninput x : [5, 2]\n"
+        "export y = inv(block([[3 * eye(3) + A, B], [zeros(2, 3), 3 * eye(2) + D]])) @ x"],
+    "inv-block-schur": [
+        "input h : [4]\ninput A : [2, 4]\ninput x : [6, 2]\n"
+        "export y = inv(block([[diag(h) + 3 * eye(4), A.T], [A, zeros(2, 2)]])) @ x",
+        "input P : [2, 2]\ninput Q : [2, 2]\ninput B : [4, 3]\ninput C : [3, 4]\ninput D : [3, 3]\ninput x : [7, 1]\n"
+        "export y = inv(block([[kron(3 * eye(2) + P, 3 * eye(2) + Q), B], [C, 4 * eye(3) + D]])) @ x"],
+    "logdet-block-triangular": [
+        "input A : [3, 3]\ninput C : [2, 3]\ninput D : [2, 2]\n"
+        "export y = logdet(block([[3 * eye(3) + A, zeros(3, 2)], [C, 3 * eye(2) + D]]))"],
+    "logdet-block-schur": [
+        "input h : [4]\ninput A : [2, 4]\nexport y = logdet(block([[diag(h) + 3 * eye(4), A.T], [A, zeros(2, 2)]]))"],
     "inv-circulant": ["input c : [7]\ninput x : [7, 2]\nexport y = inv(circulant(c)) @ x",
                       "input c : [2, 6]\ninput x : [2, 6, 2]\nexport y = inv(circulant(c).T) @ x"],
     "inv-monarch": ["input L : [3, 3, 3]\ninput R : [3, 3, 3]\ninput x : [9, 2]\nexport y = inv(monarch(L, R)) @ x",

@@ -55,6 +55,7 @@ DRAWS = {
     "positive": lambda rng, shape: rng.uniform(0.5, 2.0, shape),
     "wellcond": _wellcond,
     "spd": _spd,
+    "dominant": lambda rng, shape: 8 + np.abs(rng.standard_normal(shape)),
     "lower": lambda rng, shape: np.tril(_wellcond(rng, shape)),
     "upper": lambda rng, shape: np.triu(_wellcond(rng, shape)),
 }
@@ -174,6 +175,10 @@ CASES = [
     _cg_case("jacobi"),
     _slq_case(),
     _pivchol_case(),
+    Case("tridiag_solve", (((4,), N), ((5,), "dominant"), ((4,), N), ((5, 2), N)),
+         lambda p, dt, lo, d, up, b: p("tridiag_solve", lo, d, up, b), refused=("tvm",)),
+    Case("tridiag_logdet", (((6,), N), ((7,), "dominant"), ((6,), N)),
+         lambda p, dt, lo, d, up: p("tridiag_logdet", lo, d, up), refused=("tvm",)),
     _cg_pivchol_case(),
     # the chunk recurrence (delta rule): P broadcast over a batch; a single step; P with a batch of H's
     Case("linrec", (((4, 3, 3), N), ((2, 4, 3, 2), N)), lambda p, dt, a, h: p("linrec", p("scale", a, c=0.5), h)),

@@ -57,8 +57,10 @@ EMIT = {
     "invroot_newton": linalg.e_invroot_newton,
     "slq": linalg.e_slq,
     "pivchol": linalg.e_pivchol,
+    "tridiag_solve": linalg.e_tridiag_solve,
+    "tridiag_logdet": linalg.e_tridiag_logdet,
 }
 
 # Primitives the TVM backend refuses with a BackendError naming them (no TE form here); programs
 # that need them run on numpy, torch or JAX.  The catalogue expects exactly these refusals.
-REFUSED = ("cg", "eigh", "expm", "invroot_newton", "pivchol", "slq")
+REFUSED = ("cg", "eigh", "expm", "invroot_newton", "pivchol", "slq", "tridiag_logdet", "tridiag_solve")

@@ -285,6 +285,8 @@ def _refused(what):
 
 e_eigh = _refused("a symmetric eigendecomposition: an iterative algorithm with no TE form here")
 e_expm = _refused("the matrix exponential of a general square matrix")
+e_tridiag_solve = _refused("a tridiagonal solve: cyclic reduction's levels have no TE schedule here")
+e_tridiag_logdet = _refused("a tridiagonal log-determinant by cyclic reduction")
 e_pivchol = _refused("a pivoted Cholesky factorization: pivots chosen one by one from the values")
 e_invroot_newton = _refused("an iteration that stops on a tolerance")
 e_slq = _refused("Lanczos iterations with the operator applied inside the loop")

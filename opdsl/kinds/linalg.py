@@ -40,18 +40,18 @@ import numpy as np
 from ..errors import ShapeError, TypeError_
 from .base import Kind, OpType, TensorType, default_dtype, op_type, register, sym_prod
 from .linalg_analysis import flip, psd, singular_reason, triangular   # triangular: also asked of this module (tests)
-from .linalg_cg import lower_cg, split_diagonal
+from .linalg_cg import PIVCHOL_RANK, lower_cg, split_diagonal
 from .linalg_slq import hutchinson_np, lower_hutchinson, lower_slq, slq_np
 from .linalg_solve import (factor_flops, leaf_diagonal, leaf_flops, leaf_logdet, leaf_matrix, leaf_solve,
                            logdet_matrix, materialize)
 
 METHODS = ("auto", "lu", "cholesky", "cg")
 PRECONDS = ("none", "jacobi", "pivchol")
-PIVCHOL_RANK = 15          # GPyTorch's default preconditioner size
 # method=auto solves a positive definite leaf larger than this iteratively: CG (pivchol(15) when
 # A = S + D, tol 1e-4 in float32, 1e-8 in float64) and logdet by SLQ (LogDet.SLQ's settings).  From
 # the crossover measured on kernel(X, X, rbf) + 0.1 I (benchmarks/results.md, "kernels"): Cholesky
-# wins at n = 2,000, CG with the kernel formed once at 4,000 and 8,000.
+# wins at n = 1,000, CG with pivchol(15) and the kernel formed once by 1.1x at 2,000 (a margin this
+# threshold leaves to the exact solver), 1.4x at 4,000, 1.7x at 8,000.
 AUTO_CG_ROWS = 3000
 AUTO_CG = {"maxiter": 1000, "precond": "pivchol", "rank": PIVCHOL_RANK}
 AUTO_CG_TOL = {"float64": 1e-8}    # else 1e-4
@@ -194,7 +194,9 @@ class Inv(Kind):
             lw.note(f"inv: conjugate gradients (tol {opts['tol']:g}, maxiter {opts['maxiter']}, "
                     f"precond {opts['precond']}) since {why}")
             return lower_cg(lw, v, x, opts)
-        lw.note(f"inv: {direct_method(lw, a, method)}")
+        how = direct_method(lw, a, method)
+        if how:
+            lw.note(f"inv: {how}")
         return leaf_solve(lw, a, x, method)
 
     def transpose(self, g, v):
@@ -234,11 +236,11 @@ def iterative_reason(lw, a):
 
 
 def direct_method(lw, a, method):
-    """What a direct solve of leaf a does, for `opdsl explain`."""
+    """What a direct solve of leaf a does, for `opdsl explain` (None: the kind's own leaf_solve)."""
     g = lw.src
     spec = g.spec(a)
     if type(spec).leaf_solve is not Kind.leaf_solve:
-        return f"{g[a].kind}'s own solve"
+        return None                      # the kind's own solve (it notes what it does)
     if method == "cholesky":
         return "Cholesky (method=cholesky)"
     if method == "lu":
@@ -365,7 +367,9 @@ class LogDet(Kind):
             m, _ = leaf_matrix(lw, a)
             lw.note("logdet: Cholesky (method=cholesky)")
             return logdet_matrix(lw, m, frozenset({"psd"}), None)
-        lw.note(f"logdet: {direct_method(lw, a, 'auto')}")
+        how = direct_method(lw, a, "auto")
+        if how:
+            lw.note(f"logdet: {how}")
         return leaf_logdet(lw, a)
 
     def dense_flops(self, g, v, dense):         # factor the matrix (once), sum n logs

@@ -14,6 +14,7 @@ from .linalg_solve import as_dtype, leaf_diagonal, leaf_flops, materialize
 # matmul (GPyTorch does the same below its memory limit), one at n = 20,000 is evaluated again
 # in tiles at every step.  Measured in benchmarks/results.md ("kernels").
 LOOP_MATRIX_VALUES = 1 << 27
+PIVCHOL_RANK = 15          # GPyTorch's default preconditioner size
 
 
 class Body:
@@ -128,10 +129,18 @@ def diagonal_of_terms(lw, terms, dt):
     return out
 
 
-def pivchol_inverse(lw, a, x, dt, rank):
+def pivchol_inverse(lw, a, dt, rank):
     """(the inverse diagonal [n, 1] of D, U [n, r]) with (L Lᵀ + D)⁻¹ = D⁻¹ − U Uᵀ for L the rank-r
     pivoted Cholesky factor of S, a = S + D (Woodbury: U = D⁻¹ L C⁻ᵀ, C Cᵀ = I + Lᵀ D⁻¹ L).
     GPyTorch's default preconditioner for kernel(X, X) + σ² I (Gardner et al. 2018)."""
+    done = lw.__dict__.setdefault("_pivchol", {})      # one factor per operand: cg and slq of one K share it
+    key = (a, dt, int(rank))
+    if key not in done:
+        done[key] = _pivchol_inverse(lw, a, dt, rank)
+    return done[key]
+
+
+def _pivchol_inverse(lw, a, dt, rank):
     rest, diag = split_diagonal(lw.src, a)
     n = lw.src.type(a).rows
     col = lw.prim("fill", shape=(n, 1), value=0.0, dtype=dt)      # the shape of one column S e_j
@@ -161,7 +170,7 @@ def lower_cg(lw, v, x, opts=None):
         lw.note(f"precond=pivchol: A is no longer S + D after the rewrites ({lw.src[a].kind}); CG runs unpreconditioned")
         precond = "none"
     if precond == "pivchol":
-        ops.extend(pivchol_inverse(lw, a, x, dt, opts["rank"]))
+        ops.extend(pivchol_inverse(lw, a, dt, opts["rank"]))
     body, outer = operator_body(lw, a, x, dt, int(opts["maxiter"]))
     if precond == "jacobi":
         d = lw.prim("unary", lw.tensor(n.operands[1]), fn="recip")

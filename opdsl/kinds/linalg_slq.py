@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..primitives import const_value
-from .linalg_cg import operator_body
+from .linalg_cg import PIVCHOL_RANK, operator_body, pivchol_inverse, split_diagonal
 from .linalg_solve import as_dtype
 
 RADEMACHER = "np.random.default_rng({seed}).choice(np.array([-1.0, 1.0]), size=({n}, {t}))"
@@ -57,9 +57,12 @@ def lower_slq(lw, v, opts=None):
     dt = lw.src.type(a).dtype or "float32"
     dt = dt if dt in ("float32", "float64") else "float32"
     z = probes(lw, size, opts["probes"], opts["seed"], dt)
+    pre = []
+    if split_diagonal(lw.src, a) is not None:     # the gradient's solves, preconditioned as GPyTorch's are
+        pre = list(pivchol_inverse(lw, a, dt, PIVCHOL_RANK))
     body, outer = operator_body(lw, a, z, dt, int(opts["steps"]), "SLQ")
-    return lw.prim("slq", z, *outer, body=body, steps=int(opts["steps"]), tol=float(opts.get("tol", 1e-2)),
-                   maxiter=int(opts.get("maxiter", 1000)))
+    return lw.prim("slq", z, *pre, *outer, body=body, steps=int(opts["steps"]), tol=float(opts.get("tol", 1e-2)),
+                   maxiter=int(opts.get("maxiter", 1000)), precond="pivchol" if pre else "none")
 
 
 def lower_hutchinson(lw, v):

@@ -1,0 +1,130 @@
+"""Tridiagonal operators: `tridiag(lower, main, upper)` (docs/block_sparse.md).
+
+The n x n matrix with `main` [n] on the diagonal, `lower` [n − 1] below it and `upper` [n − 1]
+above it (scipy.sparse.diags([lower, main, upper], [-1, 0, 1])).  Applied in O(n k) with shifted
+slices; solved in O(n k) by the `tridiag_solve` primitive (numpy: scipy.linalg.solve_banded; JAX:
+jax.lax.linalg.tridiagonal_solve; torch: cyclic reduction, log₂ n vectorized levels, differentiable
+by autograd) and log-determined in O(n) by `tridiag_logdet` (cyclic reduction: the eliminated rows'
+pivots).  Neither pivots: they are for diagonally dominant or symmetric positive definite systems
+(second differences, splines, implicit time steps), as the Thomas algorithm is.
+`tridiag(l, d, l)` (the same tensor below and above) is symmetric.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+from .base import Kind, OpType, join_dtype, register, sym_prod, tensor_of_rank
+from .linalg_solve import as_dtype
+
+
+def tridiag_np(lower, main, upper):
+    return np.diag(main) + np.diag(lower, -1) + np.diag(upper, 1)
+
+
+@register
+class Tridiag(Kind):
+    """`tridiag(lower, main, upper)`: lower [n − 1], main [n], upper [n − 1] -> [n, n]."""
+
+    name = "tridiag"
+    constructors = ("tridiag",)
+    params = ("lower", "main", "upper")
+    examples = (
+        "dim n = 6\ninput l : [n - 1]\ninput d : [n]\ninput u : [n - 1]\ninput x : [n, 2]\n"
+        "export y = tridiag(l, d, u) @ x\nexport z = tridiag(l, d, u).T @ x",
+        # solved and log-determined by cyclic reduction (the catalogue draws a dominant main
+        # diagonal: operand_domains)
+        "dim n = 7\ninput l : [n - 1]\ninput d : [n]\ninput u : [n - 1]\ninput x : [3, n, 2]\n"
+        "let T = tridiag(l, d, u)\nexport y = inv(T) @ x\nexport z = logdet(T)\n"
+        "export w = diag_of(T)",
+    )
+
+    def sample(self, n, tag):
+        if n < 2:
+            return None
+        return (f"input tl{tag} : [{n - 1}]\ninput td{tag} : [{n}]\ninput tu{tag} : [{n - 1}]",
+                f"tridiag(tl{tag}, td{tag}, tu{tag})")
+
+    def construct(self, b, args, kwargs, span):
+        b.no_kwargs(self, kwargs)
+        b.arity(self, args, span, 3, 3)
+        ops = [b.tensor(a, (1,), f"tridiag's {w}") for a, w in zip(args, self.params)]
+        return b.add(self.name, ops, span=span)
+
+    def infer(self, g, ops, attrs, span):
+        lo, d, up = (tensor_of_rank(g, o, (1,), span, f"tridiag's {w}") for o, w in zip(ops, self.params))
+        n = d.shape[0]
+        for t, w in ((lo, "lower"), (up, "upper")):
+            if not g.dims.equal(t.shape[0] + 1, n):
+                raise ShapeError(f"tridiag's {w} must have n − 1 = {n - 1} entries for a main diagonal of {n}, "
+                                 f"got {t}", span, hint="tridiag(lower [n − 1], main [n], upper [n − 1])")
+        props = frozenset({"symmetric"}) if ops[0] == ops[2] else frozenset()
+        return OpType(n, n, (), join_dtype(lo.dtype, d.dtype, up.dtype), props)
+
+    def dense(self, g, v, vals):
+        return tridiag_np(*vals)
+
+    def flops(self, g, v, k):
+        return 5 * g.type(v).rows * k
+
+    def lower(self, lw, v, x):
+        """y = d·x + (u·x shifted up) + (l·x shifted down), on x [*b, n, k]."""
+        lo, d, up = (lw.tensor(o) for o in lw.src[v].operands)
+        s = lw.shape(x)
+        b, n, k = s[:-2], s[-2], s[-1]
+        col = lw.reshape
+        y = lw.mul(col(d, (n, 1)), x)
+        zero = lw.prim("fill", shape=b + (1, k), value=0.0, dtype=lw.dtype(x))
+        above = lw.mul(col(up, (n - 1, 1)), lw.prim("slice", x, axis=-2, start=1, stop=n))      # u_i x_{i+1}
+        below = lw.mul(col(lo, (n - 1, 1)), lw.prim("slice", x, axis=-2, start=0, stop=n - 1))  # l_{i-1} x_{i-1}
+        y = lw.add(y, lw.prim("concat", above, zero, axis=-2))
+        return lw.add(y, lw.prim("concat", zero, below, axis=-2))
+
+    def operand_domains(self, g, v):
+        """Test inputs for the main diagonal dominate the others (reference.DOMAINS): the solve and
+        log-determinant do not pivot."""
+        return {1: "dominant"}
+
+    def transpose(self, g, v):
+        lo, d, up = g[v].operands
+        return g.add(self.name, [up, d, lo], span=g[v].span)
+
+    # ---- as a linear-algebra leaf: O(n), never the n x n matrix ----
+    def cheap_inverse(self, g, v):
+        return True
+
+    def _diagonals(self, lw, v, dtype):
+        return [as_dtype(lw, lw.tensor(o), dtype) for o in lw.src[v].operands]
+
+    def leaf_solve(self, lw, v, x, method):
+        """One tridiag_solve with the batch of x folded into its columns."""
+        if method not in ("auto",):
+            return None
+        lw.note("inv(tridiag(...)): a tridiagonal solve in O(n) (no pivoting: for diagonally dominant or "
+                "positive definite systems)")
+        dtype = lw.dtype(x)
+        s = lw.shape(x)
+        b, n, k = s[:-2], s[-2], s[-1]
+        if b:
+            perm = (len(b),) + tuple(range(len(b))) + (len(b) + 1,)
+            cols = lw.reshape(lw.permute(x, perm), (n, sym_prod(b) * k))
+        else:
+            cols = x
+        y = lw.prim("tridiag_solve", *self._diagonals(lw, v, dtype), cols)
+        if not b:
+            return y
+        y = lw.reshape(y, (n,) + tuple(b) + (k,))
+        return lw.permute(y, tuple(range(1, len(b) + 1)) + (0, len(b) + 1))
+
+    def leaf_logdet(self, lw, v):
+        lw.note("logdet(tridiag(...)): cyclic reduction's pivots, O(n)")
+        return lw.prim("tridiag_logdet", *self._diagonals(lw, v, lw.src.type(v).dtype or "float32"))
+
+    def leaf_diagonal(self, lw, v):
+        return lw.tensor(lw.src[v].operands[1])
+
+    def factor_flops(self, g, v, props, tri):
+        return 8 * g.type(v).rows
+
+    def matrix_flops(self, g, v):
+        return g.type(v).rows ** 2
