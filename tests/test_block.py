@@ -108,3 +108,28 @@ def test_errors_are_located(expr, message, at):
     src = (f"input A : [2, 3]\ninput B : [2, 4]\ninput C : [5, 3]\ninput D : [5, 4]\ninput x : [7, 1]\n"
            f"export y = {expr}\n")
     assert_error_at(src, message, at)
+
+
+# ---- pad(n, before, after) (kinds/pad.py) -----------------------------------------------------------
+
+def test_pad_and_its_transpose_crop():
+    src = ("dim n = 5\ninput x : [n, 2]\ninput y : [n + 3, 2]\nexport p = pad(n, 2, 1) @ x\n"
+           "export c = pad(n, 2, 1).T @ y\nexport r = pad(n, 2, 1).T @ (pad(n, 2, 1) @ x)\n")
+    prog = opdsl.compile(src, backend="numpy", dtype="float64")
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((5, 2)), rng.standard_normal((8, 2))
+    np.testing.assert_array_equal(prog.p(x=x), np.pad(x, ((2, 1), (0, 0))))
+    np.testing.assert_array_equal(prog.c(y=y), y[2:7])
+    np.testing.assert_array_equal(prog.r(x=x), x)
+
+
+PAD_ERRORS = [
+    ("pad(3, -1, 0) @ x", "pad's before must be a non-negative integer", "-1"),
+    ("pad(3, 0, 1.5) @ x", "pad's after must be a non-negative integer", "1.5"),
+    ("pad(3, 1) @ x", "takes 3 arguments, got 2", "pad("),
+]
+
+
+@pytest.mark.parametrize("expr,message,at", PAD_ERRORS, ids=[e[1][:28] for e in PAD_ERRORS])
+def test_pad_errors_are_located(expr, message, at):
+    assert_error_at(f"input x : [3, 1]\nexport y = {expr}\n", message, at)

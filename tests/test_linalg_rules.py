@@ -106,6 +106,9 @@ CASES = {
                      "export y = inv(diag(d) - 0.5 * lowrank(U, V) + lowrank(P, P)) @ x",
                      SQ + "input U : [6, 2]\ninput V : [6, 2]\ninput x : [6, 2]\n"
                      "export y = inv(kron(3 * eye(3) + A, 2 * eye(2) + B) + lowrank(U, V)) @ x"],
+    "exp-kronsum": ["input A : [3, 3]\ninput B : [4, 4]\ninput x : [12, 2]\nexport y = exp(kronsum(A, B)) @ x",
+                    "input A : [2, 2]\ninput B : [3, 3]\ninput C : [2, 2]\ninput x : [12, 1]\n"
+                    "export y = exp(kronsum(A, B, C).T) @ x"],
     # block operators (kinds/block.py): substitution and the Schur complement
     "inv-block-triangular": [
         "input A : [3, 3]\ninput C : [2, 3]\ninput D : [2, 2]\ninput x : [5, 2]\n"

@@ -8,7 +8,8 @@ dense factors instead of O(N²).
 With symmetric factors Aᵢ = Qᵢ diag(λᵢ) Qᵢᵀ it is (⊗ Qᵢ) diag(Λ) (⊗ Qᵢ)ᵀ with Λ = λ₁ ⊕ λ₂ ⊕ ...
 (all sums λ₁[i] + λ₂[j] + ...), so `inv(kronsum(...)) @ x` is the fast Poisson solver — each
 factor's eigendecomposition (Σ nᵢ³), the factors' Qᵀ along their modes, a division by Λ, the Q's
-back (N Σ nᵢ) — and `logdet` is Σ log |Λ|, instead of an N³ factorization.  Without known symmetric
+back (N Σ nᵢ) — and `logdet` is Σ log |Λ|, instead of an N³ factorization.  exp(A ⊕ B) =
+exp(A) ⊗ exp(B) (a rule: the terms commute), the heat equation's propagator.  Without known symmetric
 factors both fall back to the generic leaf (the N x N matrix, factored).
 """
 from __future__ import annotations
@@ -22,9 +23,17 @@ from .algebra import common
 from .base import Kind, OpType, join_dtype, op_type, register, sym_prod
 from .linalg_analysis import all_psd
 from .linalg_solve import as_dtype, materialize
+from .linalg_build import span_of
 from .matfun import lower_eigh, symmetric
+from .rule import Rule
 
 KRONSUM_KEEPS = frozenset({"symmetric", "psd", "diagonal"})
+
+
+def _exp_kronsum(g, m):
+    """exp(A ⊕ B ⊕ ...) = exp(A) ⊗ exp(B) ⊗ ...: the terms I ⊗ .. ⊗ Aᵢ ⊗ .. ⊗ I commute."""
+    attrs, span = g[m["_"]].attrs, span_of(g, m)
+    return g.add("kron", [g.add("matfun", [x], attrs, span=span) for x in m["xs"]], span=span)
 
 
 def _modes(lw, x, sizes, i):
@@ -101,6 +110,11 @@ class KronSum(Kind):
 
     def psd_through(self, g, v):                # eigenvalues add
         return all_psd(g, g[v].operands)
+
+    rules = (
+        Rule("exp-kronsum", "exp(A ⊕ B) = exp(A) ⊗ exp(B)", ("matfun", ("kronsum", "*xs")), _exp_kronsum,
+             where=lambda g, m: g[m["_"]].attrs["fn"] == "exp"),
+    )
 
     # ---- as a linear-algebra leaf: through the factors' eigendecompositions ----
     def matrix_flops(self, g, v):               # the factors' matrices (their eigendecompositions: below)
