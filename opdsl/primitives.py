@@ -518,7 +518,7 @@ Prim("pivchol", lambda g, ts, a: (ts[0].shape[0], int(a["rank"])), _pivchol_np,
      "(S e_j is column j); greedy pivots on the largest remaining diagonal entry (GPyTorch's "
      "preconditioner); a pivot below 1e-6 of the largest diagonal entry gives a zero column (so do the "
      "columns past n)",
-     runtime=("pivchol",), eager=True)
+     runtime=("pivchol",))      # not eager: its pivots are argmaxes and one-hot columns, traceable by JAX
 
 
 def _tridiag_dense(lower, main, upper):
