@@ -30,6 +30,9 @@ def python_emit() -> dict:
     """Emit entries written with Python operators and methods every array type has."""
     return {
         "reshape": lambda c, n, a: f"{a[0]}.reshape{shape_code(n.attrs['shape'])}",
+        # a row selection: the compile-time indices as an integer numpy array (every array library
+        # indexes with one)
+        "take": lambda c, n, a: f"{a[0]}[..., np.array({list(n.attrs['idx'])!r}), :]",
         "slice": lambda c, n, a: a[0] + index_expr(None, n.attrs["axis"], pyexpr(n.attrs["start"]),
                                                    pyexpr(n.attrs["stop"])),
         "matmul": lambda c, n, a: f"{a[0]} @ {a[1]}",

@@ -227,7 +227,7 @@ def _with_params(fn, names):
 
 class JaxBackend(PythonBackend):
     name = "jax"
-    own_runtime = {"linrec": LINREC_SCAN, "expm": None, "newton": NEWTON_LOOP, "kernel": JAX_KERNEL}   # scans, not unrolled loops
+    own_runtime = {"linrec": LINREC_SCAN, "expm": None, "newton": NEWTON_LOOP, "kernel": JAX_KERNEL, "put": None}   # scans, not unrolled loops
     imports = ("import functools", "", "import jax", "import jax.numpy as jnp", "import jax.scipy.linalg",
                "import numpy as np")
     dtypes = {"float32": "jnp.float32", "float64": "jnp.float64", "float16": "jnp.float16",
@@ -257,6 +257,8 @@ class JaxBackend(PythonBackend):
         "tridiag_solve": lambda c, n, a: (f"jax.lax.linalg.tridiagonal_solve(jnp.concatenate([{a[1]}[:1] * 0, {a[0]}]), "
                                           f"{a[1]}, jnp.concatenate([{a[2]}, {a[1]}[:1] * 0]), {a[3]})"),
         "tridiag_logdet": lambda c, n, a: f"_tridiag_logdet({', '.join(a)}, jnp.concatenate, jnp.stack, jnp.log)",
+        "put": lambda c, n, a: (f"jnp.zeros({a[0]}.shape[:-2] + ({pyexpr(n.attrs['n'])}, {a[0]}.shape[-1]), "
+                                f"{a[0]}.dtype).at[..., np.array({list(n.attrs['idx'])!r}), :].add({a[0]})"),
         "slq": emit_slq("jnp.linalg.eigh", "lambda m: jnp.eye(m, dtype={z}.dtype)", "jnp.log"),
         "linrec": lambda c, n, a: f"_linrec_scan({a[0]}, {a[1]})",
         "eigh": lambda c, n, a: f"_eigh({a[0]}, jnp.linalg.eigh, jnp.concatenate)",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .array_api import array_api_emit, emit_cg, emit_pivchol, emit_slq, newton_call
 from .pycodegen import PythonBackend
+from .pyexpr import pyexpr
 from .pyruntime import const_name, site
 
 
@@ -42,6 +43,7 @@ class NumpyBackend(PythonBackend):
         "cg": emit_cg,
         "pivchol": emit_pivchol("np.arange", "np.stack", "np.where"),
         "tridiag_solve": lambda c, n, a: f"_tridiag_solve({', '.join(a)}, np.concatenate, np.stack, np.log)",
+        "put": lambda c, n, a: f"_put_rows({a[0]}, np.array({list(n.attrs['idx'])!r}), {pyexpr(n.attrs['n'])})",
         "tridiag_logdet": lambda c, n, a: f"_tridiag_logdet({', '.join(a)}, np.concatenate, np.stack, np.log)",
         "slq": emit_slq("np.linalg.eigh", "lambda m: np.eye(m, dtype={z}.dtype)", "np.log"),
         "linrec": lambda c, n, a: f"_linrec({a[0]}, {a[1]}, np.stack)",

@@ -376,11 +376,21 @@ def _tridiag_logdet(lower, main, upper, cat, stack, log):
     z = main[:1] * 0
     return _cyclic_reduction(cat([z, lower]), main, cat([upper, z]), None, cat, stack, log)[1]'''
 
+PUT_RUNTIME = '''
+
+
+def _put_rows(x, idx, n):
+    """Row i of x added into row idx[i] of zeros [..., n, k] (numpy: np.add.at accumulates a repeated
+    index; select's transpose)."""
+    out = np.zeros(x.shape[:-2] + (n, x.shape[-1]), x.dtype)
+    np.add.at(out, (Ellipsis, idx, slice(None)), x)
+    return out'''
+
 # helper group (what a primitive's code may call: Prim.runtime) -> its code
 RUNTIME_HELPERS = {"linalg": LINALG_RUNTIME, "cg": CG_RUNTIME, "linrec": LINREC_RUNTIME,
                    "eigh": EIGH_RUNTIME, "expm": EXPM_RUNTIME, "newton": NEWTON_RUNTIME,
                    "kernel": KERNEL_RUNTIME, "slq": SLQ_RUNTIME, "pivchol": PIVCHOL_RUNTIME,
-                   "tridiag": TRIDIAG_RUNTIME}
+                   "tridiag": TRIDIAG_RUNTIME, "put": PUT_RUNTIME}
 
 
 def _nodes_used(g: Graph):

@@ -282,7 +282,7 @@ def _emit_slq(ctx, n, a):
 
 class TorchBackend(PythonBackend):
     name = "torch"
-    own_runtime = {"expm": None, "kernel": TORCH_KERNEL, "cg": TORCH_CG, "slq": TORCH_SLQ}
+    own_runtime = {"expm": None, "kernel": TORCH_KERNEL, "cg": TORCH_CG, "slq": TORCH_SLQ, "put": None}
     imports = ("import numpy as np", "import torch")
     dtypes = {"float32": "torch.float32", "float64": "torch.float64", "float16": "torch.float16",
               "bfloat16": "torch.bfloat16"}
@@ -329,6 +329,9 @@ class TorchBackend(PythonBackend):
         "cg": _emit_cg,
         "pivchol": emit_pivchol("lambda m: torch.arange(m, device={d}.device)", "torch.stack", "torch.where"),
         "tridiag_solve": lambda c, n, a: f"_tridiag_solve({', '.join(a)}, torch.cat, torch.stack, torch.log)",
+        "put": lambda c, n, a: (f"torch.zeros({a[0]}.shape[:-2] + ({pyexpr(n.attrs['n'])}, {a[0]}.shape[-1]), "
+                                f"dtype={a[0]}.dtype, device={a[0]}.device).index_add(-2, torch.as_tensor("
+                                f"{list(n.attrs['idx'])!r}, device={a[0]}.device), {a[0]})"),
         "tridiag_logdet": lambda c, n, a: f"_tridiag_logdet({', '.join(a)}, torch.cat, torch.stack, torch.log)",
         "slq": _emit_slq,
         "linrec": lambda c, n, a: f"_linrec({a[0]}, {a[1]}, torch.stack)",

@@ -521,6 +521,23 @@ Prim("pivchol", lambda g, ts, a: (ts[0].shape[0], int(a["rank"])), _pivchol_np,
      runtime=("pivchol",))      # not eager: its pivots are argmaxes and one-hot columns, traceable by JAX
 
 
+def _take_np(x, idx):
+    return x[..., list(idx), :]
+
+
+def _put_np(x, idx, n):
+    out = np.zeros(x.shape[:-2] + (int(n), x.shape[-1]), x.dtype)
+    np.add.at(out, (Ellipsis, list(idx), slice(None)), x)
+    return out
+
+
+Prim("take", lambda g, ts, a: tuple(ts[0].shape[:-2]) + (len(a["idx"]), ts[0].shape[-1]), _take_np,
+     "rows idx (a compile-time tuple of integers) of x [..., n, k] -> [..., len(idx), k]: select's apply")
+Prim("put", lambda g, ts, a: tuple(ts[0].shape[:-2]) + (a["n"], ts[0].shape[-1]), _put_np,
+     "the transpose of take: row i of x [..., len(idx), k] added into row idx[i] of zeros [..., n, k] "
+     "(a repeated index accumulates): select's transpose", runtime=("put",))
+
+
 def _tridiag_dense(lower, main, upper):
     from .kinds.tridiag import tridiag_np
     return tridiag_np(lower, main, upper)

@@ -133,3 +133,38 @@ PAD_ERRORS = [
 @pytest.mark.parametrize("expr,message,at", PAD_ERRORS, ids=[e[1][:28] for e in PAD_ERRORS])
 def test_pad_errors_are_located(expr, message, at):
     assert_error_at(f"input x : [3, 1]\nexport y = {expr}\n", message, at)
+
+
+# ---- select([i, j, ...], n) (kinds/select.py) ------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "jax"])
+def test_select_gathers_and_its_transpose_adds_back(backend):
+    """PyLops' Restriction: select(idx, n) @ x = x[idx]; its transpose scatters, adding at a repeated index."""
+    src = ("dim n = 6\ninput x : [2, n, 3]\ninput y : [4, 3]\nexport p = select([5, 0, 2, 0], n) @ x\n"
+           "export t = select([5, 0, 2, 0], n).T @ y\n")
+    prog = opdsl.compile(src, backend=backend, dtype="float64")
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((2, 6, 3)), rng.standard_normal((4, 3))
+    np.testing.assert_array_equal(np.asarray(call(prog, "p", {"x": x})), x[:, [5, 0, 2, 0], :])
+    want = np.zeros((6, 3))
+    np.add.at(want, [5, 0, 2, 0], y)
+    np.testing.assert_allclose(np.asarray(call(prog, "t", {"y": y})), want, rtol=1e-15)
+
+
+def test_select_on_tvm_is_refused_by_name():
+    from opdsl.errors import BackendError
+    with pytest.raises(BackendError, match="does not implement primitive 'take'"):
+        opdsl.compile("input x : [4, 1]\nexport y = select([1, 2], 4) @ x\n", backend="tvm")
+
+
+SELECT_ERRORS = [
+    ("select([0, 4], 4) @ x", "select's index must be an integer in [0, 4), got 4", "4]"),
+    ("select([0, 1.5], 4) @ x", "select's index must be an integer", "1.5"),
+    ("select([], 4) @ x", "a non-empty list of integers", "[]"),
+    ("select(2, 4) @ x", "a non-empty list of integers", "2,"),
+]
+
+
+@pytest.mark.parametrize("expr,message,at", SELECT_ERRORS, ids=[e[1][:28] for e in SELECT_ERRORS])
+def test_select_errors_are_located(expr, message, at):
+    assert_error_at(f"input x : [4, 1]\nexport y = {expr}\n", message, at)

@@ -175,6 +175,8 @@ CASES = [
     _cg_case("jacobi"),
     _slq_case(),
     _pivchol_case(),
+    Case("take", (((2, 5, 3), N),), lambda p, dt, x: p("take", x, idx=(4, 0, 4, 2)), refused=("tvm",)),
+    Case("put", (((2, 4, 3), N),), lambda p, dt, x: p("put", x, idx=(4, 0, 4, 2), n=6), refused=("tvm",)),
     Case("tridiag_solve", (((4,), N), ((5,), "dominant"), ((4,), N), ((5, 2), N)),
          lambda p, dt, lo, d, up, b: p("tridiag_solve", lo, d, up, b), refused=("tvm",)),
     Case("tridiag_logdet", (((6,), N), ((7,), "dominant"), ((6,), N)),

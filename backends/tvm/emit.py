@@ -59,8 +59,11 @@ EMIT = {
     "pivchol": linalg.e_pivchol,
     "tridiag_solve": linalg.e_tridiag_solve,
     "tridiag_logdet": linalg.e_tridiag_logdet,
+    "take": linalg.e_take,
+    "put": linalg.e_put,
 }
 
 # Primitives the TVM backend refuses with a BackendError naming them (no TE form here); programs
 # that need them run on numpy, torch or JAX.  The catalogue expects exactly these refusals.
-REFUSED = ("cg", "eigh", "expm", "invroot_newton", "pivchol", "slq", "tridiag_logdet", "tridiag_solve")
+REFUSED = ("cg", "eigh", "expm", "invroot_newton", "pivchol", "put", "slq", "take", "tridiag_logdet",
+           "tridiag_solve")
