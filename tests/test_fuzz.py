@@ -248,10 +248,12 @@ def test_mutated_examples(text):
 
 def test_mutations_change_the_program():
     """The mutator is not vacuous: over fixed seeds its programs differ from their sources, and some
-    still compile while others fail to parse or fail later (names, shapes, dims, types)."""
+    still compile while others fail to parse or fail later (names, shapes, dims, types).  About 3% of
+    the mutants compile: 600 draws (the 300 of before drew none that compiled once the corpus grew
+    by the select examples — the derandomized draws follow the corpus)."""
     seen = set()
 
-    @settings(max_examples=300, deadline=None, database=None, derandomize=True,
+    @settings(max_examples=600, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(mutated())
     def record(text):
