@@ -159,7 +159,7 @@ class KronSum(Kind):
         """The fast Poisson solver: x → Qᵢᵀ along every mode → / Λ → Qᵢ along every mode."""
         dtype = lw.src.type(v).dtype or lw.dtype(x)
         eig = self._eig(lw, v, dtype)
-        if eig is None or method not in ("auto",):
+        if eig is None or method != "auto":
             return None
         lw.note("inv(kronsum(...)): the factors' eigendecompositions (fast Poisson solver), "
                 "O(Σ nᵢ³ + N Σ nᵢ k) instead of an N³ factorization")

@@ -1,7 +1,9 @@
-"""inv(A, method=cg) @ x: preconditioned conjugate gradients (docs/linalg.md).
+"""inv(A, method=cg) @ x: preconditioned conjugate gradients (docs/linalg.md, docs/kernels.md),
+and what the other loops (slq, pivchol) share with it.
 
-The operand is never materialized: the `cg` primitive carries a loop body, a primitive graph
-that applies A through A's own lowering.
+The `cg` primitive carries a loop body, a primitive graph that applies A through A's own lowering
+(operator_body); the parts of A cheaper formed once than applied at every step are formed before
+the loop (loop_matrices).  precond=pivchol applies (L Lᵀ + D)⁻¹ by Woodbury (pivchol_inverse).
 """
 from __future__ import annotations
 

@@ -72,11 +72,10 @@ class Tridiag(Kind):
         lo, d, up = (lw.tensor(o) for o in lw.src[v].operands)
         s = lw.shape(x)
         b, n, k = s[:-2], s[-2], s[-1]
-        col = lw.reshape
-        y = lw.mul(col(d, (n, 1)), x)
+        y = lw.mul(lw.reshape(d, (n, 1)), x)
         zero = lw.prim("fill", shape=b + (1, k), value=0.0, dtype=lw.dtype(x))
-        above = lw.mul(col(up, (n - 1, 1)), lw.prim("slice", x, axis=-2, start=1, stop=n))      # u_i x_{i+1}
-        below = lw.mul(col(lo, (n - 1, 1)), lw.prim("slice", x, axis=-2, start=0, stop=n - 1))  # l_{i-1} x_{i-1}
+        above = lw.mul(lw.reshape(up, (n - 1, 1)), lw.prim("slice", x, axis=-2, start=1, stop=n))      # u_i x_{i+1}
+        below = lw.mul(lw.reshape(lo, (n - 1, 1)), lw.prim("slice", x, axis=-2, start=0, stop=n - 1))  # l_{i-1} x_{i-1}
         y = lw.add(y, lw.prim("concat", above, zero, axis=-2))
         return lw.add(y, lw.prim("concat", zero, below, axis=-2))
 
@@ -98,7 +97,7 @@ class Tridiag(Kind):
 
     def leaf_solve(self, lw, v, x, method):
         """One tridiag_solve with the batch of x folded into its columns."""
-        if method not in ("auto",):
+        if method != "auto":
             return None
         lw.note("inv(tridiag(...)): a tridiagonal solve in O(n) (no pivoting: for diagonally dominant or "
                 "positive definite systems)")
