@@ -43,9 +43,11 @@ class Backend:
     array_module: str | None = None  # @opdsl.jit: the framework whose arrays a traced call must pass,
     arrays = "arrays"                # those arrays in messages ("torch tensors"),
     convert = ""                     # and how to make one ("torch.as_tensor(...)")
+    sparse_modules: tuple = ()       # other libraries whose sparse matrices it takes (numpy: scipy)
     has_device = False
     emits_initializers = False
     reserved: tuple = ()
+    sparse_check: str | None = None  # code of the `_check_sparse` of its modules (None: no sparse arguments)
     layer_api: tuple = ()
 
     def __init__(self, **options):
@@ -62,7 +64,8 @@ class Backend:
     def refused_array(cls, value) -> str | None:
         """Why @opdsl.jit cannot pass array `value` to this backend's functions (None: it can)."""
         t = type(value)
-        if cls.array_module is None or t.__module__.split(".")[0] == cls.array_module:
+        root = t.__module__.split(".")[0]
+        if cls.array_module is None or root == cls.array_module or root in cls.sparse_modules:
             return None
         return f"is a {t.__module__}.{t.__name__}; the {cls.name} backend takes {cls.arrays}"
 
@@ -89,8 +92,10 @@ class Backend:
         return self.dtypes[d]
 
     def signature(self, g: Graph, name: str) -> list[tuple]:
-        """[(argument name, {"shape", "dtype", "role"})] of an export, in the source's order."""
-        return [(a, {"shape": s, "dtype": d, "role": r}) for a, s, d, r in g.meta["signatures"][name]]
+        """[(argument name, {"shape", "dtype", "role", "sparse"})] of an export, in the source's order."""
+        sparse = set(g.meta.get("sparse", ()))
+        return [(a, {"shape": s, "dtype": d, "role": r, "sparse": a in sparse})
+                for a, s, d, r in g.meta["signatures"][name]]
 
     def check(self, g: Graph) -> None:
         """Before generating: raise BackendError, at the declaration, for a tensor whose dtype the

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from opdsl.primitives import CG_PRECOND_OPERANDS, PRIMS
 
-from .array_api import array_api_emit, emit_pivchol, emit_slq
+from .array_api import array_api_emit, emit_pivchol, emit_slq, index_code
 from .layers import init_scale, layer_export, param_dims, param_specs
 from .pycodegen import PythonBackend, nested_function
-from .pyexpr import pyexpr, shape_code
+from .pyexpr import pyexpr, shape_code, shape_str
 from .pyruntime import KERNEL_RUNTIME, const_name, helpers_used, site
+from .sparse_runtime import JAX_CHECK, JAX_EMIT, JAX_SPARSE
 
 ENTRY = '''
 
@@ -51,10 +52,11 @@ def _compiler_options():
 _XLA_OPTIONS = _compiler_options()
 
 
-def _jit(fn, dtypes, jit=True, singular=None):
+def _jit(fn, dtypes, jit=True, singular=None, sparse=None):
     """The entry point of export `fn`: dtype checks, then fn under jax.jit (jit=False: op by op,
     for exports whose loops need values on the host, e.g. conjugate gradients); `singular` names
-    the solves of the export, whose non-finite result raises SingularError after the call."""
+    the solves of the export, whose non-finite result raises SingularError after the call;
+    `sparse`: argument -> declaration of the sparse ones, checked to be BCOOs first."""
     traced = jax.jit(fn) if jit else fn
     # compiler options are for top-level jits only: inside the user's jit / vmap / grad the
     # plain one is traced into the user's computation
@@ -62,6 +64,9 @@ def _jit(fn, dtypes, jit=True, singular=None):
 
     @functools.wraps(fn)
     def call(**kwargs):
+        for name, decl in (sparse or {{}}).items():
+            if name in kwargs:
+                _check_sparse(fn.__name__, name, kwargs[name], decl)
         for name, want in dtypes.items():
             value = kwargs.get(name)
             if hasattr(value, "dtype") and value.dtype != want:
@@ -155,8 +160,8 @@ def _kernel_matrix_jax(x, y, ls, s, family, tile):
 
 
 def uses_float64(g) -> bool:
-    """Whether any value of the primitive graph is float64 (or complex128)."""
-    return any(g.type(v).dtype in ("float64", "complex128") for v in g.live())
+    """Whether any value of the primitive graph is float64 (or complex128, or int64 indices)."""
+    return any(g.type(v).dtype in ("float64", "complex128", "int64") for v in g.live())
 
 
 def _cg(c, n, a):
@@ -227,16 +232,19 @@ def _with_params(fn, names):
 
 class JaxBackend(PythonBackend):
     name = "jax"
-    own_runtime = {"linrec": LINREC_SCAN, "expm": None, "newton": NEWTON_LOOP, "kernel": JAX_KERNEL, "put": None}   # scans, not unrolled loops
+    own_runtime = {"linrec": LINREC_SCAN, "expm": None, "newton": NEWTON_LOOP, "kernel": JAX_KERNEL, "put": None,
+                   "sparse": JAX_SPARSE}
+    sparse_check = JAX_CHECK   # scans, not unrolled loops
     imports = ("import functools", "", "import jax", "import jax.numpy as jnp", "import jax.scipy.linalg",
                "import numpy as np")
     dtypes = {"float32": "jnp.float32", "float64": "jnp.float64", "float16": "jnp.float16",
-              "bfloat16": "jnp.bfloat16"}
+              "bfloat16": "jnp.bfloat16", "int32": "jnp.int32", "int64": "jnp.int64"}
     reserved = ("np", "jnp", "jax", "functools", "X64")
     array = "a jax or numpy array"
     emits_initializers = True
     layer_api = ("key",)              # init_params(key, ...)
     emit = {
+        **JAX_EMIT,
         **array_api_emit("jnp"),
         "einsum": lambda c, n, a: f"jnp.einsum({n.attrs['spec']!r}, {', '.join(a)})",
         # a constant: a numpy array computed once, at the module's top (pyruntime.module_constants),
@@ -258,7 +266,7 @@ class JaxBackend(PythonBackend):
                                           f"{a[1]}, jnp.concatenate([{a[2]}, {a[1]}[:1] * 0]), {a[3]})"),
         "tridiag_logdet": lambda c, n, a: f"_tridiag_logdet({', '.join(a)}, jnp.concatenate, jnp.stack, jnp.log)",
         "put": lambda c, n, a: (f"jnp.zeros({a[0]}.shape[:-2] + ({pyexpr(n.attrs['n'])}, {a[0]}.shape[-1]), "
-                                f"{a[0]}.dtype).at[..., np.array({list(n.attrs['idx'])!r}), :].add({a[0]})"),
+                                f"{a[0]}.dtype).at[..., {index_code(n, a)}, :].add({a[0]})"),
         "slq": emit_slq("jnp.linalg.eigh", "lambda m: jnp.eye(m, dtype={z}.dtype)", "jnp.log"),
         "linrec": lambda c, n, a: f"_linrec_scan({a[0]}, {a[1]})",
         "eigh": lambda c, n, a: f"_eigh({a[0]}, jnp.linalg.eigh, jnp.concatenate)",
@@ -285,12 +293,15 @@ class JaxBackend(PythonBackend):
             want = ", ".join(f"{a!r}: np.dtype({self.dtype(node['dtype'])})" for a, node in self.signature(g, name))
             used = [g[v] for v in g.live([root])]
             extra = ""
-            if any(PRIMS[n.kind].eager for n in used):       # a loop that needs values on the host
+            if any(PRIMS[n.kind].is_eager(n.attrs) for n in used):   # a loop, a check of indices: host values
                 extra += ", jit=False"
             # a singular matrix shows as a non-finite result, reported as SingularError after the call
             sites = sorted({site(n.span) for n in used if PRIMS[n.kind].singular})
             if sites:
                 extra += f", singular={'; '.join(sites)!r}"
+            sparse = {a: shape_str(node["shape"]) + " sparse" for a, node in self.signature(g, name) if node["sparse"]}
+            if sparse:
+                extra += f", sparse={sparse!r}"
             lines.append("")
             lines.append(f"{name} = _jit({name}, {{{want}}}{extra})")
         return src + "\n".join(lines) + "\n" + self.params_source(g)
@@ -299,8 +310,13 @@ class JaxBackend(PythonBackend):
     def from_numpy(arrays: dict) -> dict:
         import jax
         import jax.numpy as jnp
+        import scipy.sparse
+        from jax.experimental import sparse as jsparse
+
+        def one(v):
+            return jsparse.BCOO.from_scipy_sparse(v) if scipy.sparse.issparse(v) else jnp.asarray(v)
         with jax.enable_x64(True):   # float64 inputs stay float64 (the global setting may be 32-bit)
-            return {k: jnp.asarray(v) for k, v in arrays.items()}
+            return {k: one(v) for k, v in arrays.items()}
 
     def params_source(self, g) -> str:
         """The code appended to a generated JAX module whose program declares params ("" when it has none)."""

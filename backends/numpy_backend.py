@@ -5,10 +5,11 @@ module's SingularError (`_linalg` converts numpy's LinAlgError, `_finite` checks
 """
 from __future__ import annotations
 
-from .array_api import array_api_emit, emit_cg, emit_pivchol, emit_slq, newton_call
+from .array_api import array_api_emit, emit_cg, emit_pivchol, emit_slq, index_code, newton_call
 from .pycodegen import PythonBackend
 from .pyexpr import pyexpr
 from .pyruntime import const_name, site
+from .sparse_runtime import NUMPY_CHECK, NUMPY_EMIT, NUMPY_SPARSE
 
 
 def _solve_triangular(c, n, a):
@@ -26,11 +27,16 @@ def _solve_triangular(c, n, a):
 class NumpyBackend(PythonBackend):
     name = "numpy"
     imports = ("import numpy as np",)
-    dtypes = {"float32": "np.float32", "float64": "np.float64", "float16": "np.float16"}
+    dtypes = {"float32": "np.float32", "float64": "np.float64", "float16": "np.float16", "int32": "np.int32",
+              "int64": "np.int64"}
     reserved = ("np",)
+    own_runtime = {"sparse": NUMPY_SPARSE}
+    sparse_check = NUMPY_CHECK
     array_module, arrays, convert = "numpy", "numpy arrays", "np.asarray(...)"
+    sparse_modules = ("scipy",)
     emit = {
         **array_api_emit("np"),
+        **NUMPY_EMIT,
         "einsum": lambda c, n, a: f"np.einsum({n.attrs['spec']!r}, {', '.join(a)}, optimize=True)",
         # a constant: computed once, at the module's top (pyruntime.module_constants)
         "const": lambda c, n, a: f"{const_name(n)}.astype({c.backend.dtype(n.attrs['dtype'])})",
@@ -43,7 +49,7 @@ class NumpyBackend(PythonBackend):
         "cg": emit_cg,
         "pivchol": emit_pivchol("np.arange", "np.stack", "np.where"),
         "tridiag_solve": lambda c, n, a: f"_tridiag_solve({', '.join(a)}, np.concatenate, np.stack, np.log)",
-        "put": lambda c, n, a: f"_put_rows({a[0]}, np.array({list(n.attrs['idx'])!r}), {pyexpr(n.attrs['n'])})",
+        "put": lambda c, n, a: f"_put_rows({a[0]}, {index_code(n, a)}, {pyexpr(n.attrs['n'])})",
         "tridiag_logdet": lambda c, n, a: f"_tridiag_logdet({', '.join(a)}, np.concatenate, np.stack, np.log)",
         "slq": emit_slq("np.linalg.eigh", "lambda m: np.eye(m, dtype={z}.dtype)", "np.log"),
         "linrec": lambda c, n, a: f"_linrec({a[0]}, {a[1]}, np.stack)",

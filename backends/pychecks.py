@@ -142,6 +142,8 @@ def arg_checks(backend, g: Graph, name: str, args, root: int | None = None) -> l
             call += [args[0][0], repr(args[0][0])]
         while call[-1] == "None":     # the optional arguments left at their defaults
             call.pop()
+        if node.get("sparse"):         # the framework's sparse matrix, before its shape and dtype
+            out.append(f"    _check_sparse({name!r}, {a!r}, {a}, {(shape_str(shape) + ' sparse')!r})")
         out.append(f"    _check_arg({', '.join(call)})")
         if whole:
             continue

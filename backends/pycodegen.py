@@ -104,6 +104,10 @@ class PythonBackend(Backend):
         lines.extend(self.imports)
         lines.append(RUNTIME.format(array=self.array).rstrip("\n"))
         lines.append(check_arg_runtime(self))
+        if g.meta.get("sparse"):
+            if self.sparse_check is None:
+                raise BackendError(f"the {self.name} backend takes no sparse arguments", None)
+            lines.append(self.sparse_check)
         lines.extend(prim_runtime(g, self.own_runtime))
         lines.append("")
         dims = module_dims(g)

@@ -42,7 +42,7 @@ class Names:
 # generated function, so check_names refuses it.  tests/test_injection.py checks on every example
 # and catalogue program that the modules load no other builtin; add here what a new emit uses.
 GENERATED_BUILTINS = frozenset({
-    "ArithmeticError", "Exception", "RuntimeWarning", "TypeError", "ValueError", "all", "any", "bool",
+    "ArithmeticError", "Ellipsis", "Exception", "RuntimeError", "RuntimeWarning", "TypeError", "ValueError", "all", "any", "bool",
     "dict", "enumerate", "float", "getattr", "hasattr", "int", "isinstance", "iter", "len", "list", "max", "min",
     "next", "range", "slice", "sorted", "staticmethod", "str", "sum", "super", "tuple", "type", "zip"})
 

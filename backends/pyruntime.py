@@ -386,11 +386,25 @@ def _put_rows(x, idx, n):
     np.add.at(out, (Ellipsis, idx, slice(None)), x)
     return out'''
 
+INDEX_RUNTIME = '''
+
+
+def _index(what, idx, n):
+    """idx, after checking that its entries lie in [0, n): an index tensor's values are the caller's."""
+    try:
+        lo, hi = int(idx.min()), int(idx.max())
+    except Exception:       # an empty index, or a traced value (a caller's jax.jit): nothing to check here
+        return idx
+    if lo < 0 or hi >= n:
+        raise ArgumentError(f"{what}: index {lo if lo < 0 else hi} is out of range: select's indices lie in "
+                            f"[0, {n})")
+    return idx'''
+
 # helper group (what a primitive's code may call: Prim.runtime) -> its code
 RUNTIME_HELPERS = {"linalg": LINALG_RUNTIME, "cg": CG_RUNTIME, "linrec": LINREC_RUNTIME,
                    "eigh": EIGH_RUNTIME, "expm": EXPM_RUNTIME, "newton": NEWTON_RUNTIME,
                    "kernel": KERNEL_RUNTIME, "slq": SLQ_RUNTIME, "pivchol": PIVCHOL_RUNTIME,
-                   "tridiag": TRIDIAG_RUNTIME, "put": PUT_RUNTIME}
+                   "tridiag": TRIDIAG_RUNTIME, "put": PUT_RUNTIME, "index": INDEX_RUNTIME}
 
 
 def _nodes_used(g: Graph):

@@ -5,16 +5,19 @@ Linear algebra (opdsl/kinds/linalg.py, docs/linalg.md): singular matrices raise 
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from opdsl.primitives import CG_PRECOND_OPERANDS
 from opdsl.pytext import docstring
 
-from .array_api import emit_pivchol, newton_call, python_emit
+from .array_api import emit_pivchol, index_code, newton_call, python_emit
 from .layers import init_scale, param_dims, param_specs
 from .pycodegen import PythonBackend, function_doc, nested_function
 from .pyexpr import fill_value, pyexpr, shape_code
 from .pyruntime import CG_RUNTIME, KERNEL_RUNTIME, SLQ_RUNTIME, const_name, site
+from .sparse_runtime import TORCH_CHECK, TORCH_EMIT, TORCH_SPARSE
 
 UNARY = {
     "neg": "-{x}", "exp": "torch.exp({x})", "log": "torch.log({x})", "sqrt": "torch.sqrt({x})",
@@ -282,10 +285,12 @@ def _emit_slq(ctx, n, a):
 
 class TorchBackend(PythonBackend):
     name = "torch"
-    own_runtime = {"expm": None, "kernel": TORCH_KERNEL, "cg": TORCH_CG, "slq": TORCH_SLQ, "put": None}
+    own_runtime = {"expm": None, "kernel": TORCH_KERNEL, "cg": TORCH_CG, "slq": TORCH_SLQ, "put": None,
+                   "sparse": TORCH_SPARSE}
+    sparse_check = TORCH_CHECK
     imports = ("import numpy as np", "import torch")
     dtypes = {"float32": "torch.float32", "float64": "torch.float64", "float16": "torch.float16",
-              "bfloat16": "torch.bfloat16"}
+              "bfloat16": "torch.bfloat16", "int32": "torch.int32", "int64": "torch.int64"}
     has_device = True
     emits_initializers = True
     reserved = ("np", "torch", "_dev")
@@ -294,6 +299,7 @@ class TorchBackend(PythonBackend):
     layer_api = ("self", "generator", "names", "device")   # init_params(...), Layer(...), forward(self, ...)
     emit = {
         **python_emit(),
+        **TORCH_EMIT,
         "eye": lambda c, n, a: f"torch.eye({pyexpr(n.attrs['n'])}, dtype={_dtype(c, n)}, device={c.dev})",
         "zeros": lambda c, n, a: f"torch.zeros({shape_code(n.attrs['shape'])}, dtype={_dtype(c, n)}, device={c.dev})",
         "fill": lambda c, n, a: (f"torch.full({shape_code(n.attrs['shape'])}, {fill_value(n.attrs['value'])}, "
@@ -330,8 +336,10 @@ class TorchBackend(PythonBackend):
         "pivchol": emit_pivchol("lambda m: torch.arange(m, device={d}.device)", "torch.stack", "torch.where"),
         "tridiag_solve": lambda c, n, a: f"_tridiag_solve({', '.join(a)}, torch.cat, torch.stack, torch.log)",
         "put": lambda c, n, a: (f"torch.zeros({a[0]}.shape[:-2] + ({pyexpr(n.attrs['n'])}, {a[0]}.shape[-1]), "
-                                f"dtype={a[0]}.dtype, device={a[0]}.device).index_add(-2, torch.as_tensor("
-                                f"{list(n.attrs['idx'])!r}, device={a[0]}.device), {a[0]})"),
+                                f"dtype={a[0]}.dtype, device={a[0]}.device).index_add(-2, "
+                                + (index_code(n, a) if len(a) > 1 else
+                                   f"torch.as_tensor({list(n.attrs['idx'])!r}, device={a[0]}.device)")
+                                + f", {a[0]})"),
         "tridiag_logdet": lambda c, n, a: f"_tridiag_logdet({', '.join(a)}, torch.cat, torch.stack, torch.log)",
         "slq": _emit_slq,
         "linrec": lambda c, n, a: f"_linrec({a[0]}, {a[1]}, torch.stack)",
@@ -348,8 +356,20 @@ class TorchBackend(PythonBackend):
     @staticmethod
     def from_numpy(arrays: dict) -> dict:
         import torch
-        # ascontiguousarray makes a 0-d array 1-d: keep the shape
-        return {k: torch.from_numpy(np.ascontiguousarray(v).reshape(np.shape(v))) for k, v in arrays.items()}
+        import scipy.sparse
+
+        def one(v):
+            if scipy.sparse.issparse(v):        # a sparse argument: CSR, as torch.sparse.mm takes it
+                v = scipy.sparse.csr_array(v)
+                v.sum_duplicates()                  # sorted, distinct column indices per row
+                with warnings.catch_warnings():     # "CSR support is in beta"
+                    warnings.simplefilter("ignore", UserWarning)
+                    return torch.sparse_csr_tensor(torch.from_numpy(v.indptr).long(),
+                                                   torch.from_numpy(v.indices).long(), torch.from_numpy(v.data),
+                                                   v.shape, check_invariants=True)
+            # ascontiguousarray makes a 0-d array 1-d: keep the shape
+            return torch.from_numpy(np.ascontiguousarray(v).reshape(np.shape(v)))
+        return {k: one(v) for k, v in arrays.items()}
 
     def layer_lines(self, g) -> list[str]:
         """`init_params(generator, names=..., device=...)` and, for each export with params, a class

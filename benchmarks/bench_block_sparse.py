@@ -12,7 +12,11 @@ interleaved (median of several rounds; the fastest runs in the note).
 - Saddle point [[diag(h), Aᵀ], [A, 0]], n = 2,000, m = 200: the Schur-complement solve (the rule
   inv-block-schur) against a dense LU of the (n + m)² matrix (torch.linalg.solve).
 
-Quick mode: Poisson 32 x 32, tridiagonal n = 10⁴, saddle n = 400, m = 40.
+- SpMM: `S @ X` and `S.T @ X` for a sparse argument S (n = 10,000, torch CSR, float32, X [n, 64]) at
+  0.1% and 1% density, against torch.sparse.mm called directly on the same tensor (target >= 0.95x)
+  and against the dense product (the n x n matrix formed outside the timing).
+
+Quick mode: Poisson 32 x 32, tridiagonal n = 10⁴, saddle n = 400, m = 40, SpMM n = 2,000.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import numpy as np
 import torch
 
 import opdsl
+from opdsl.cli import to_backend
 
 from .bench_linalg import fastest, interleaved
 from .common import row, setup_threads
@@ -132,9 +137,46 @@ def saddle_rows(quick):
                 f"factorization; max rel diff {err:.0e}; {fastest(t_, 'opdsl', 'dense')}; torch threads = {THREADS}")]
 
 
+SPMM = """dim n = {n}
+dim k = {k}
+input S : [n, n] sparse
+input X : [n, k]
+export y = S @ X
+export t = S.T @ X
+"""
+
+
+def spmm_rows(quick):
+    import scipy.sparse
+    n, k = (2_000, 64) if quick else (10_000, 64)
+    prog = opdsl.compile(SPMM.format(n=n, k=k), backend="torch", dtype="float32", filename="bench_block_sparse")
+    x = torch.randn(n, k)
+    out = []
+    for density in (0.001, 0.01):
+        rng = np.random.default_rng(3)
+        s = scipy.sparse.random_array((n, n), density=density, rng=rng, format="csr", dtype=np.float32)
+        st = to_backend("torch", {"S": s})["S"]          # torch CSR, as from_numpy makes it
+        dense = st.to_dense()
+        for name, direct, dense_fn, what in (
+                ("y", lambda: torch.sparse.mm(st, x), lambda: dense @ x, "S @ X"),
+                ("t", lambda: torch.sparse.mm(st.t(), x), lambda: dense.T @ x, "S.T @ X")):
+            fn = getattr(prog, name)
+            cands = {"opdsl": lambda fn=fn: fn(S=st, X=x), "direct": direct, "dense": dense_fn}
+            with torch.no_grad():
+                err = _check(f"spmm {what}", cands["opdsl"]().numpy(), cands["dense"]().numpy(), 1e-4)
+                t_ = interleaved(cands, reps=7)
+            work = f"SpMM {what}, n={n:,}, density {density:.1%} (nnz {s.nnz:,}), X [n, {k}], float32"
+            out.append(row(work, "torch.sparse.mm on the same CSR tensor", t_["opdsl"], t_["direct"], None, 0.95,
+                           f"{fastest(t_, 'opdsl', 'direct')}; max rel diff {err:.0e}; torch threads = {THREADS}"))
+            out.append(row(work, "dense matmul (the n x n matrix formed outside the timing)", t_["opdsl"],
+                           t_["dense"], None, None, f"{fastest(t_, 'opdsl', 'dense')}"))
+        del dense
+    return out
+
+
 def rows(quick: bool = False):
     setup_threads(THREADS)
-    return poisson_rows(quick) + tridiag_rows(quick) + saddle_rows(quick)
+    return poisson_rows(quick) + tridiag_rows(quick) + saddle_rows(quick) + spmm_rows(quick)
 
 
 if __name__ == "__main__":

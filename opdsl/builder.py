@@ -14,6 +14,7 @@ import sympy as sp
 from .errors import NameError_, OpdslError, ShapeError, TypeError_
 from .ir import Graph
 from .kinds import CONSTRUCTORS, REGISTRY, Val
+from .kinds.base import INDEX_DTYPES
 
 
 class Builder:
@@ -29,6 +30,13 @@ class Builder:
 
     # ---- nodes --------------------------------------------------------
     def add(self, kind, operands=(), attrs=None, span=None, name=None) -> int:
+        allowed = REGISTRY[kind].index_operands
+        for i, o in enumerate(operands):
+            dt = getattr(self.g.type(o), "dtype", None)
+            if dt in INDEX_DTYPES and i not in allowed:
+                raise TypeError_(f"an {dt} tensor holds indices and cannot be computed with", span,
+                                 hint="integer tensors are the indices of select(idx, n); declare data float32 "
+                                      "or float64")
         return self.g.add(kind, operands, attrs, span, name)
 
     def node(self, v: int, span=None) -> Val:

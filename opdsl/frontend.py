@@ -22,7 +22,7 @@ from .dims import DimTable, sym
 from .errors import DimError, LimitError, NameError_, OpdslError, ParseError, Span, TypeError_, clip, text_lines
 from .ir import Graph
 from .kinds import REGISTRY, Val
-from .kinds.base import DTYPES
+from .kinds.base import DTYPES, INDEX_DTYPES
 from .provenance import Statement
 
 PROPS = ("psd", "symmetric", "orthogonal", "lower", "upper", "diagonal", "invertible", "positive")
@@ -281,18 +281,26 @@ class Frontend:
 
     def _decl(self, st, role):
         name, shape, *words, init = st.children
-        dtype, props = self.default_dtype, []
+        dtype, props, sparse = self.default_dtype, [], None
         for w in words:
             word = str(w.children[0])
-            if word in DTYPES:
+            if word in DTYPES or word in INDEX_DTYPES:
                 dtype = word
             elif word in PROPS:
                 props.append(word)
+            elif word == "sparse":
+                sparse = w.children[0]
             else:
                 raise TypeError_(f"unknown dtype or property {word!r}", self.span(w.children[0]),
-                                 hint=f"dtypes: {', '.join(DTYPES)}; properties: {', '.join(PROPS)}")
+                                 hint=f"dtypes: {', '.join(DTYPES + INDEX_DTYPES)}; properties: "
+                                      f"{', '.join(PROPS)}; layout: sparse")
         attrs = {"name": str(name), "role": role, "shape": self.shape(shape), "dtype": dtype,
                  "props": tuple(props)}
+        if sparse is not None:
+            self._sparse_layout(sparse, role, attrs, init)
+        if dtype in INDEX_DTYPES and (role != "input" or props):
+            raise TypeError_(f"an {dtype} tensor holds indices: it is an `input` without properties",
+                             self.span(name), hint="integer tensors are select's indices: input idx : [k] int64")
         if init is not None:
             if role == "input":
                 raise TypeError_("an input has no initializer", self.span(init),
@@ -316,7 +324,23 @@ class Frontend:
         if len(self.graph.g) > MAX_NODES:
             self.too_many_nodes(name)
         self.graph.meta.setdefault("decl_order", []).append(str(name))
+        if sparse is not None:          # the name is the operator over the sparse argument
+            self.graph.meta.setdefault("sparse", []).append(str(name))
+            v = self.graph.add("sparse", [v], {"T": False}, self.span(name))
         self.define(name, Val("node", v, self.span(name)))
+
+    def _sparse_layout(self, word, role, attrs, init):
+        """`input S : [m, n] sparse`: a matrix argument in the framework's sparse format."""
+        if role != "input" or init is not None:
+            raise TypeError_("only an `input` can be sparse", self.span(word),
+                             hint="a sparse argument's pattern comes with it at the call; declare it `input`")
+        if len(attrs["shape"]) != 2:
+            raise TypeError_(f"a sparse input is a matrix [m, n], declared with {len(attrs['shape'])} dims",
+                             self.span(word), hint="sparse arguments are unbatched matrices")
+        if attrs["dtype"] not in ("float32", "float64"):
+            raise TypeError_(f"a sparse input is float32 or float64, not {attrs['dtype']}", self.span(word),
+                             hint="the frameworks' sparse products support float32 and float64")
+        attrs["layout"] = "sparse"
 
     def let_stmt(self, st):
         name, expr = st.children

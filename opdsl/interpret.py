@@ -32,7 +32,7 @@ def _args(g: Graph, root: int) -> dict:
 def evaluate(g: Graph, root: int, inputs: dict, dims: dict) -> np.ndarray:
     """The value of node root; `dims` holds a value for every dim (symbol -> int)."""
     # the caller's arrays, as the generated code takes them (in their declared dtypes)
-    vals = {v: _typed(np.asarray(inputs[n.attrs["name"]]), n.attrs["dtype"]) for v, n in _args(g, root).items()}
+    vals = {v: _typed(_array(inputs[n.attrs["name"]]), n.attrs["dtype"]) for v, n in _args(g, root).items()}
     for v in g.live([root]):
         n = g[v]
         if v in vals:
@@ -65,6 +65,11 @@ def _body(body, dims, inputs, captured):
     def apply(p):
         return evaluate(body.graph, body.root, {**inputs, **values, loop: p}, dims)
     return apply
+
+
+def _array(x):
+    """An argument as the interpreter holds it: a numpy array, or a scipy.sparse matrix as it is."""
+    return x if hasattr(x, "tocsr") else np.asarray(x)
 
 
 def _typed(x: np.ndarray, dtype: str) -> np.ndarray:

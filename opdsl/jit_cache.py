@@ -57,6 +57,15 @@ def is_tensor(x) -> bool:
         and not getattr(type(x), "_opdsl_traced", False)
 
 
+def is_sparse(x) -> bool:
+    """Whether tensor x is a sparse matrix: a torch tensor of a sparse layout, a JAX BCOO, a scipy.sparse
+    matrix (traced as `input x : [m, n] sparse`, and keyed apart from a dense tensor of its shape)."""
+    layout = getattr(x, "layout", None)
+    if layout is not None:
+        return str(layout) != "torch.strided"
+    return type(x).__name__ == "BCOO" or hasattr(x, "tocsr")
+
+
 def static_key(x):
     """A hashable key equal for two values exactly when they are the same static value.
 

@@ -15,9 +15,9 @@ import sympy as sp
 
 from . import backends, jit_cache
 from .errors import CallError, OpdslError
-from .jit_cache import STATIC_HINT, Guards, Unkeyable, code_names, is_tensor, static_key
+from .jit_cache import STATIC_HINT, Guards, Unkeyable, code_names, is_sparse, is_tensor, static_key
 from .kinds import Val
-from .kinds.base import DTYPES
+from .kinds.base import DTYPES, INDEX_DTYPES
 from .trace import Context, TraceError, Traced, Tracer, _def_span, _pop, _push, caller_span, internal
 
 internal(__file__)
@@ -140,7 +140,7 @@ class JitFunction:
         kinds = [p.kind for p in self.signature.parameters.values()]
         self._npos = len(kinds) if all(k == inspect.Parameter.POSITIONAL_OR_KEYWORD for k in kinds) else -1
         self._guards = Guards(fn)
-        self._fast: dict = {}       # (shape, dtype[, device]) of plain positional calls -> (entry, guard ids, objects)
+        self._fast: dict = {}       # _fast_key of plain positional calls -> (entry, guard ids, objects)
         self._cache: dict = {}      # full signature key -> Compiled
         self._backend_class = None  # found on the first call (an unknown backend is an error there)
         self._with_device = False   # the backend has devices: signatures include them (set with the class)
@@ -149,8 +149,7 @@ class JitFunction:
     def __call__(self, *args, **kwargs):
         if not kwargs and len(args) == self._npos:
             try:
-                key = tuple([(a.shape, a.dtype, a.device) for a in args]) if self._with_device else \
-                    tuple([(a.shape, a.dtype) for a in args])
+                key = self._fast_key(args)
             except AttributeError:
                 key = None
             if key is not None:
@@ -167,10 +166,15 @@ class JitFunction:
         seen = self._guards.snapshot()
         entry = self._entry(leaves, bound, seen)
         if not kwargs and len(args) == self._npos and all(is_tensor(a) for a in args):
-            key = tuple([(a.shape, a.dtype, a.device) for a in args]) if self._with_device else \
-                tuple([(a.shape, a.dtype) for a in args])
-            self._fast[key] = (entry, [id(v) for v in seen], seen)    # `seen` keeps the ids' objects alive
+            self._fast[self._fast_key(args)] = (entry, [id(v) for v in seen], seen)    # `seen` keeps the ids' objects alive
         return entry.call([leaf[3] for leaf in leaves])
+
+    def _fast_key(self, args) -> tuple:
+        """The key of a plain positional call: shapes, dtypes, devices, and the layout (torch) or the
+        type (a scipy.sparse matrix, a BCOO): a sparse matrix is another program than a dense one."""
+        if self._with_device:
+            return tuple([(a.shape, a.dtype, a.device, getattr(a, "layout", type(a))) for a in args])
+        return tuple([(a.shape, a.dtype, type(a)) for a in args])
 
     def _resolve_backend(self):
         """The backend's class, on the first call: whether signatures include devices, which arrays it
@@ -204,7 +208,7 @@ class JitFunction:
         for path, shown, _, v in leaves:
             if is_tensor(v):
                 dev = getattr(v, "device", None) if self._with_device else None
-                key.append((path, type(v), tuple(v.shape), _dtype_name(v.dtype), str(dev)))
+                key.append((path, type(v), tuple(v.shape), _dtype_name(v.dtype), str(dev), is_sparse(v)))
                 continue
             try:
                 key.append((path, static_key(v)))
@@ -238,7 +242,7 @@ class JitFunction:
                              hint=f"convert with {self._backend_class.convert} or use @opdsl.jit(backend=...) "
                              "for its framework")
         dt = _dtype_name(v.dtype)
-        if dt not in DTYPES:
+        if dt not in DTYPES and dt not in INDEX_DTYPES:
             raise OpdslError(f"{self.__name__}(): argument {shown} has dtype {dt}", span,
                              hint=f"opdsl computes in {', '.join(DTYPES)}; convert the tensor")
         return dt
@@ -266,8 +270,17 @@ class JitFunction:
             dt = self._check_arg(shown, v, span)
             attrs = {"name": name, "role": "input", "shape": tuple(sp.Integer(int(s)) for s in v.shape),
                      "dtype": dt, "props": ()}
+            sparse = is_sparse(v)
+            if sparse:
+                if len(v.shape) != 2:
+                    raise OpdslError(f"{self.__name__}(): argument {shown} is a sparse tensor of {len(v.shape)} dims",
+                                     span, hint="sparse arguments are matrices [m, n]")
+                attrs["layout"] = "sparse"
             node = g.add("input", [], attrs, span, name)
             g.meta["decl_order"].append(name)
+            if sparse:                  # as `input name : [m, n] sparse`: the operator over it
+                g.meta.setdefault("sparse", []).append(name)
+                node = g.add("sparse", [node], {"T": False}, span)
             tracers.append(Tracer(ctx, Val("node", node, span)))
         args, kwargs = self._rebuild(bound, iter(tracers))
         _push(ctx)

@@ -50,11 +50,15 @@ class Prim:
     promote: bool = False           # operands cast to one real dtype by lowering
     view: bool = False              # holds no new data (a view, or the caller's argument)
     runtime: tuple | Callable = ()  # helper groups its code may call; or attrs -> such a tuple
-    eager: bool = False             # needs host values while it runs (JAX: the export runs op by op)
+    eager: bool | Callable = False  # needs host values while it runs (JAX: the export runs op by op); or attrs -> bool
     singular: bool = False          # a singular matrix gives a non-finite result: SingularError
 
     def __post_init__(self):
         PRIMS[self.name] = self
+
+    def is_eager(self, attrs) -> bool:
+        """Whether a node with these attrs needs host values while it runs."""
+        return self.eager(attrs) if callable(self.eager) else self.eager
 
     def helpers(self, attrs) -> tuple:
         """The runtime helper groups the code of a node with these attrs may call."""
@@ -521,23 +525,6 @@ Prim("pivchol", lambda g, ts, a: (ts[0].shape[0], int(a["rank"])), _pivchol_np,
      runtime=("pivchol",))      # not eager: its pivots are argmaxes and one-hot columns, traceable by JAX
 
 
-def _take_np(x, idx):
-    return x[..., list(idx), :]
-
-
-def _put_np(x, idx, n):
-    out = np.zeros(x.shape[:-2] + (int(n), x.shape[-1]), x.dtype)
-    np.add.at(out, (Ellipsis, list(idx), slice(None)), x)
-    return out
-
-
-Prim("take", lambda g, ts, a: tuple(ts[0].shape[:-2]) + (len(a["idx"]), ts[0].shape[-1]), _take_np,
-     "rows idx (a compile-time tuple of integers) of x [..., n, k] -> [..., len(idx), k]: select's apply")
-Prim("put", lambda g, ts, a: tuple(ts[0].shape[:-2]) + (a["n"], ts[0].shape[-1]), _put_np,
-     "the transpose of take: row i of x [..., len(idx), k] added into row idx[i] of zeros [..., n, k] "
-     "(a repeated index accumulates): select's transpose", runtime=("put",))
-
-
 def _tridiag_dense(lower, main, upper):
     from .kinds.tridiag import tridiag_np
     return tridiag_np(lower, main, upper)
@@ -560,3 +547,7 @@ Prim("cg", _same, _cg_np,
      "[n, 1]; pivchol: that of D and U [n, r], applying D⁻¹ − U Uᵀ — then the values the body captures); "
      "stops at relative residual `tol` or after `maxiter` steps",
      runtime=("cg",), eager=True)
+
+
+# sparse matrices and integer indices: their own file, registered into PRIMS here
+from . import primitives_sparse  # noqa: E402,F401  # import cycle: it defines its primitives with Prim, above

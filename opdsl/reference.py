@@ -15,6 +15,7 @@ import sympy as sp
 
 from .errors import OpdslError
 from .ir import Graph
+from .kinds.base import INDEX_DTYPES
 
 SMALL_FREE_DIM = 3
 
@@ -26,7 +27,8 @@ def dense_eval(g: Graph, root: int, inputs: dict) -> np.ndarray:
     for v in g.live([root]):
         n = g[v]
         if n.is_input:
-            vals[v] = np.asarray(inputs[n.attrs["name"]], dtype=np.float64)
+            x = inputs[n.attrs["name"]]
+            vals[v] = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float64)  # scipy.sparse
         else:
             vals[v] = np.asarray(g.spec(v).dense(g, v, [vals[o] for o in n.operands]), dtype=np.float64)
     return vals[root]
@@ -122,15 +124,43 @@ def random_inputs(g: Graph, export: str, free: dict | None = None, dtype=None, s
             continue
         shape = tuple(int(g.dims.subs(d).subs(env)) for d in n.attrs["shape"])
         x = rng.standard_normal(shape)
-        if v in domains:
+        if isinstance(domains.get(v), tuple):       # ("index", n): integers in [0, n)
+            x = rng.integers(0, int(g.dims.subs(domains[v][1]).subs(env)), size=shape)
+        elif v in domains:
             x = DOMAINS[domains[v]](x)
         elif "positive" in n.attrs.get("props", ()):
             x = DOMAINS["positive"](x)
         elif len(shape) >= 2:
             x = x / np.sqrt(shape[-1])  # keep products of several factors O(1)
             x = with_props(x, set(n.attrs.get("props", ())), v in factored)
-        out[n.attrs["name"]] = x.astype(dtype or n.attrs["dtype"])
+        if n.attrs.get("layout") == "sparse":
+            x = sparse_input(rng, shape, set(n.attrs.get("props", ())), v in factored)
+        index = n.attrs["dtype"] in INDEX_DTYPES           # indices keep their integer dtype
+        out[n.attrs["name"]] = x.astype(n.attrs["dtype"] if index else (dtype or n.attrs["dtype"]))
     return out
+
+
+SPARSE_TEST_DENSITY = 0.3
+
+
+def sparse_input(rng, shape, props: set, factored: bool = False):
+    """A random scipy.sparse CSR matrix of `shape` (about SPARSE_TEST_DENSITY of its entries stored)
+    with the declared properties (as with_props).  A square one that is not psd has SHIFT added to
+    its diagonal whether or not it is inverted: a random sparse matrix is often structurally
+    singular (an empty row), and one input may be inverted by one export and not by another."""
+    import scipy.sparse
+    m, n = shape
+    x = scipy.sparse.random_array((m, n), density=SPARSE_TEST_DENSITY, rng=rng, data_sampler=rng.standard_normal)
+    x = x / np.sqrt(max(1.0, SPARSE_TEST_DENSITY * n))
+    if m == n:
+        eye = scipy.sparse.eye_array(n)
+        if "psd" in props:
+            x = x @ x.T + eye
+        elif "symmetric" in props:
+            x = (x + x.T) / 2
+        if "psd" not in props:
+            x = x + SHIFT * eye
+    return scipy.sparse.csr_array(x)
 
 
 # Where an operand's meaningful values lie (Kind.operand_domains), as a map of standard normal

@@ -138,7 +138,7 @@ def structured_inputs(g, name, seed=0):
             continue
         props = set(n.attrs.get("props", ()))
         x = out[n.attrs["name"]]
-        if not props or x.ndim < 2:
+        if not props or issparse(x) or x.ndim < 2:      # a sparse input is drawn with its properties
             continue
         k = x.shape[-1]
         eye = np.eye(k)
@@ -207,9 +207,49 @@ def python_version(src: str):
     return fn, prog_graph, inputs
 
 
-def torch_inputs(inputs: dict, dtype: str) -> dict:
+def torch_inputs(inputs: dict, dtype: str, grad: bool = False) -> dict:
+    """torch tensors of numpy arrays (a scipy.sparse matrix: a sparse CSR tensor), in dtype; grad: leaves
+    that require gradients (a sparse one's gradient has its pattern)."""
     import torch
-    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(getattr(torch, dtype)) for k, v in inputs.items()}
+    from opdsl.backends.torch_backend import TorchBackend
+    out = {}
+    for k, v in inputs.items():
+        if np.issubdtype(v.dtype, np.integer):     # indices: as they are, without gradients
+            out[k] = torch.from_numpy(v)
+            continue
+        t = TorchBackend.from_numpy({k: v.astype(dtype) if issparse(v) else np.asarray(v, dtype=dtype)})[k]
+        out[k] = t.requires_grad_() if grad else t
+    return out
+
+
+def issparse(x) -> bool:
+    import scipy.sparse
+    return scipy.sparse.issparse(x)
+
+
+def as_numpy_grad(grad, like):
+    """A torch gradient as numpy, or as a scipy.sparse matrix for a sparse argument (its pattern);
+    zeros where autograd gave none."""
+    import scipy.sparse
+    if grad is None:
+        return like * 0.0 if issparse(like) else np.zeros(np.shape(like))
+    if grad.layout != __import__("torch").strided:
+        return scipy.sparse.csr_array(grad.detach().to_dense().numpy()).multiply(like != 0)
+    return grad.detach().numpy()
+
+
+def _dot(a, b) -> float:
+    """Σ a ∘ b for arrays or scipy.sparse matrices."""
+    if issparse(a) or issparse(b):
+        prod = (a if issparse(a) else b).multiply(b if issparse(a) else a)
+        return float(prod.sum())
+    return float(np.sum(np.asarray(a, dtype=np.float64) * b))
+
+
+def _fixed(node) -> bool:
+    """An input that stays an input in a layer: a sparse matrix (its pattern comes with the call) or
+    integer indices."""
+    return node.attrs.get("layout") == "sparse" or node.attrs["dtype"] in ("int32", "int64")
 
 
 def as_layer(src: str):
@@ -217,7 +257,7 @@ def as_layer(src: str):
     data: inputs that are operands of an operator node (kron's factors, diag's d, attention's Q, K...)."""
     g = opdsl.compile(src, backend="numpy").graph
     data = {g[o].attrs["name"] for n in g.nodes() if REGISTRY[n.kind].produces == "op"
-            for o in n.operands if g.kind(o) == "input"}
+            for o in n.operands if g.kind(o) == "input" and not _fixed(g[o])}
     out = re.sub(r"(?m)^input (\w+)", lambda m: f"param {m.group(1)}" if m.group(1) in data else m.group(0), src)
     env = bind_free_dims(g)
     return out, data, {s.name: int(env[s]) for s in g.dims.free()}
@@ -232,10 +272,22 @@ def dense_directional(g, root, inputs: dict, direction: dict, w: np.ndarray, h: 
     return float(np.sum(w * dense_eval(g, root, plus)) - np.sum(w * dense_eval(g, root, minus))) / (2 * h)
 
 
-def directions(inputs: dict, out_shape, seed: int = 1):
-    """A random direction for every input and a random cotangent of the output."""
+def directions(inputs: dict, out_shape, seed: int = 1, g=None):
+    """A random direction for every input and a random cotangent of the output.  A sparse argument
+    varies in its stored entries only; with the graph g, an input declared symmetric or psd varies
+    symmetrically (its declared domain: a solver may read one triangle)."""
     rng = np.random.default_rng(seed)
-    v = {k: rng.standard_normal(np.shape(x)) for k, x in inputs.items()}
+    sym = set() if g is None else {n.attrs["name"] for n in g.nodes() if n.is_input
+                                   and {"psd", "symmetric"} & set(n.attrs.get("props", ()))}
+    v = {}
+    for k, x in inputs.items():
+        if issparse(x):
+            v[k] = x.astype(np.float64).copy()
+            v[k].data = rng.standard_normal(v[k].data.shape)
+        else:
+            v[k] = rng.standard_normal(np.shape(x))
+        if k in sym:
+            v[k] = (v[k] + v[k].T) / 2 if issparse(x) else (v[k] + np.swapaxes(v[k], -1, -2)) / 2
     return v, rng.standard_normal(out_shape)
 
 
@@ -243,9 +295,9 @@ def check_directional(grads: dict, g, root, inputs: dict, v: dict, w, estimate: 
     """Autograd's <grad, v> against the dense reference's directional derivative: to 1e-6 of
     max(1, Σ |∂ᵢ · vᵢ|), or for a stochastic estimator (gradient_estimate) to `estimate` of Σ |∂ᵢ · vᵢ|
     (no floor: a gradient twice the right one fails)."""
-    analytic = sum(float(np.sum(np.asarray(grads[k], dtype=np.float64) * v[k])) for k in grads)
+    analytic = sum(_dot(grads[k], v[k]) for k in grads)
     numeric = dense_directional(g, root, inputs, {k: v[k] for k in grads}, w)
-    total = sum(float(np.sum(np.abs(np.asarray(grads[k], dtype=np.float64) * v[k]))) for k in grads)
+    total = sum(_dot(abs(grads[k]), abs(v[k])) for k in grads)
     scale, rtol = (max(1.0, total), 1e-6) if estimate is None else (total, estimate)
     assert abs(analytic - numeric) <= rtol * scale, f"<grad, v> = {analytic:.12g}, dense: {numeric:.12g}"
 

@@ -14,7 +14,9 @@ import opdsl
 from opdsl.kinds import REGISTRY
 from opdsl.reference import dense_eval
 
-from .harness import CATALOGUE, all_inputs, as_layer, check_directional, directions
+from opdsl.cli import to_backend
+
+from .harness import CATALOGUE, all_inputs, as_layer, check_directional, directions, issparse
 
 jax = pytest.importorskip("jax")
 jnp = jax.numpy
@@ -45,17 +47,20 @@ def test_catalogue_init_apply_jit_grad_vmap(kind, i, src):
     values = {**inputs, **{k: np.asarray(p) for k, p in params.items()}}
     for name in prog.functions:
         own = [a for a in prog[name].params if a not in data]
-        xs = {a: jnp.asarray(inputs[a]) for a in own}
+        # sparse matrices and integer indices: passed as they are, not differentiated or mapped over
+        fixed = to_backend("jax", {a: inputs[a] for a in own if issparse(inputs[a])
+                                   or np.issubdtype(np.asarray(inputs[a]).dtype, np.integer)})
+        xs = {a: jnp.asarray(inputs[a]) for a in own if a not in fixed}
         ref = dense_eval(g, g.exports[name], values)
-        close(prog[name](params, **xs), ref)
+        close(prog[name](params, **xs, **fixed), ref)
         if name == prog.functions[0] and "apply" not in prog.functions:
-            close(prog.apply(params, **xs), ref)
+            close(prog.apply(params, **xs, **fixed), ref)
 
         # jax.jit of jax.value_and_grad, with respect to the params and the inputs, against dense
         v, w = directions(values, ref.shape, seed=4)
 
         def loss(p, x):
-            return jnp.sum(prog[name](p, **x) * w)
+            return jnp.sum(prog[name](p, **x, **fixed) * w)
 
         val, (gp, gx) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, xs)
         assert abs(float(val) - float(np.sum(ref * w))) <= 1e-9 * max(1.0, float(np.sum(np.abs(ref * w))))
@@ -67,7 +72,7 @@ def test_catalogue_init_apply_jit_grad_vmap(kind, i, src):
         args = {**{a: params[a] for a in prog[name].params if a in data}, **xs}
         args2 = {a: t * 0.5 + 1.0 for a, t in args.items()}
         stacked = {a: jnp.stack([args[a], args2[a]]) for a in args}
-        batched = jax.vmap(lambda x: prog[name](**x))(stacked)
+        batched = jax.vmap(lambda x: prog[name](**x, **fixed))(stacked)
         close(batched[0], ref)
         close(batched[1], dense_eval(g, g.exports[name], {**values, **{a: np.asarray(t) for a, t in args2.items()}}))
 

@@ -125,6 +125,15 @@ CASES = {
         "export y = logdet(block([[3 * eye(3) + A, zeros(3, 2)], [C, 3 * eye(2) + D]]))"],
     "logdet-block-schur": [
         "input h : [4]\ninput A : [2, 4]\nexport y = logdet(block([[diag(h) + 3 * eye(4), A.T], [A, zeros(2, 2)]]))"],
+    # tridiag products with diag (kinds/tridiag.py): one tridiag, then solved by cyclic reduction
+    "diag-tridiag": ["dim n = 6\ninput s : [n]\ninput l : [n - 1]\ninput d : [n]\ninput u : [n - 1]\ninput x : [n, 2]\n"
+                     "export y = (diag(s) @ tridiag(l, d, u)) @ x",
+                     "dim n = 5\ninput s : [n]\ninput l : [n - 1]\ninput d : [n]\ninput u : [n - 1]\ninput W : [4, n]\n"
+                     "input x : [n, 2]\nexport y = (W @ diag(s) @ tridiag(l, d, u)) @ x"],
+    "tridiag-diag": ["dim n = 6\ninput s : [n]\ninput l : [n - 1]\ninput d : [n]\ninput u : [n - 1]\ninput x : [n, 2]\n"
+                     "export y = (tridiag(l, d, u) @ diag(s)) @ x",
+                     "dim n = 5\ninput s : [n]\ninput l : [n - 1]\ninput d : [n]\ninput u : [n - 1]\ninput x : [n, 2]\n"
+                     "export y = (tridiag(l, d, l) @ diag(s)).T @ x"],
     "inv-circulant": ["input c : [7]\ninput x : [7, 2]\nexport y = inv(circulant(c)) @ x",
                       "input c : [2, 6]\ninput x : [2, 6, 2]\nexport y = inv(circulant(c).T) @ x"],
     "inv-monarch": ["input L : [3, 3, 3]\ninput R : [3, 3, 3]\ninput x : [9, 2]\nexport y = inv(monarch(L, R)) @ x",

@@ -22,7 +22,7 @@ from opdsl.ir import Graph
 from opdsl.kinds.attention_features import orf_expr, orthogonal_features
 from opdsl.kinds.linalg_cg import Body
 from opdsl.primitives import PRIM_REGISTRY, PRIMS, UNARY
-from opdsl.reference import random_inputs
+from opdsl.reference import random_inputs, sparse_input
 
 from .harness import BACKENDS, CATALOGUE, CATALOGUE_IDS, assert_matches, call, reference
 
@@ -58,6 +58,12 @@ DRAWS = {
     "dominant": lambda rng, shape: 8 + np.abs(rng.standard_normal(shape)),
     "lower": lambda rng, shape: np.tril(_wellcond(rng, shape)),
     "upper": lambda rng, shape: np.triu(_wellcond(rng, shape)),
+    # a sparse argument (scipy.sparse CSR; each backend's own format through its from_numpy), and a
+    # square one that is well conditioned
+    "sparse": lambda rng, shape: sparse_input(rng, shape, set()),
+    "sparse_square": lambda rng, shape: sparse_input(rng, shape, set(), factored=True),
+    # integer indices in [0, 5) (an int64 argument)
+    "index5": lambda rng, shape: rng.integers(0, 5, size=shape),
 }
 
 
@@ -177,6 +183,20 @@ CASES = [
     _pivchol_case(),
     Case("take", (((2, 5, 3), N),), lambda p, dt, x: p("take", x, idx=(4, 0, 4, 2)), refused=("tvm",)),
     Case("put", (((2, 4, 3), N),), lambda p, dt, x: p("put", x, idx=(4, 0, 4, 2), n=6), refused=("tvm",)),
+    Case("take-tensor", (((2, 5, 3), N), ((4,), "index5")), lambda p, dt, x, i: p("take", x, i), refused=("tvm",)),
+    Case("put-tensor", (((2, 4, 3), N), ((4,), "index5")), lambda p, dt, x, i: p("put", x, i, n=6),
+         refused=("tvm",)),
+    # sparse arguments (TVM takes dense arrays only)
+    Case("spmm", (((5, 4), "sparse"), ((4, 3), N)), lambda p, dt, s, x: p("spmm", s, x), refused=("tvm",)),
+    Case("spmm-t", (((5, 4), "sparse"), ((5, 3), N)), lambda p, dt, s, x: p("spmm", s, x, t=True),
+         refused=("tvm",)),
+    Case("sparse_dense", (((5, 4), "sparse"),), lambda p, dt, s: p("sparse_dense", s, t=True), refused=("tvm",)),
+    Case("sparse_diagonal", (((5, 5), "sparse_square"),), lambda p, dt, s: p("sparse_diagonal", s),
+         refused=("tvm",)),
+    Case("sparse_solve", (((5, 5), "sparse_square"), ((5, 2), N)),
+         lambda p, dt, s, b: p("sparse_solve", s, b, t=True), refused=("tvm",)),
+    Case("sparse_logdet", (((5, 5), "sparse_square"),), lambda p, dt, s: p("sparse_logdet", s),
+         refused=("tvm",)),
     Case("tridiag_solve", (((4,), N), ((5,), "dominant"), ((4,), N), ((5, 2), N)),
          lambda p, dt, lo, d, up, b: p("tridiag_solve", lo, d, up, b), refused=("tvm",)),
     Case("tridiag_logdet", (((6,), N), ((7,), "dominant"), ((6,), N)),
@@ -228,9 +248,13 @@ def case_graph(cases, dtype):
         sig, args = [], []
         for j, (shape, draw) in enumerate(case.args):
             a = f"x{i}_{j}"
-            args.append(g.add("arg", (), {"name": a, "shape": shape, "dtype": dtype, "role": "input"}))
-            sig.append((a, shape, dtype, "input"))
-            inputs.setdefault(name, {})[a] = DRAWS[draw](rng, shape).astype(dtype)
+            dt = "int64" if draw.startswith("index") else dtype
+            extra = {"layout": "sparse"} if draw.startswith("sparse") else {}
+            if extra:
+                g.meta.setdefault("sparse", []).append(a)
+            args.append(g.add("arg", (), {"name": a, "shape": shape, "dtype": dt, "role": "input", **extra}))
+            sig.append((a, shape, dt, "input"))
+            inputs.setdefault(name, {})[a] = DRAWS[draw](rng, shape).astype(dt)
         g.exports[name] = case.build(p, dtype, *args)
         g.meta["signatures"][name] = sig
     return g, inputs

@@ -19,8 +19,8 @@ import opdsl.torch
 from opdsl.errors import CallError
 from opdsl.reference import dense_eval
 
-from .harness import (CATALOGUE, CATALOGUE_IDS, all_inputs, as_layer, check_directional, directions,
-                      gradient_estimate)
+from .harness import (CATALOGUE, CATALOGUE_IDS, all_inputs, as_layer, as_numpy_grad, check_directional, directions,
+                      gradient_estimate, torch_inputs)
 
 LAYER = "examples/layer.op"
 
@@ -46,18 +46,17 @@ def test_catalogue_as_module(kind, i, src):
                     p.copy_(torch.from_numpy(DOMAINS[domains[k]](p.numpy())))
         values = {k: p.detach().numpy() for k, p in m.named_parameters()}
         inputs = {k: v for k, v in all_inputs(g).items() if k in m.input_names}
-        xs = {k: torch.tensor(v, requires_grad=True) for k, v in inputs.items()}
+        xs = torch_inputs(inputs, "float64", grad=True)        # sparse: CSR; indices: no gradient
         out = m(**xs)
         ref = dense_eval(g, g.exports[export], {**inputs, **values})
         np.testing.assert_allclose(out.detach().numpy(), ref, rtol=1e-9, atol=1e-9 * max(1, np.abs(ref).max()))
         if not out.requires_grad:
             continue
-        v, w = directions({**inputs, **values}, tuple(out.shape), seed=3)
-        leaves = list(m.parameters()) + list(xs.values())
+        v, w = directions({**inputs, **values}, tuple(out.shape), seed=3, g=g)
+        names = list(m.param_names) + [k for k, t in xs.items() if t.requires_grad]
+        leaves = list(m.parameters()) + [t for t in xs.values() if t.requires_grad]
         grads = torch.autograd.grad((out * torch.from_numpy(w)).sum(), leaves, allow_unused=True)
-        names = list(m.param_names) + list(xs)
-        grads = {a: (gr if gr is not None else torch.zeros_like(t)).numpy()
-                 for a, gr, t in zip(names, grads, leaves)}
+        grads = {a: as_numpy_grad(gr, {**inputs, **values}[a]) for a, gr in zip(names, grads)}
         check_directional(grads, g, g.exports[export], {**inputs, **values}, v, w,
                           gradient_estimate(g, g.exports[export]))
 

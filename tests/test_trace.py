@@ -240,8 +240,12 @@ def test_arguments_must_fit_the_backend():
 
     with pytest.raises(opdsl.OpdslError, match="torch backend takes torch tensors"):
         f(np.ones((2, 2)), np.ones((2, 1)))
-    with pytest.raises(opdsl.OpdslError, match="dtype int64"):
+    # integer tensors are indices (select's): computing with them is an error at the use
+    with pytest.raises(opdsl.OpdslError, match="int64 tensor holds indices") as e:
         f(torch.ones(2, 2, dtype=torch.int64), torch.ones(2, 1, dtype=torch.int64))
+    assert f"test_trace.py:{_line_of(f.fn, 'return A @ x')}:" in str(e.value)
+    with pytest.raises(opdsl.OpdslError, match="dtype int16"):
+        f(torch.ones(2, 2, dtype=torch.int16), torch.ones(2, 1))
     with pytest.raises(opdsl.OpdslError, match="argument 'x' is a dict .* static part of the signature"):
         f(torch.ones(2, 2), {"a": 1})
     with pytest.raises(opdsl.OpdslError, match="missing a required argument"):

@@ -61,9 +61,14 @@ EMIT = {
     "tridiag_logdet": linalg.e_tridiag_logdet,
     "take": linalg.e_take,
     "put": linalg.e_put,
+    "spmm": linalg.e_spmm,
+    "sparse_dense": linalg.e_sparse_dense,
+    "sparse_diagonal": linalg.e_sparse_diagonal,
+    "sparse_solve": linalg.e_sparse_solve,
+    "sparse_logdet": linalg.e_sparse_logdet,
 }
 
 # Primitives the TVM backend refuses with a BackendError naming them (no TE form here); programs
 # that need them run on numpy, torch or JAX.  The catalogue expects exactly these refusals.
-REFUSED = ("cg", "eigh", "expm", "invroot_newton", "pivchol", "put", "slq", "take", "tridiag_logdet",
-           "tridiag_solve")
+REFUSED = ("cg", "eigh", "expm", "invroot_newton", "pivchol", "put", "slq", "sparse_dense", "sparse_diagonal",
+           "sparse_logdet", "sparse_solve", "spmm", "take", "tridiag_logdet", "tridiag_solve")

@@ -292,6 +292,12 @@ e_put = _refused("a row scatter-add by compile-time indices (select's transpose)
 e_pivchol = _refused("a pivoted Cholesky factorization: pivots chosen one by one from the values")
 e_invroot_newton = _refused("an iteration that stops on a tolerance")
 e_slq = _refused("Lanczos iterations with the operator applied inside the loop")
+# sparse arguments: the TE builder takes dense buffers only; a CSR SpMM kernel is not written yet
+e_spmm = _refused("a sparse matrix product: the TVM functions take dense arrays only, no CSR kernel yet")
+e_sparse_dense = _refused("the dense matrix of a sparse argument: the TVM functions take dense arrays only")
+e_sparse_diagonal = _refused("the diagonal of a sparse argument: the TVM functions take dense arrays only")
+e_sparse_solve = _refused("a sparse direct solve")
+e_sparse_logdet = _refused("a sparse LU's log-determinant")
 
 
 def e_cg(b, n, a):

@@ -27,6 +27,9 @@ REGISTRY: dict[str, "Kind"] = {}
 CONSTRUCTORS: dict[str, "Kind"] = {}   # language / Python constructor name -> kind
 
 DTYPES = ("float32", "float64", "float16", "bfloat16")
+# integer tensors hold indices (`input idx : [k] int64`), read by a kind that declares index_operands
+# (select); nothing computes in them
+INDEX_DTYPES = ("int32", "int64")
 _RANK = {"float16": 0, "bfloat16": 0, "float32": 1, "float64": 2}
 
 
@@ -204,9 +207,16 @@ class Kind:
 
     def operand_domains(self, g, v) -> dict:
         """{operand index: domain} for operands whose meaningful values are not any real number
-        (reference.DOMAINS: log-gates ≤ 0, decays in (0, 1], ...), so that the random inputs of
-        the dense checks and `opdsl check` are drawn there; {} (the default): any real."""
+        (reference.DOMAINS: log-gates ≤ 0, decays in (0, 1], ...; ("index", n): integers in
+        [0, n)), so that the random inputs of the dense checks and `opdsl check` are drawn there;
+        {} (the default): any real."""
         return {}
+
+    # operand positions that may be integer index tensors (INDEX_DTYPES); others refuse them
+    index_operands: tuple = ()
+    # an operator never to be written down as a matrix: a positive definite operator with such a part
+    # is solved by conjugate gradients whatever its size (linalg.iterative_reason; a sparse argument)
+    solve_iteratively: bool = False
 
     # ---- structure (kinds/linalg_analysis.py) ------------------------------
     def triangular_through(self, g, v):
@@ -272,6 +282,12 @@ class Kind:
         """Primitive id of the diagonal of a leaf of this kind, or None (of its matrix)."""
         return None
 
+    def leaf_function(self, lw, v, f, x):
+        """Primitive id of f(v) @ x for a symmetric leaf of this kind, f a function of its eigenvalues
+        (`f(lw, w)`: primitives of f(λ) for eigenvalues w) — pow, log, sqrt, exp through its own
+        eigendecomposition — or None (the eigendecomposition of its matrix)."""
+        return None
+
 
 # ---- shared helpers for shape rules ------------------------------------
 
@@ -310,4 +326,4 @@ def sym_prod(xs):
 
 __all__ = ["Kind", "REGISTRY", "node_memo", "CONSTRUCTORS", "register", "Val", "OpType", "TensorType",
            "join_dtype", "op_type", "require_equal", "check_square", "tensor_of_rank", "sym_prod",
-           "DTYPES"]
+           "DTYPES", "INDEX_DTYPES"]

@@ -8,9 +8,10 @@ dense factors instead of O(N²).
 With symmetric factors Aᵢ = Qᵢ diag(λᵢ) Qᵢᵀ it is (⊗ Qᵢ) diag(Λ) (⊗ Qᵢ)ᵀ with Λ = λ₁ ⊕ λ₂ ⊕ ...
 (all sums λ₁[i] + λ₂[j] + ...), so `inv(kronsum(...)) @ x` is the fast Poisson solver — each
 factor's eigendecomposition (Σ nᵢ³), the factors' Qᵀ along their modes, a division by Λ, the Q's
-back (N Σ nᵢ) — and `logdet` is Σ log |Λ|, instead of an N³ factorization.  exp(A ⊕ B) =
-exp(A) ⊗ exp(B) (a rule: the terms commute), the heat equation's propagator.  Without known symmetric
-factors both fall back to the generic leaf (the N x N matrix, factored).
+back (N Σ nᵢ) — and `logdet` is Σ log |Λ|, instead of an N³ factorization; `pow`, `sqrt` and `log`
+apply f(Λ) between the same eigenvectors (Kind.leaf_function).  exp(A ⊕ B) = exp(A) ⊗ exp(B) (a
+rule: the terms commute), the heat equation's propagator.  Without known symmetric factors all of
+them fall back to the generic leaf (the N x N matrix, factored or decomposed).
 """
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ class KronSum(Kind):
         "input A : [2, 2]\ninput B : [3, 3]\ninput C : [2, 2]\ninput x : [5, 12, 1]\nexport y = kronsum(A, B, C) @ x",
         # symmetric factors: the eigendecomposition solve and log-determinant
         "input A : [3, 3]\ninput B : [4, 4]\ninput x : [12, 2]\n"
-        "let K = kronsum(A @ A.T + eye(3), B @ B.T + eye(4))\nexport y = inv(K) @ x\nexport z = logdet(K)",
+        "let K = kronsum(A @ A.T + eye(3), B @ B.T + eye(4))\nexport y = inv(K) @ x\nexport z = logdet(K)\n"
+        "export p = pow(K, -0.5) @ x\nexport l = log(K) @ x",
     )
 
     def sample(self, n, tag):
@@ -155,6 +157,17 @@ class KronSum(Kind):
             total = t if total is None else lw.add(total, t)
         return lw.reshape(total, (sym_prod(sizes), 1))
 
+    def _through_eig(self, lw, eig, x, f):
+        """(⊗ Qᵢ) diag(f(Λ)) (⊗ Qᵢ)ᵀ x: Qᵢᵀ along every mode, times f(Λ), Qᵢ along every mode."""
+        s = lw.shape(x)
+        sizes = [lw.shape(lam)[0] for _, lam in eig]
+        for i, (q, _) in enumerate(eig):
+            x = lw.reshape(lw.matmul(lw.swap(q), _modes(lw, x, sizes, i)), s)
+        x = lw.mul(x, f(self._spectrum(lw, eig)))
+        for i, (q, _) in enumerate(eig):
+            x = lw.reshape(lw.matmul(q, _modes(lw, x, sizes, i)), s)
+        return x
+
     def leaf_solve(self, lw, v, x, method):
         """The fast Poisson solver: x → Qᵢᵀ along every mode → / Λ → Qᵢ along every mode."""
         dtype = lw.src.type(v).dtype or lw.dtype(x)
@@ -163,15 +176,20 @@ class KronSum(Kind):
             return None
         lw.note("inv(kronsum(...)): the factors' eigendecompositions (fast Poisson solver), "
                 "O(Σ nᵢ³ + N Σ nᵢ k) instead of an N³ factorization")
-        x = as_dtype(lw, x, dtype)
-        s = lw.shape(x)
-        sizes = [lw.shape(lam)[0] for _, lam in eig]
-        for i, (q, _) in enumerate(eig):
-            x = lw.reshape(lw.matmul(lw.swap(q), _modes(lw, x, sizes, i)), s)
-        x = lw.mul(x, lw.prim("unary", self._spectrum(lw, eig), fn="recip"))
-        for i, (q, _) in enumerate(eig):
-            x = lw.reshape(lw.matmul(q, _modes(lw, x, sizes, i)), s)
-        return x
+        return self._through_eig(lw, eig, as_dtype(lw, x, dtype), lambda lam: lw.prim("unary", lam, fn="recip"))
+
+    def leaf_function(self, lw, v, f, x):
+        """pow, log, sqrt of a kronsum of symmetric factors: f(Λ) between the factors' eigenvectors,
+        O(Σ nᵢ³ + N Σ nᵢ k), never the N x N eigendecomposition."""
+        dtype = lw.src.type(v).dtype or lw.dtype(x)
+        eig = self._eig(lw, v, dtype)
+        if eig is None:
+            return None
+        lw.note("f(kronsum(...)): f of the eigenvalues λᵢ ⊕ λⱼ between the factors' eigenvectors, "
+                "O(Σ nᵢ³ + N Σ nᵢ k) instead of an N³ eigendecomposition")
+        n = lw.shape(self._spectrum(lw, eig))[0]
+        fl = lambda lam: lw.reshape(f(lw, lw.reshape(lam, (1, n))), (n, 1))    # noqa: E731
+        return as_dtype(lw, self._through_eig(lw, eig, as_dtype(lw, x, dtype), fl), lw.dtype(x))
 
     def leaf_logdet(self, lw, v):
         """Σ log |λ₁[i] + λ₂[j] + ...| over all N eigenvalues."""

@@ -40,7 +40,7 @@ import numpy as np
 from ..errors import ShapeError, TypeError_
 from .base import Kind, OpType, TensorType, default_dtype, op_type, register, sym_prod
 from .linalg_analysis import flip, psd, singular_reason, triangular   # triangular: also asked of this module (tests)
-from .linalg_cg import PIVCHOL_RANK, lower_cg, split_diagonal
+from .linalg_cg import AUTO_CG_MAXITER, PIVCHOL_RANK, cg_solve, jacobi_of, lower_cg, split_diagonal
 from .linalg_slq import hutchinson_np, lower_hutchinson, lower_slq, slq_np
 from .linalg_solve import (factor_flops, leaf_diagonal, leaf_flops, leaf_logdet, leaf_matrix, leaf_solve,
                            logdet_matrix, materialize)
@@ -53,7 +53,7 @@ PRECONDS = ("none", "jacobi", "pivchol")
 # wins at n = 1,000, CG with pivchol(15) and the kernel formed once by 1.1x at 2,000 (a margin this
 # threshold leaves to the exact solver), 1.4x at 4,000, 1.7x at 8,000.
 AUTO_CG_ROWS = 3000
-AUTO_CG = {"maxiter": 1000, "precond": "pivchol", "rank": PIVCHOL_RANK}
+AUTO_CG = {"maxiter": AUTO_CG_MAXITER, "precond": "pivchol", "rank": PIVCHOL_RANK}
 AUTO_CG_TOL = {"float64": 1e-8}    # else 1e-4
 # properties inv(A) keeps from A (the inverse of a PSD / orthogonal / triangular matrix is one too)
 INV_KEEPS = frozenset({"symmetric", "psd", "orthogonal", "diagonal", "permutation", "lower", "upper"})
@@ -185,15 +185,18 @@ class Inv(Kind):
         if method == "cg":
             return lower_cg(lw, v, x)
         a = n.operands[0]
-        why = iterative_reason(lw, a) if method == "auto" else None
+        why = iterative_reason(lw, a, solve=True) if method == "auto" else None
         if why:
             dt = lw.src.type(a).dtype or lw.dtype(x)
             opts = {**AUTO_CG, "tol": AUTO_CG_TOL.get(dt, 1e-4)}
-            if split_diagonal(lw.src, a) is None:
+            jacobi = jacobi_of(lw, a, dt)
+            if jacobi is not None:
+                opts["precond"] = "jacobi"
+            elif split_diagonal(lw.src, a) is None:
                 opts["precond"] = "none"
             lw.note(f"inv: conjugate gradients (tol {opts['tol']:g}, maxiter {opts['maxiter']}, "
                     f"precond {opts['precond']}) since {why}")
-            return lower_cg(lw, v, x, opts)
+            return cg_solve(lw, a, x, opts, jacobi)
         how = direct_method(lw, a, method)
         if how:
             lw.note(f"inv: {how}")
@@ -221,16 +224,22 @@ def _scalar_type(g, t, span, extra=()):
     return TensorType(tuple(t.batch) + tuple(extra), t.dtype or default_dtype(g))
 
 
-def iterative_reason(lw, a):
-    """Why method=auto solves leaf a iteratively (CG, SLQ), or None: its size is known and above
-    AUTO_CG_ROWS, it is positive semidefinite, not batched, not triangular, and its kind has no
-    solve of its own (Kind.leaf_solve)."""
+def iterative_reason(lw, a, solve=False):
+    """Why method=auto solves leaf a iteratively (CG, SLQ), or None: it is positive semidefinite,
+    not batched, not triangular, its kind has no solve of its own (Kind.leaf_solve), and its size
+    is known and above AUTO_CG_ROWS — or, for a solve, it has a part never to be formed
+    (Kind.solve_iteratively: a sparse argument), whatever its size."""
     g = lw.src
     t = g.type(a)
-    n = g.dims.value(t.rows)
-    if n is None or int(n) <= AUTO_CG_ROWS or t.batch or triangular(g, a) is not None or not psd(g, a):
+    if t.batch or triangular(g, a) is not None or not psd(g, a):
         return None
     if type(g.spec(a)).leaf_solve is not Kind.leaf_solve:
+        return None
+    part = next((u for u in g.live([a]) if g.spec(u).solve_iteratively), None) if solve else None
+    if part is not None:
+        return f"A is positive semidefinite and has a {g[part].kind} part, applied but never formed"
+    n = g.dims.value(t.rows)
+    if n is None or int(n) <= AUTO_CG_ROWS:
         return None
     return f"A is positive semidefinite with n = {int(n):,} > {AUTO_CG_ROWS:,} rows (AUTO_CG_ROWS)"
 

@@ -7,7 +7,7 @@ the loop (loop_matrices).  precond=pivchol applies (L Lᵀ + D)⁻¹ by Woodbury
 """
 from __future__ import annotations
 
-from .base import sym_prod
+from .base import Kind, sym_prod
 from .linalg_analysis import triangular
 from .linalg_solve import as_dtype, leaf_diagonal, leaf_flops, materialize
 
@@ -17,6 +17,7 @@ from .linalg_solve import as_dtype, leaf_diagonal, leaf_flops, materialize
 # in tiles at every step.  Measured in benchmarks/results.md ("kernels").
 LOOP_MATRIX_VALUES = 1 << 27
 PIVCHOL_RANK = 15          # GPyTorch's default preconditioner size
+AUTO_CG_MAXITER = 1000     # the steps of a CG the compiler chooses (method=auto)
 
 
 class Body:
@@ -131,6 +132,25 @@ def diagonal_of_terms(lw, terms, dt):
     return out
 
 
+def jacobi_of(lw, a, dt):
+    """For A with a sparse part (Kind.solve_iteratively) whose terms all have their diagonal at hand
+    (diagonal terms, kinds with a leaf_diagonal of their own): the function giving A's inverse
+    diagonal [n, 1], CG's Jacobi preconditioner (for a graph Laplacian plus a shift it beats a
+    low-rank pivoted Cholesky, whose 15 columns capture little of a spread spectrum).  Else None."""
+    g = lw.src
+    if not any(g.spec(u).solve_iteratively for u in g.live([a])):
+        return None
+    terms = g[a].operands if g[a].kind == "sum" else (a,)
+    if not all(triangular(g, t) == "diagonal" or type(g.spec(t)).leaf_diagonal is not Kind.leaf_diagonal
+               for t in terms):
+        return None
+
+    def inverse_diagonal():
+        d = diagonal_of_terms(lw, terms, dt)
+        return lw.prim("unary", lw.reshape(d, (g.type(a).rows, 1)), fn="recip")
+    return inverse_diagonal
+
+
 def pivchol_inverse(lw, a, dt, rank):
     """(the inverse diagonal [n, 1] of D, U [n, r]) with (L Lᵀ + D)⁻¹ = D⁻¹ − U Uᵀ for L the rank-r
     pivoted Cholesky factor of S, a = S + D (Woodbury: U = D⁻¹ L C⁻ᵀ, C Cᵀ = I + Lᵀ D⁻¹ L).
@@ -159,11 +179,22 @@ def _pivchol_inverse(lw, a, dt, rank):
 
 
 def lower_cg(lw, v, x, opts=None):
-    """inv(A, method=cg) @ x: a `cg` primitive whose body applies A through its own lowering.
-    `opts`: tol, maxiter, precond (and rank) when they are not the node's own (method=auto)."""
+    """inv(A, method=cg) @ x for the inv node v: a `cg` primitive whose body applies A through its
+    own lowering.  `opts`: tol, maxiter, precond (and rank) when they are not the node's own
+    (method=auto)."""
     n = lw.src[v]
     opts = opts or n.attrs
-    a = n.operands[0]
+
+    def jacobi():                       # the inverse of the diagonal operand, as a column
+        d = lw.prim("unary", lw.tensor(n.operands[1]), fn="recip")
+        return lw.reshape(d, lw.shape(d) + (1,))
+    return cg_solve(lw, n.operands[0], x, opts, jacobi)
+
+
+def cg_solve(lw, a, x, opts, jacobi=None):
+    """A⁻¹ x by conjugate gradients for the operator node a (opts: tol, maxiter, precond, rank);
+    `jacobi`: where precond is jacobi, a function giving the inverse diagonal [n, 1] (called after
+    the body is built, so that the generated code reads in that order)."""
     dt = lw.src.type(a).dtype or lw.dtype(x)
     x = as_dtype(lw, x, dt)
     precond = opts.get("precond", "none")
@@ -175,7 +206,6 @@ def lower_cg(lw, v, x, opts=None):
         ops.extend(pivchol_inverse(lw, a, dt, opts["rank"]))
     body, outer = operator_body(lw, a, x, dt, int(opts["maxiter"]))
     if precond == "jacobi":
-        d = lw.prim("unary", lw.tensor(n.operands[1]), fn="recip")
-        ops.append(lw.reshape(d, lw.shape(d) + (1,)))
+        ops.append(as_dtype(lw, jacobi(), dt))
     return lw.prim("cg", *ops, *outer, body=body, tol=float(opts["tol"]), maxiter=int(opts["maxiter"]),
                    precond=precond)

@@ -46,6 +46,21 @@ def as_dtype(lw, x, dtype):
     return x if lw.dtype(x) == dtype else lw.prim("cast", x, dtype=dtype)
 
 
+def fold_batch(lw, x):
+    """(x [*b, n, k] as columns [n, b·k], the function that unfolds a result [m, b·k] to [*b, m, k]):
+    one unbatched matrix applied to (or solved with) a batch is one product with more columns."""
+    s = lw.shape(x)
+    b, n, k = s[:-2], s[-2], s[-1]
+    if not b:
+        return x, lambda y: y
+    perm = (len(b),) + tuple(range(len(b))) + (len(b) + 1,)
+
+    def unfold(y):
+        y = lw.reshape(y, (lw.shape(y)[0],) + tuple(b) + (k,))
+        return lw.permute(y, tuple(range(1, len(b) + 1)) + (0, len(b) + 1))
+    return lw.reshape(lw.permute(x, perm), (n, sym_prod(b) * k)), unfold
+
+
 def solve_matrix(lw, m, props, x, method="auto", tri=None):
     """Primitive id of m⁻¹ x for a matrix primitive m [*b, n, n] with the given properties.
 

@@ -211,6 +211,11 @@ class MatFunNode(Kind):
         n = lw.src[v]
         a = n.attrs
         dtype = lw.dtype(x) if lw.dtype(x) in ("float32", "float64") else "float32"
+        if a.get("method") != "newton" and a["precision"] is None:    # the operand's own eigendecomposition
+            y = lw.src.spec(n.operands[0]).leaf_function(
+                lw, n.operands[0], lambda lw_, w: lower_eig(lw_, a["fn"], a["p"], a["eps"], w), x)
+            if y is not None:
+                return y
         m = materialize(lw, n.operands[0], dtype)
         if a["fn"] == "exp" and not symmetric(lw.src, n.operands[0]):
             return lw.matmul(lw.prim("expm", m), x)

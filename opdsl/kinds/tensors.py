@@ -22,8 +22,9 @@ class Input(Kind):
 
     def lower(self, lw, v, x=None):
         n = lw.src[v]
+        extra = {"layout": n.attrs["layout"]} if "layout" in n.attrs else {}
         return lw.prim("arg", name=n.attrs["name"], shape=n.type.shape, dtype=n.type.dtype,
-                       role=n.attrs["role"])
+                       role=n.attrs["role"], **extra)
 
     def flops(self, g, v, k=None):
         return 0

@@ -14,12 +14,36 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
-from .base import Kind, OpType, join_dtype, register, sym_prod, tensor_of_rank
-from .linalg_solve import as_dtype
+from .base import Kind, OpType, join_dtype, register, tensor_of_rank
+from .linalg_solve import as_dtype, fold_batch
+from .rule import As, Rule, Window
+
+TRIDIAG = As("T", ("tridiag", "l", "m", "u"))
 
 
 def tridiag_np(lower, main, upper):
     return np.diag(main) + np.diag(lower, -1) + np.diag(upper, 1)
+
+
+def _crop(g, d, front, span):
+    """d [n] without its first (front) or last entry: pad(n − 1, 1, 0)ᵀ d or pad(n − 1, 0, 1)ᵀ d."""
+    n = g.type(d).shape[0]
+    crop = g.add("pad", [], {"n": n - 1, "before": int(front), "after": int(not front), "T": True}, span=span)
+    return g.add("apply", [crop, d], span=span)
+
+
+def _scaled(g, m, left):
+    """diag(d) T (left) or T diag(d) as one tridiag: row i (column j) of T times d_i (d_j)."""
+    d, (lo, main, up) = m["d"], (m["l"], m["m"], m["u"])
+    if len(g.type(d).shape) != 1:
+        return None                                    # a batch of diagonals: not one tridiag
+    span = g[m["T"]].span
+    tmul = lambda a, b: g.add("tmul", [a, b], span=span)     # noqa: E731
+    first, last = _crop(g, d, True, span), _crop(g, d, False, span)     # d[1:], d[:-1]
+    scaled = [tmul(first if left else last, lo), tmul(d, main), tmul(last if left else first, up)]
+    t = g.add("tridiag", scaled, span=span)
+    ops = list(m["L"]) + [t] + list(m["R"])
+    return ops[0] if len(ops) == 1 else g.add("compose", ops, span=g[m["_"]].span)
 
 
 @register
@@ -79,6 +103,13 @@ class Tridiag(Kind):
         y = lw.add(y, lw.prim("concat", above, zero, axis=-2))
         return lw.add(y, lw.prim("concat", zero, below, axis=-2))
 
+    rules = (
+        Rule("diag-tridiag", "diag(d) T = tridiag(d[1:] l, d m, d[:-1] u): row i of T times d_i",
+             ("compose", Window(("diag", "d"), TRIDIAG, before="L", after="R")), lambda g, m: _scaled(g, m, True)),
+        Rule("tridiag-diag", "T diag(d) = tridiag(d[:-1] l, d m, d[1:] u): column j of T times d_j",
+             ("compose", Window(TRIDIAG, ("diag", "d"), before="L", after="R")), lambda g, m: _scaled(g, m, False)),
+    )
+
     def operand_domains(self, g, v):
         """Test inputs for the main diagonal dominate the others (reference.DOMAINS): the solve and
         log-determinant do not pivot."""
@@ -101,19 +132,8 @@ class Tridiag(Kind):
             return None
         lw.note("inv(tridiag(...)): a tridiagonal solve in O(n) (no pivoting: for diagonally dominant or "
                 "positive definite systems)")
-        dtype = lw.dtype(x)
-        s = lw.shape(x)
-        b, n, k = s[:-2], s[-2], s[-1]
-        if b:
-            perm = (len(b),) + tuple(range(len(b))) + (len(b) + 1,)
-            cols = lw.reshape(lw.permute(x, perm), (n, sym_prod(b) * k))
-        else:
-            cols = x
-        y = lw.prim("tridiag_solve", *self._diagonals(lw, v, dtype), cols)
-        if not b:
-            return y
-        y = lw.reshape(y, (n,) + tuple(b) + (k,))
-        return lw.permute(y, tuple(range(1, len(b) + 1)) + (0, len(b) + 1))
+        cols, unfold = fold_batch(lw, x)
+        return unfold(lw.prim("tridiag_solve", *self._diagonals(lw, v, lw.dtype(x)), cols))
 
     def leaf_logdet(self, lw, v):
         lw.note("logdet(tridiag(...)): cyclic reduction's pivots, O(n)")
