@@ -110,6 +110,11 @@ CASES = {
                     "input A : [2, 2]\ninput B : [3, 3]\ninput C : [2, 2]\ninput x : [12, 1]\n"
                     "export y = exp(kronsum(A, B, C).T) @ x"],
     # block operators (kinds/block.py): substitution and the Schur complement
+    "block-product": [
+        "input A : [2, 2]\ninput B : [2, 3]\ninput C : [3, 2]\ninput D : [3, 3]\ninput E : [2, 4]\ninput F : [3, 4]\n"
+        "input x : [4, 2]\nexport y = (block([[A, B], [C, D]]) @ vstack(E, F)) @ x",
+        "input A : [2, 2]\ninput D : [3, 3]\ninput W : [5, 5]\ninput E : [2, 2]\ninput G : [3, 2]\ninput H : [3, 3]\n"
+        "input x : [5, 1]\nexport y = (W @ block([[A, zeros(2, 3)], [zeros(3, 2), D]]) @ block([[E, zeros(2, 3)], [G, H]])) @ x"],
     "inv-block-triangular": [
         "input A : [3, 3]\ninput C : [2, 3]\ninput D : [2, 2]\ninput x : [5, 2]\n"
         "export y = inv(block([[3 * eye(3) + A, zeros(3, 2)], [C, 3 * eye(2) + D]])) @ x",

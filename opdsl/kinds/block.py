@@ -6,6 +6,8 @@ block: x is split by the block columns (slices), each block row sums its blocks'
 rows are concatenated: O(Σ cost of the blocks), never the whole matrix.
 
 Rules (this file's `rules`; `opdsl explain` names each that fires):
+- a product of two blocks whose partitions align is one block of sums of products (zero blocks
+  dropped): [[A, B], [C, D]] [[E, F], [G, H]] = [[AE + BG, AF + BH], [CE + DG, CF + DH]];
 - 2 x 2 block triangular (a zero off-diagonal block): inv by substitution,
   inv([[A, 0], [C, D]]) = [[A⁻¹, 0], [−D⁻¹ C A⁻¹, D⁻¹]], and logdet = logdet A + logdet D;
 - 2 x 2 with a cheaply invertible A (diagonal, Kronecker, block diagonal, ...: Kind.cheap_inverse):
@@ -20,7 +22,7 @@ import numpy as np
 from ..errors import ShapeError, TypeError_
 from .base import CONSTRUCTORS, Kind, OpType, join_dtype, op_type, register
 from .linalg_build import auto, span_of
-from .rule import As, Rule
+from .rule import As, Rule, Window
 
 
 def _zero(g, v) -> bool:
@@ -121,6 +123,35 @@ def _logdet_schur(g, m):
 
 
 BLOCK = As("B", ("block", "*xs"))
+# two adjacent blocks in a product, with the factors around them
+BLOCK_PRODUCT = ("compose", Window(As("P", ("block", "*ps")), As("Q", ("block", "*qs")), before="L", after="R"))
+
+
+def _aligned(g, m):
+    """The left grid's block columns are the right grid's block rows (one partition between them)."""
+    cols = [g.type(o).cols for o in grid(g, m["P"])[0]]
+    rows = [g.type(r[0]).rows for r in grid(g, m["Q"])]
+    return len(cols) == len(rows) and all(g.dims.equal(a, b) for a, b in zip(cols, rows))
+
+
+def _block_product(g, m):
+    """[[A, B], [C, D]] [[E, F], [G, H]] = [[AE + BG, AF + BH], [CE + DG, CF + DH]] (any aligned grids);
+    products with a zero block are dropped, an entry with none left is a zeros block."""
+    span = span_of(g, m)
+    p, q = grid(g, m["P"]), grid(g, m["Q"])
+    out = []
+    for i in range(len(p)):
+        row = []
+        for j in range(len(q[0])):
+            terms = [_compose(g, [p[i][k], q[k][j]], span) for k in range(len(q))
+                     if not (_zero(g, p[i][k]) or _zero(g, q[k][j]))]
+            if not terms:
+                row.append(g.add("zeros", [], {"m": g.type(p[i][0]).rows, "n": g.type(q[0][j]).cols}, span=span))
+            else:
+                row.append(terms[0] if len(terms) == 1 else g.add("sum", terms, span=span))
+        out.append(row)
+    ops = list(m["L"]) + [_block(g, out, span)] + list(m["R"])
+    return ops[0] if len(ops) == 1 else _compose(g, ops, g[m["_"]].span)
 
 
 @register
@@ -219,6 +250,8 @@ class Block(Kind):
         return _block(g, t, span)
 
     rules = (
+        Rule("block-product", "[[A, B], [C, D]] [[E, F], [G, H]] = [[AE + BG, AF + BH], [CE + DG, CF + DH]] when the "
+             "partitions align", BLOCK_PRODUCT, _block_product, where=_aligned),
         Rule("inv-block-triangular", "inv([[A, 0], [C, D]]) = [[A⁻¹, 0], [−D⁻¹ C A⁻¹, D⁻¹]] (the upper form alike)",
              ("inv", BLOCK), _inv_triangular, where=_triangular),
         Rule("inv-block-schur", "inv([[A, B], [C, D]]) = [[A⁻¹ + A⁻¹ B S⁻¹ C A⁻¹, −A⁻¹ B S⁻¹], [−S⁻¹ C A⁻¹, S⁻¹]], "
