@@ -91,6 +91,10 @@ def array_api_emit(xp: str) -> dict:
         "cumsum": lambda c, n, a: f"{xp}.cumsum({a[0]}, axis={n.attrs['axis']})",
         "rfft": lambda c, n, a: f"{xp}.fft.rfft({a[0]}, n={pyexpr(n.attrs['n'])}, axis=-1)",
         "irfft": lambda c, n, a: f"{xp}.fft.irfft({a[0]}, n={pyexpr(n.attrs['n'])}, axis=-1)",
+        "rfftn": lambda c, n, a: (f"{xp}.fft.rfftn({a[0]}, s={shape_code(n.attrs['s'])}, "
+                                  f"axes={tuple(range(-len(n.attrs['s']), 0))})"),
+        "irfftn": lambda c, n, a: (f"{xp}.fft.irfftn({a[0]}, s={shape_code(n.attrs['s'])}, "
+                                   f"axes={tuple(range(-len(n.attrs['s']), 0))})"),
         "diagonal": lambda c, n, a: f"{xp}.diagonal({a[0]}, axis1=-2, axis2=-1)",
         "slogdet": lambda c, n, a: f"{xp}.linalg.slogdet({a[0]})[1]",
     }

@@ -238,13 +238,15 @@ class JaxBackend(PythonBackend):
     imports = ("import functools", "", "import jax", "import jax.numpy as jnp", "import jax.scipy.linalg",
                "import numpy as np")
     dtypes = {"float32": "jnp.float32", "float64": "jnp.float64", "float16": "jnp.float16",
-              "bfloat16": "jnp.bfloat16", "int32": "jnp.int32", "int64": "jnp.int64"}
+              "bfloat16": "jnp.bfloat16", "int32": "jnp.int32", "int64": "jnp.int64",
+              "complex64": "jnp.complex64", "complex128": "jnp.complex128"}
     reserved = ("np", "jnp", "jax", "functools", "X64")
     array = "a jax or numpy array"
     emits_initializers = True
     layer_api = ("key",)              # init_params(key, ...)
     emit = {
         **JAX_EMIT,
+        "complex": lambda c, n, a: f"jax.lax.complex({a[0]}, {a[1]})",
         **array_api_emit("jnp"),
         "einsum": lambda c, n, a: f"jnp.einsum({n.attrs['spec']!r}, {', '.join(a)})",
         # a constant: a numpy array computed once, at the module's top (pyruntime.module_constants),

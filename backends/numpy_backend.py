@@ -28,7 +28,7 @@ class NumpyBackend(PythonBackend):
     name = "numpy"
     imports = ("import numpy as np",)
     dtypes = {"float32": "np.float32", "float64": "np.float64", "float16": "np.float16", "int32": "np.int32",
-              "int64": "np.int64"}
+              "int64": "np.int64", "complex64": "np.complex64", "complex128": "np.complex128"}
     reserved = ("np",)
     own_runtime = {"sparse": NUMPY_SPARSE}
     sparse_check = NUMPY_CHECK
@@ -37,6 +37,7 @@ class NumpyBackend(PythonBackend):
     emit = {
         **array_api_emit("np"),
         **NUMPY_EMIT,
+        "complex": lambda c, n, a: f"{a[0]} + 1j * {a[1]}",
         "einsum": lambda c, n, a: f"np.einsum({n.attrs['spec']!r}, {', '.join(a)}, optimize=True)",
         # a constant: computed once, at the module's top (pyruntime.module_constants)
         "const": lambda c, n, a: f"{const_name(n)}.astype({c.backend.dtype(n.attrs['dtype'])})",

@@ -18,8 +18,19 @@ def pyexpr(e) -> str:
     return s
 
 
+class _Printer(sp.printing.str.StrPrinter):
+    """sympy's str, with floor(a / b) as integer division (a strided size: conv's stride)."""
+
+    def _print_floor(self, expr):
+        num, den = sp.fraction(sp.together(expr.args[0]))
+        return f"(({self._print(num)}) // ({self._print(den)}))"
+
+    def _print_Max(self, expr):
+        return f"max({', '.join(self._print(a) for a in expr.args)})"
+
+
 def _plain(e) -> str:
-    s = str(e).replace("**", "^").replace("*", " * ").replace("^", " ** ")
+    s = _Printer().doprint(e).replace("**", "^").replace("*", " * ").replace("^", " ** ")
     return s
 
 

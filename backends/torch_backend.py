@@ -290,7 +290,8 @@ class TorchBackend(PythonBackend):
     sparse_check = TORCH_CHECK
     imports = ("import numpy as np", "import torch")
     dtypes = {"float32": "torch.float32", "float64": "torch.float64", "float16": "torch.float16",
-              "bfloat16": "torch.bfloat16", "int32": "torch.int32", "int64": "torch.int64"}
+              "bfloat16": "torch.bfloat16", "int32": "torch.int32", "int64": "torch.int64",
+              "complex64": "torch.complex64", "complex128": "torch.complex128"}
     has_device = True
     emits_initializers = True
     reserved = ("np", "torch", "_dev")
@@ -321,6 +322,11 @@ class TorchBackend(PythonBackend):
         "cumsum": lambda c, n, a: f"torch.cumsum({a[0]}, dim={n.attrs['axis']})",
         "rfft": lambda c, n, a: f"torch.fft.rfft({a[0]}, n={pyexpr(n.attrs['n'])}, dim=-1)",
         "irfft": lambda c, n, a: f"torch.fft.irfft({a[0]}, n={pyexpr(n.attrs['n'])}, dim=-1)",
+        "rfftn": lambda c, n, a: (f"torch.fft.rfftn({a[0]}, s={shape_code(n.attrs['s'])}, "
+                                  f"dim={tuple(range(-len(n.attrs['s']), 0))})"),
+        "irfftn": lambda c, n, a: (f"torch.fft.irfftn({a[0]}, s={shape_code(n.attrs['s'])}, "
+                                   f"dim={tuple(range(-len(n.attrs['s']), 0))})"),
+        "complex": lambda c, n, a: f"torch.complex({a[0]}, {a[1]})",
         # a constant: a numpy array computed once, at the module's top (pyruntime.module_constants)
         "const": lambda c, n, a: f"torch.as_tensor({const_name(n)}, dtype={_dtype(c, n)}, device={c.dev})",
         # linear algebra: _linalg / _finite raise the module's SingularError (pyruntime.LINALG_RUNTIME)

@@ -261,7 +261,16 @@ Prim("mul", _broadcast2, np.multiply, "broadcast multiply", promote=True)
 Prim("div", _broadcast2, np.divide, "broadcast divide", promote=True)
 Prim("scale", _same, lambda x, c: x * np.asarray(c, x.dtype), "multiply by a constant")
 Prim("shift", _same, lambda x, c: x + np.asarray(c, x.dtype), "add a constant")
-Prim("unary", _same, lambda x, fn: UNARY[fn](x), "elementwise function `fn` (UNARY)")
+def _unary_dtype(dts, attrs):
+    """The operand's dtype; abs of a complex value is real."""
+    dt = dts[0]
+    if attrs["fn"] == "abs" and dt.startswith("complex"):
+        return "float64" if dt == "complex128" else "float32"
+    return dt
+
+
+Prim("unary", _same, lambda x, fn: UNARY[fn](x), "elementwise function `fn` (UNARY; abs of a complex value: its "
+     "modulus, real)", dtype=_unary_dtype)
 
 
 def _tril_np(x, k=0, fill=0.0):
@@ -284,6 +293,29 @@ Prim("rfft", _fft_shape(True), lambda x, n: np.fft.rfft(x, n=int(n), axis=-1), "
      dtype=_complex)
 Prim("irfft", _fft_shape(False), lambda x, n: np.fft.irfft(x, n=int(n), axis=-1), "inverse real FFT, last axis",
      dtype=_real)
+
+
+def _fftn_shape(half):
+    def rule(g, ts, attrs):
+        s, d = list(ts[0].shape), len(attrs["s"])
+        s[-d:] = list(attrs["s"])
+        if half:
+            s[-1] = attrs["s"][-1] // 2 + 1
+        return tuple(s)
+    return rule
+
+
+def _axes(s):
+    return tuple(range(-len(s), 0))
+
+
+Prim("rfftn", _fftn_shape(True), lambda x, s: np.fft.rfftn(x, s=[int(v) for v in s], axes=_axes(s)),
+     "real N-d FFT over the last len(s) axes, zero-padded (or cut) to the sizes s", dtype=_complex)
+Prim("irfftn", _fftn_shape(False), lambda x, s: np.fft.irfftn(x, s=[int(v) for v in s], axes=_axes(s)),
+     "inverse real N-d FFT over the last len(s) axes, to the real sizes s", dtype=_real)
+Prim("complex", lambda g, ts, a: ts[0].shape, lambda re, im: re + 1j * im,
+     "re + i·im of two real tensors of one shape (complex weights given as real and imaginary parts)",
+     dtype=_complex)
 
 
 # ---- matrix functions (kinds/matfun.py) -----------------------------------------------------------

@@ -192,10 +192,10 @@ def test_documented_keyword_forms_exist():
 
 
 @pytest.mark.parametrize("call,name,hint", [
-    ("conv(h, foo=true)", "foo", "usage: conv(h, n, causal=...)"),
+    ("conv(h, foo=true)", "foo", "usage: conv(h, n, causal=..., mode=..., stride=...)"),
     ("inv(S, meth=lu)", "meth", "did you mean method?"),
     ("kron(S, B=S)", "B", "takes its arguments by position"),
-    ("conv(h, h=h)", "h", "usage: conv(h, n, causal=...)"),        # a parameter given twice
+    ("conv(h, h=h)", "h", "usage: conv(h, n, causal=..., mode=..., stride=...)"),        # a parameter given twice
 ])
 def test_unknown_option_caret_is_on_its_name(call, name, hint):
     src = KW_HEAD + f"export y = {call} @ x\n"

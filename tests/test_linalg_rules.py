@@ -139,6 +139,18 @@ CASES = {
                      "export y = (tridiag(l, d, u) @ diag(s)) @ x",
                      "dim n = 5\ninput s : [n]\ninput l : [n - 1]\ninput d : [n]\ninput u : [n - 1]\ninput x : [n, 2]\n"
                      "export y = (tridiag(l, d, l) @ diag(s)).T @ x"],
+    # FFT-diagonal algebra (kinds/fftdiag.py): circular convolutions, circulants and Kronecker
+    # products of them, with sums, products, transposes, scalings and shifts
+    "inv-fft-diagonal": [
+        "input h : [3, 3]\ninput x : [20, 2]\nlet H = conv(h, 4, 5, mode=circular)\n"
+        "export y = inv(H.T @ H + 0.5 * eye(20)) @ x",
+        "input a : [3]\ninput b : [4]\ninput x : [12, 1]\n"
+        "export y = inv(2 * kron(circulant(a), circulant(b)).T + 9 * eye(12)) @ x",
+        "input h : [2]\ninput c : [6]\ninput x : [6, 1]\n"
+        "export y = inv(conv(h, 6, mode=circular) @ circulant(c) + 5 * eye(6)) @ x"],
+    "logdet-fft-diagonal": [
+        "input h : [3, 2]\nlet H = conv(h, 5, 4, mode=circular)\nexport y = logdet(H @ H.T + eye(20))",
+        "input a : [4]\ninput b : [3]\nexport y = logdet(kron(circulant(a) + 6 * eye(4), circulant(b).T) + eye(12))"],
     "inv-circulant": ["input c : [7]\ninput x : [7, 2]\nexport y = inv(circulant(c)) @ x",
                       "input c : [2, 6]\ninput x : [2, 6, 2]\nexport y = inv(circulant(c).T) @ x"],
     "inv-monarch": ["input L : [3, 3, 3]\ninput R : [3, 3, 3]\ninput x : [9, 2]\nexport y = inv(monarch(L, R)) @ x",

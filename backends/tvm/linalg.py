@@ -298,6 +298,10 @@ e_sparse_dense = _refused("the dense matrix of a sparse argument: the TVM functi
 e_sparse_diagonal = _refused("the diagonal of a sparse argument: the TVM functions take dense arrays only")
 e_sparse_solve = _refused("a sparse direct solve")
 e_sparse_logdet = _refused("a sparse LU's log-determinant")
+# N-d FFTs (conv(h, n1, n2, ...), spectral_conv): only the 1-D rfft / irfft have TE stages yet
+e_rfftn = _refused("an N-d real FFT: only the 1-d rfft has TE stages here yet")
+e_irfftn = _refused("an N-d inverse real FFT: only the 1-d irfft has TE stages here yet")
+e_complex = _refused("complex tensors from real and imaginary parts")
 
 
 def e_cg(b, n, a):

@@ -216,9 +216,10 @@ class Transpose(Kind):
         return np.swapaxes(vals[0], -1, -2)
 
     def flops(self, g, v, k):
-        # A transpose costs what its operand costs (every kind's transpose is its mirror).
+        # A transpose costs what its operand's transpose costs (Kind.transpose_flops: its own cost,
+        # unless the kind's transpose is lowered another way).
         o = g[v].operands[0]
-        return g.spec(o).flops(g, o, k)
+        return g.spec(o).transpose_flops(g, o, k)
 
     def lower(self, lw, v, x):
         a = lw.src[v].operands[0]

@@ -282,6 +282,11 @@ class Kind:
         """Primitive id of the diagonal of a leaf of this kind, or None (of its matrix)."""
         return None
 
+    def transpose_flops(self, g, v, k):
+        """FLOPs of vᵀ applied to k columns (default: v's own; a kind whose transpose is lowered
+        another way says so: conv's sliding window forward, FFTs backward)."""
+        return self.flops(g, v, k)
+
     def leaf_function(self, lw, v, f, x):
         """Primitive id of f(v) @ x for a symmetric leaf of this kind, f a function of its eigenvalues
         (`f(lw, w)`: primitives of f(λ) for eigenvalues w) — pow, log, sqrt, exp through its own

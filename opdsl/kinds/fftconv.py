@@ -256,7 +256,7 @@ class Conv(Kind):
     name = "conv"
     constructors = ("conv",)
     params = ("h", "n")
-    options = ("causal",)
+    options = ("causal", "mode", "stride")
     examples = (
         "input h : [8]\ninput x : [8, 3]\nexport y = conv(h) @ x\nexport z = conv(h).T @ x",
         "input h : [4]\ninput x : [10, 2]\nexport y = conv(h, 10) @ x\nexport z = conv(h, 10, causal=false) @ x",
@@ -273,10 +273,14 @@ class Conv(Kind):
         return f"input h{tag} : [{n}]", f"conv(h{tag})"
 
     def construct(self, b, args, kwargs, span):
+        if len(args) > 2 or "mode" in kwargs or "stride" in kwargs:     # the N-d form (kinds/convnd.py)
+            from .base import REGISTRY
+            return REGISTRY["convnd"].build(b, args, kwargs, span)
         b.arity(self, args, span, 1, 2)
         for key, val in kwargs.items():
             if key != "causal":
-                raise TypeError_(f"conv(...) has no option {key!r}", val.span, hint="options: causal")
+                raise TypeError_(f"conv(...) has no option {key!r}", val.span,
+                                 hint="options: causal; or conv(h, n1, ..., nd, mode=..., stride=...)")
         h = b.tensor(args[0], range(1, 9), "conv's kernel h")
         attrs = {"causal": b.flag(kwargs["causal"]) if "causal" in kwargs else True, "T": False}
         if len(args) > 1:

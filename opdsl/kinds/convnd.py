@@ -1,0 +1,373 @@
+"""N-d convolutions with modes, strides and channels: `conv(h, n1, ..., nd, mode=, stride=)`
+(docs/conv.md; PyLops' Convolve2D, CoLA's ConvolveND, a CNN / MgNO layer's convolution).
+
+The operator acts on a row-major flattened image [c_in, n1, ..., nd] (channels first; without
+channels, [n1, ..., nd]), as `kron` does: the last axis varies fastest.
+
+- h : [k1, ..., kd] — one kernel; h : [c_out, c_in, k1, ..., kd] — channels: output channel o is
+  Σ_i h[o, i] * x[i] (a CNN convolution; PyTorch's conv2d weight layout, but a convolution, not a
+  correlation: conv2d(x, flip(h)) is this).
+- mode: `full`, `same`, `valid` are scipy.signal.convolve(x, h, mode) on each image (same: centred,
+  the full output from (k − 1) // 2 on; valid: needs k <= n); `circular` is the periodic convolution
+  scipy.ndimage.convolve(x, h, mode="wrap"): y[i] = Σ_j h[j] x[(i + k // 2 − j) mod n] (needs k <= n).
+- stride=s keeps every s-th output along each axis, from the first (a multigrid restriction); the
+  transpose scatters them back between zeros (the prolongation, a transposed convolution).
+
+Lowered through N-d real FFTs (`rfftn` / `irfftn`): the image and the kernel zero-padded to a
+5-smooth length L >= n + k − 1 (n for circular: the kernel rotated by its centre instead), multiplied
+per frequency (summing input channels: an einsum), transformed back and sliced; the transpose
+correlates (the kernel reversed) and crops.  The dense meaning is scipy's, on the identity's columns.
+"""
+from __future__ import annotations
+
+import numpy as np
+import sympy as sp
+
+from ..errors import ShapeError, TypeError_
+from .base import Kind, OpType, register, sym_prod, tensor_of_rank
+from .fftconv import HALF, fast_length, fft_flops
+
+MODES = ("same", "full", "valid", "circular")
+
+
+def out_size(n, k, mode):
+    return {"full": n + k - 1, "same": n, "valid": n - k + 1, "circular": n}[mode]
+
+
+def first(k, mode):
+    """Where the mode's output starts in the full convolution (circular: its kernel is rotated)."""
+    return {"full": 0, "same": (k - 1) // 2, "valid": k - 1, "circular": 0}[mode]
+
+
+def strided(m, s):
+    """How many of m outputs stride s keeps: indices 0, s, 2s, ... < m."""
+    return m if s == 1 else sp.floor((m + s - 1) / s)
+
+
+def conv_np(h, x, mode, stride, channels):
+    """The dense meaning on one image x [c_in?, n1, ..., nd] (float64)."""
+    import scipy.ndimage
+    import scipy.signal
+    d = h.ndim - (2 if channels else 0)
+
+    def one(hk, xk):
+        if mode == "circular":
+            return scipy.ndimage.convolve(xk, hk, mode="wrap")
+        return scipy.signal.convolve(xk, hk, mode=mode, method="direct")
+    if channels:
+        y = np.stack([sum(one(h[o, i], x[i]) for i in range(h.shape[1])) for o in range(h.shape[0])])
+    else:
+        y = one(h, x)
+    return y[(Ellipsis,) + (slice(None, None, stride),) * d]
+
+
+def _moveaxis(lw, x, src, dst):
+    perm = list(range(len(lw.shape(x))))
+    perm.insert(dst, perm.pop(src))
+    return lw.permute(x, tuple(perm))
+
+
+def _zeros(lw, x, axis, size):
+    s = list(lw.shape(x))
+    s[axis] = size
+    return lw.prim("fill", shape=tuple(s), value=0.0, dtype=lw.dtype(x))
+
+
+def _pad(lw, x, axis, before, after):
+    parts = ([_zeros(lw, x, axis, before)] if before != 0 else []) + [x] + \
+        ([_zeros(lw, x, axis, after)] if after != 0 else [])
+    return parts[0] if len(parts) == 1 else lw.prim("concat", *parts, axis=axis)
+
+
+def _roll(lw, x, axis, shift):
+    """x rolled left by `shift` along axis (numpy.roll(x, −shift)): x[shift:] then x[:shift]."""
+    n = lw.shape(x)[axis]
+    if shift == 0:
+        return x
+    return lw.prim("concat", lw.prim("slice", x, axis=axis, start=shift, stop=n),
+                   lw.prim("slice", x, axis=axis, start=0, stop=shift), axis=axis)
+
+
+def _every(lw, y, axis, s, m):
+    """Entries 0, s, ..., s (m − 1) of axis (which holds s·m): a view as [m, s], its first column."""
+    if s == 1:
+        return y
+    shape = list(lw.shape(y))
+    shape[axis:axis + 1] = [m, s]
+    y = lw.prim("slice", lw.reshape(y, tuple(shape)), axis=axis + 1 - len(shape), start=0, stop=1)
+    shape[axis:axis + 2] = [m]
+    return lw.reshape(y, tuple(shape))
+
+
+def _spread(lw, y, axis, s):
+    """The transpose of _every: each entry followed by s − 1 zeros (axis m -> s·m)."""
+    if s == 1:
+        return y
+    shape = list(lw.shape(y))
+    m = shape[axis]
+    shape.insert(axis + 1, 1)
+    y = lw.reshape(y, tuple(shape))
+    y = lw.prim("concat", y, _zeros(lw, y, axis + 1 - len(shape), s - 1), axis=axis + 1 - len(shape))
+    shape[axis:axis + 2] = [m * s]
+    return lw.reshape(y, tuple(shape))
+
+
+@register
+class ConvND(Kind):
+    """`conv(h, n1, ..., nd, mode=same|full|valid|circular, stride=s)`: h [k1..kd] or [c_out, c_in, k1..kd]."""
+
+    name = "convnd"
+    constructors = ()             # built by conv(...) with sizes for several axes, mode= or stride=
+    examples = (
+        "input h : [3, 3]\ninput x : [30, 2]\nexport y = conv(h, 5, 6, mode=same) @ x\n"
+        "export z = conv(h, 5, 6, mode=same).T @ x",
+        "input h : [2, 3]\ninput x : [20, 1]\ninput u : [35, 2]\ninput v : [9, 1]\n"
+        "export f = conv(h, 4, 5, mode=full) @ x\nexport ft = conv(h, 4, 5, mode=full).T @ u\n"
+        "export va = conv(h, 4, 5, mode=valid) @ x\nexport vt = conv(h, 4, 5, mode=valid).T @ v",
+        "input h : [4, 3]\ninput x : [2, 35, 2]\nexport y = conv(h, 7, 5, mode=circular) @ x\n"
+        "export z = conv(h, 7, 5, mode=circular).T @ x",
+        # channels and stride 2 (a restriction), its transpose (a prolongation), a 3-d kernel
+        "input h : [3, 2, 3, 3]\ninput x : [2, 98, 1]\ninput y : [48, 2]\n"
+        "export r = conv(h, 7, 7, mode=same, stride=2) @ x\nexport p = conv(h, 7, 7, mode=same, stride=2).T @ y",
+        "input h : [2, 2, 3]\ninput x : [60, 2]\ninput w : [4, 2]\nexport y = conv(h, 3, 4, 5, mode=same) @ x\n"
+        "export z = conv(h, 3, 4, 5, mode=valid, stride=2).T @ w",
+        "input h : [2, 3, 4]\ninput x : [27, 2]\nexport y = conv(h, 9, mode=full, stride=3) @ x\n"
+        "export z = conv(h, 9, mode=circular, stride=2).T @ (conv(h, 9, mode=circular, stride=2) @ x)",
+    )
+
+    def sample(self, n, tag):
+        return None               # TVM (which the random programs also run on) refuses rfftn by name
+
+    def build(self, b, args, kwargs, span):
+        """From conv(h, n1, ..., nd, mode=..., stride=...) (kinds/fftconv.Conv dispatches here)."""
+        for key, val in kwargs.items():
+            if key not in ("mode", "stride"):
+                raise TypeError_(f"conv(h, n1, ..., nd, ...) has no option {key!r}", val.span,
+                                 hint="options: mode=same|full|valid|circular, stride=s (causal= is for the 1-d form)")
+        h = b.tensor(args[0], range(1, 11), "conv's kernel h")
+        sizes = tuple(b.dim(a) for a in args[1:])
+        if not sizes:
+            raise TypeError_("conv(h, n1, ..., nd, mode=...) needs the image sizes", span,
+                             hint="e.g. conv(h, 64, 64, mode=same) for a 64 x 64 image")
+        mode = b.word(kwargs["mode"], MODES, "conv mode") if "mode" in kwargs else "same"
+        stride = 1
+        if "stride" in kwargs:
+            sv = b.num(kwargs["stride"])
+            if float(sv) != int(sv) or int(sv) < 1:
+                raise TypeError_(f"conv's stride must be a positive integer, got {sv:g}", kwargs["stride"].span)
+            stride = int(sv)
+        rank = len(b.g.type(h).shape)
+        if rank not in (len(sizes), len(sizes) + 2):
+            raise ShapeError(f"conv(h, {', '.join(str(s) for s in sizes)}) convolves {len(sizes)}-d images: h must be "
+                             f"[k1, ..., k{len(sizes)}] or [c_out, c_in, k1, ..., k{len(sizes)}], got "
+                             f"{b.g.type(h)}", args[0].span)
+        attrs = {"sizes": sizes, "mode": mode, "stride": stride, "channels": rank == len(sizes) + 2, "T": False}
+        return b.add(self.name, [h], attrs, span=span)
+
+    def _dims(self, g, v):
+        """(kernel sizes, image sizes, output sizes after the stride, c_in, c_out) as sympy values."""
+        a = g[v].attrs
+        hs = g.type(g[v].operands[0]).shape
+        d = len(a["sizes"])
+        ks = tuple(hs[-d:])
+        ci, co = (hs[1], hs[0]) if a["channels"] else (1, 1)
+        outs = tuple(strided(out_size(n, k, a["mode"]), a["stride"]) for n, k in zip(a["sizes"], ks))
+        return ks, tuple(a["sizes"]), outs, ci, co
+
+    def infer(self, g, ops, attrs, span):
+        h = tensor_of_rank(g, ops[0], range(1, 11), span, "conv's kernel h")
+        d = len(attrs["sizes"])
+        ks = h.shape[-d:]
+        for n, k in zip(attrs["sizes"], ks):
+            kv, nv = g.dims.value(k), g.dims.value(n)
+            if attrs["mode"] in ("valid", "circular") and kv is not None and nv is not None and kv > nv:
+                raise ShapeError(f"conv(..., mode={attrs['mode']}) needs a kernel no longer than the image: "
+                                 f"k = {kv} > n = {nv}", span, hint="use mode=full or mode=same")
+            if kv is None:
+                raise ShapeError(f"conv(h, n1, ..., nd) needs concrete kernel sizes, got h {h}", span,
+                                 hint="the centre of the kernel must be known at compile time")
+        ci, co = (h.shape[1], h.shape[0]) if attrs["channels"] else (1, 1)
+        outs = tuple(strided(out_size(n, k, attrs["mode"]), attrs["stride"]) for n, k in zip(attrs["sizes"], ks))
+        rows, cols = co * sym_prod(outs), ci * sym_prod(attrs["sizes"])
+        if attrs["T"]:
+            rows, cols = cols, rows
+        return OpType(rows, cols, (), h.dtype)
+
+    def dense(self, g, v, vals):
+        h = vals[0]
+        a = g[v].attrs
+        _, sizes, _, ci, _ = self._dims(g, v)
+        shape = ((int(g.dims.value(ci)),) if a["channels"] else ()) + tuple(int(g.dims.value(n)) for n in sizes)
+        eye = np.eye(int(np.prod(shape)))
+        cols = [conv_np(h, e.reshape(shape), a["mode"], a["stride"], a["channels"]).reshape(-1) for e in eye]
+        m = np.stack(cols, axis=1)
+        return m.T if a["T"] else m
+
+    def _costs(self, g, v, k):
+        """(direct, FFT) FLOPs of an apply to k columns: the sliding window's Πk taps per kept output
+        (channels mixed at each), against the transforms of the image, the kernel and the result."""
+        ks, sizes, outs, ci, co = self._dims(g, v)
+        direct = 2 * ci * co * sym_prod(ks) * sym_prod(outs) * k
+        L = sym_prod(n + kk - 1 for n, kk in zip(sizes, ks))
+        return direct, (ci * co + k * (ci + co)) * fft_flops(L) + 4 * k * ci * co * L
+
+    def _direct(self, g, v, k):
+        """Whether the sliding window is cheaper (forward only; the transpose is lowered by FFTs)."""
+        if g[v].attrs["T"]:
+            return False
+        from ..cost import Evaluator
+        ev = Evaluator(g.dims)
+        direct, fft = self._costs(g, v, k)
+        return ev.num(direct) <= ev.num(fft)
+
+    def flops(self, g, v, k):
+        direct, fft = self._costs(g, v, k)
+        return direct if self._direct(g, v, k) else fft
+
+    def transpose_flops(self, g, v, k):
+        """The transpose of a forward conv is lowered by FFTs; that of a transposed one is the forward
+        conv, by the cheaper of the two."""
+        from ..cost import Evaluator
+        direct, fft = self._costs(g, v, k)
+        if not g[v].attrs["T"]:
+            return fft
+        ev = Evaluator(g.dims)
+        return direct if ev.num(direct) <= ev.num(fft) else fft
+
+    def transpose(self, g, v):
+        n = g[v]
+        return g.add(self.name, list(n.operands), {**n.attrs, "T": not n.attrs["T"]}, span=n.span)
+
+    # ---- lowering -------------------------------------------------------------------------
+    def _lengths(self, lw, ks, sizes, outs, mode, s):
+        """The FFT lengths: n for circular, else a 5-smooth L >= n + k − 1 + (s − 1) (room for the
+        strided slice from the mode's first output)."""
+        if mode == "circular":
+            return tuple(sizes)
+        out = []
+        for n, k in zip(sizes, ks):
+            need = lw.dims.value(n + k - 1 + (s - 1))
+            out.append(sp.Integer(fast_length(need)) if need is not None else n + k - 1 + (s - 1))
+        return tuple(out)
+
+    def _kernel(self, lw, h, ks, Ls, mode, d, reverse):
+        """The kernel as a [c_out, c_in, L1, ..., Ld] tensor whose rfftn is the operator's spectrum:
+        zero-padded to L (rfftn pads it), rotated by its centre k // 2 for circular; `reverse`: the
+        transpose's, h[(−j) mod L] (the conjugate spectrum: a correlation)."""
+        if mode != "circular" and not reverse:
+            return h
+        for i in range(d):
+            ax = len(lw.shape(h)) - d + i
+            h = _pad(lw, h, ax, 0, Ls[i] - ks[i])
+            if mode == "circular":
+                h = _roll(lw, h, ax, int(lw.dims.value(ks[i])) // 2)
+            if reverse:                                  # h[(−j) mod L]: flip, then roll right by one
+                h = _roll(lw, lw.prim("flip", h, axis=ax), ax, Ls[i] - 1)
+        return h
+
+    def lower(self, lw, v, x):
+        node = lw.src[v]
+        a = node.attrs
+        mode, s, d = a["mode"], a["stride"], len(a["sizes"])
+        ks, sizes, outs, ci, co = self._dims(lw.src, v)
+        h = lw.tensor(node.operands[0])
+        if not a["channels"]:
+            h = lw.reshape(h, (1, 1) + tuple(ks))
+        from ..cost import Evaluator
+        ev = Evaluator(lw.dims)
+        direct, fft = (ev.num(c) for c in self._costs(lw.src, v, lw.shape(x)[-1]))
+        if self._direct(lw.src, v, lw.shape(x)[-1]):
+            lw.note(f"conv {'x'.join(str(k_) for k_ in ks)}: the sliding window ({direct:.3g} FLOPs), not FFTs "
+                    f"({fft:.3g})" + (f"; stride {s}: only the kept outputs" if s > 1 else ""))
+            return self._lower_direct(lw, v, x, h)
+        lw.note(f"conv {'x'.join(str(k_) for k_ in ks)}{' transposed' if a['T'] else ''}: N-d FFTs ({fft:.3g} FLOPs)"
+                + ("" if a["T"] else f", not the sliding window ({direct:.3g})"))
+        out_dtype = lw.dtype(x)
+        if out_dtype in HALF or lw.dtype(h) in HALF:       # FFTs of half precision are not portable
+            x, h = lw.prim("cast", x, dtype="float32"), lw.prim("cast", h, dtype="float32")
+        Ls = self._lengths(lw, ks, sizes, outs, mode, s)
+        xs = lw.shape(x)
+        b, k = xs[:-2], xs[-1]
+        nb = len(b)
+        c_in, c_out, n_in = (co, ci, outs) if a["T"] else (ci, co, sizes)
+        x = _moveaxis(lw, lw.reshape(x, tuple(b) + (c_in,) + tuple(n_in) + (k,)), nb + 1 + d, nb)   # [*b, k, c, n..]
+        axes = [nb + 2 + i for i in range(d)]
+        if a["T"]:                    # scatter the kept outputs back to their places in the length-L axes
+            for i, ax in enumerate(axes):
+                x = _spread(lw, x, ax, s)
+                start = first(int(lw.dims.value(ks[i])), mode)
+                span = s * outs[i]
+                if mode == "circular":
+                    x = lw.prim("slice", x, axis=ax, start=0, stop=sizes[i]) if s > 1 else x
+                else:
+                    x = _pad(lw, x, ax, start, Ls[i] - start - span)
+        spec_h = lw.prim("rfftn", self._kernel(lw, h, ks, Ls, mode, d, a["T"]), s=Ls)
+        spec_x = lw.prim("rfftn", x, s=Ls)
+        letters = "abcdefgh"[:d]
+        batch = "pqrstuvwxyz"[:nb + 1]
+        spec = (f"{batch}o{letters},oi{letters}->{batch}i{letters}" if a["T"] else
+                f"{batch}i{letters},oi{letters}->{batch}o{letters}")
+        y = lw.prim("irfftn", lw.einsum(spec, spec_x, spec_h), s=Ls)
+        for i, ax in enumerate(axes):
+            if a["T"]:
+                if mode != "circular":
+                    y = lw.prim("slice", y, axis=ax, start=0, stop=sizes[i])
+                continue
+            start = first(int(lw.dims.value(ks[i])), mode)
+            span = s * outs[i]
+            if mode == "circular":
+                if s > 1:
+                    y = _pad(lw, y, ax, 0, span - sizes[i])
+            else:
+                y = lw.prim("slice", y, axis=ax, start=start, stop=start + span)
+            y = _every(lw, y, ax, s, outs[i])
+        c_res, n_res = (ci, sizes) if a["T"] else (co, outs)
+        y = lw.reshape(_moveaxis(lw, y, nb, nb + 1 + d), tuple(b) + (c_res * sym_prod(n_res), k))
+        if out_dtype in HALF:
+            y = lw.prim("cast", y, dtype=out_dtype)
+        return y
+
+    def _lower_direct(self, lw, v, x, h):
+        """y[o, i] = Σ_taps Σ_c h[o, c, tap] x_ext[c, s·i + shift(tap)]: per kernel tap, one strided
+        window of the padded image (a slice and a view), its channels mixed by an einsum."""
+        a = lw.src[v].attrs
+        mode, s, d = a["mode"], a["stride"], len(a["sizes"])
+        ks, sizes, outs, ci, co = self._dims(lw.src, v)
+        kv = [int(lw.dims.value(k_)) for k_ in ks]
+        xs = lw.shape(x)
+        b, k = xs[:-2], xs[-1]
+        nb = len(b)
+        x = _moveaxis(lw, lw.reshape(x, tuple(b) + (ci,) + tuple(sizes) + (k,)), nb + 1 + d, nb)   # [*b, k, c, n..]
+        axes = [nb + 2 + i for i in range(d)]
+        bases = []
+        for i, ax in enumerate(axes):         # x_ext[u] = x[u − (k − 1)] (zeros, or x wrapped, outside)
+            P = kv[i] - 1
+            start = (kv[i] // 2) if mode == "circular" else first(kv[i], mode)
+            need = s * outs[i] + start + P          # the end of the first tap's window (s·m entries, viewed [m, s])
+            if mode == "circular":
+                tail = lw.prim("slice", x, axis=ax, start=sizes[i] - P, stop=sizes[i]) if P else None
+                head = need - P - sizes[i]
+                parts = ([tail] if tail is not None else []) + [x]
+                if lw.dims.value(head) is None or lw.dims.value(head) > 0:
+                    parts.append(lw.prim("slice", x, axis=ax, start=0, stop=head))
+                x = parts[0] if len(parts) == 1 else lw.prim("concat", *parts, axis=ax)
+            else:
+                after = need - P - sizes[i]
+                known = lw.dims.value(after)
+                x = _pad(lw, x, ax, P, max(known, 0) if known is not None else sp.Max(after, 0))
+            bases.append(start + P)
+        letters = "abcdefgh"[:d]
+        batch = "pqrstuvwxyz"[:nb + 1]
+        y = None
+        for tap in np.ndindex(*kv):
+            w = x
+            for i, ax in enumerate(axes):
+                lo = bases[i] - tap[i]
+                w = _every(lw, lw.prim("slice", w, axis=ax, start=lo, stop=lo + s * outs[i]), ax, s, outs[i])
+            ht = h
+            for i, t in enumerate(tap):                     # h[:, :, tap]
+                ht = lw.prim("slice", ht, axis=2 + i, start=int(t), stop=int(t) + 1)
+            ht = lw.reshape(ht, tuple(lw.shape(ht)[:2]))
+            term = lw.einsum(f"{batch}i{letters},oi->{batch}o{letters}", w, ht)
+            y = term if y is None else lw.add(y, term)
+        return lw.reshape(_moveaxis(lw, y, nb, nb + 1 + d), tuple(b) + (co * sym_prod(outs), k))
