@@ -246,7 +246,8 @@ class JaxBackend(PythonBackend):
     layer_api = ("key",)              # init_params(key, ...)
     emit = {
         **JAX_EMIT,
-        "complex": lambda c, n, a: f"jax.lax.complex({a[0]}, {a[1]})",
+        "complex": lambda c, n, a: (f"jax.lax.complex({a[0]}[..., 0], {'-' if n.attrs.get('conj') else ''}"
+                                    f"{a[0]}[..., 1])"),
         **array_api_emit("jnp"),
         "einsum": lambda c, n, a: f"jnp.einsum({n.attrs['spec']!r}, {', '.join(a)})",
         # a constant: a numpy array computed once, at the module's top (pyruntime.module_constants),

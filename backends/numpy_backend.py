@@ -37,7 +37,7 @@ class NumpyBackend(PythonBackend):
     emit = {
         **array_api_emit("np"),
         **NUMPY_EMIT,
-        "complex": lambda c, n, a: f"{a[0]} + 1j * {a[1]}",
+        "complex": lambda c, n, a: f"{a[0]}[..., 0] {'-' if n.attrs.get('conj') else '+'} 1j * {a[0]}[..., 1]",
         "einsum": lambda c, n, a: f"np.einsum({n.attrs['spec']!r}, {', '.join(a)}, optimize=True)",
         # a constant: computed once, at the module's top (pyruntime.module_constants)
         "const": lambda c, n, a: f"{const_name(n)}.astype({c.backend.dtype(n.attrs['dtype'])})",

@@ -326,7 +326,8 @@ class TorchBackend(PythonBackend):
                                   f"dim={tuple(range(-len(n.attrs['s']), 0))})"),
         "irfftn": lambda c, n, a: (f"torch.fft.irfftn({a[0]}, s={shape_code(n.attrs['s'])}, "
                                    f"dim={tuple(range(-len(n.attrs['s']), 0))})"),
-        "complex": lambda c, n, a: f"torch.complex({a[0]}, {a[1]})",
+        "complex": lambda c, n, a: (f"torch.view_as_complex({a[0]}.contiguous())"
+                                    + (".conj()" if n.attrs.get("conj") else "")),
         # a constant: a numpy array computed once, at the module's top (pyruntime.module_constants)
         "const": lambda c, n, a: f"torch.as_tensor({const_name(n)}, dtype={_dtype(c, n)}, device={c.dev})",
         # linear algebra: _linalg / _finite raise the module's SingularError (pyruntime.LINALG_RUNTIME)

@@ -313,9 +313,10 @@ Prim("rfftn", _fftn_shape(True), lambda x, s: np.fft.rfftn(x, s=[int(v) for v in
      "real N-d FFT over the last len(s) axes, zero-padded (or cut) to the sizes s", dtype=_complex)
 Prim("irfftn", _fftn_shape(False), lambda x, s: np.fft.irfftn(x, s=[int(v) for v in s], axes=_axes(s)),
      "inverse real N-d FFT over the last len(s) axes, to the real sizes s", dtype=_real)
-Prim("complex", lambda g, ts, a: ts[0].shape, lambda re, im: re + 1j * im,
-     "re + i·im of two real tensors of one shape (complex weights given as real and imaginary parts)",
-     dtype=_complex)
+Prim("complex", lambda g, ts, a: ts[0].shape[:-1],
+     lambda x, conj=False: x[..., 0] + (-1j if conj else 1j) * x[..., 1],
+     "x[..., 0] + i·x[..., 1] (conj: − i·x[..., 1]) of a real tensor whose last axis (size 2) holds real and "
+     "imaginary parts: complex weights (torch: a view, torch.view_as_complex)", dtype=_complex)
 
 
 # ---- matrix functions (kinds/matfun.py) -----------------------------------------------------------

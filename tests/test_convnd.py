@@ -13,7 +13,7 @@ import scipy.signal
 import opdsl
 from opdsl.kinds import REGISTRY
 from opdsl.kinds.convnd import conv_np, out_size
-from tests.harness import assert_error_at
+from tests.harness import assert_error_at, reference
 
 CASES = [  # (kernel shape, image sizes, channels)
     ((3,), (11,), False), ((4, 3), (7, 6), False), ((2, 3, 2), (4, 5, 3), False),
@@ -34,17 +34,19 @@ def _program(hshape, sizes, mode, stride, transpose, backend="numpy"):
 @pytest.mark.parametrize("mode", ["same", "full", "valid", "circular"])
 @pytest.mark.parametrize("hshape,sizes,channels", CASES)
 def test_every_mode_stride_and_channel_case_against_scipy(hshape, sizes, channels, mode, path, monkeypatch):
-    monkeypatch.setattr(type(REGISTRY["convnd"]), "_direct", lambda self, g, v, k: path == "direct"
-                        and not g[v].attrs["T"])
+    monkeypatch.setattr(type(REGISTRY["convnd"]), "_direct", lambda self, g, v, k, transposed=None: path == "direct")
     rng = np.random.default_rng(0)
     h = rng.standard_normal(hshape)
     ci = hshape[1] if channels else 1
     for stride in (1, 2, 3):
-        prog = _program(hshape, sizes, mode, stride, transpose=False)
+        prog = _program(hshape, sizes, mode, stride, transpose=True)
         x = rng.standard_normal((ci * int(np.prod(sizes)), 2))
         want = np.stack([conv_np(h, x[:, j].reshape(((ci,) if channels else ()) + sizes), mode, stride, channels)
                          .reshape(-1) for j in range(2)], axis=1)
         np.testing.assert_allclose(prog["y"](h=h, x=x), want, rtol=1e-10, atol=1e-10, err_msg=f"stride {stride}")
+        # the transpose (by the same lowering) against the dense matrix's transpose
+        np.testing.assert_allclose(prog["t"](h=h, x=x), reference(prog, "t", {"h": h, "x": x}), rtol=1e-9,
+                                   atol=1e-9, err_msg=f"transpose, stride {stride}")
         assert ("sliding window" if path == "direct" else "N-d FFTs") in prog.explain()
 
 

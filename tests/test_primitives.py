@@ -164,15 +164,12 @@ CASES = [
     Case("rfft-irfft", (((2, 8), N), ((2, 8), N)),
          lambda p, dt, x, y: p("irfft", p("mul", p("rfft", x, n=8), p("rfft", y, n=8)), n=8)),
     Case("rfft-irfft-6", (((2, 6), N),), lambda p, dt, x: p("irfft", p("rfft", x, n=6), n=6)),
-    # N-d FFTs (TVM refuses them by name): a 2-d convolution by zero-padded transforms; complex weights
+    # N-d FFTs: a 2-d convolution by zero-padded transforms; complex weights
     Case("rfftn", (((2, 4, 5), N), ((3, 2), N)),
-         lambda p, dt, x, h: p("irfftn", p("mul", p("rfftn", x, s=(6, 6)), p("rfftn", h, s=(6, 6))), s=(6, 6)),
-         refused=("tvm",)),
-    Case("rfftn-irfftn", (((3, 5, 7), N),), lambda p, dt, x: p("irfftn", p("rfftn", x, s=(5, 7)), s=(5, 7)),
-         refused=("tvm",)),
-    Case("rfftn-complex", (((4, 5), N), ((4, 5), N), ((4, 8), N)),
-         lambda p, dt, re, im, x: p("irfftn", p("mul", p("rfftn", x, s=(4, 8)), p("complex", re, im)), s=(4, 8)),
-         refused=("tvm",)),
+         lambda p, dt, x, h: p("irfftn", p("mul", p("rfftn", x, s=(6, 6)), p("rfftn", h, s=(6, 6))), s=(6, 6))),
+    Case("rfftn-irfftn", (((3, 5, 7), N),), lambda p, dt, x: p("irfftn", p("rfftn", x, s=(5, 7)), s=(5, 7))),
+    Case("rfftn-complex", (((4, 5, 2), N), ((4, 8), N)),
+         lambda p, dt, w, x: p("irfftn", p("mul", p("rfftn", x, s=(4, 8)), p("complex", w, conj=True)), s=(4, 8))),
     # linear algebra
     Case("solve_triangular", (((3, 3), "upper"), ((2, 3, 2), N)),
          lambda p, dt, a, b: p("solve_triangular", a, b, upper=True)),

@@ -250,6 +250,13 @@ def e_const(b, n, a):
 
 def e_fill(b, n, a):
     dt = n.attrs["dtype"]
+    if dt.startswith("complex"):             # complex zeros (a spectrum's): a pair of real fills
+        if float(sp.sympify(n.attrs["value"])) != 0.0:
+            raise BackendError("the tvm backend fills complex tensors with zeros only (primitive 'fill')", n.span)
+        real = "float64" if dt == "complex128" else "float32"
+        base = n.name or "fill"
+        return Cplx(b.compute(b.shape(n.id), lambda *i: const(0, real), base + "_re", CONST, complex=True),
+                    b.compute(b.shape(n.id), lambda *i: const(0, real), base + "_im", CONST, complex=True))
     v = sp.sympify(n.attrs["value"])
     if v.free_symbols:
         val = b.dim(v)

@@ -66,13 +66,13 @@ EMIT = {
     "sparse_diagonal": linalg.e_sparse_diagonal,
     "sparse_solve": linalg.e_sparse_solve,
     "sparse_logdet": linalg.e_sparse_logdet,
-    "rfftn": linalg.e_rfftn,
-    "irfftn": linalg.e_irfftn,
+    "rfftn": fft.e_rfftn,
+    "irfftn": fft.e_irfftn,
     "complex": linalg.e_complex,
 }
 
 # Primitives the TVM backend refuses with a BackendError naming them (no TE form here); programs
 # that need them run on numpy, torch or JAX.  The catalogue expects exactly these refusals.
-REFUSED = ("cg", "complex", "eigh", "expm", "invroot_newton", "irfftn", "pivchol", "put", "rfftn", "slq",
+REFUSED = ("cg", "eigh", "expm", "invroot_newton", "pivchol", "put", "slq",
            "sparse_dense", "sparse_diagonal", "sparse_logdet", "sparse_solve", "spmm", "take", "tridiag_logdet",
            "tridiag_solve")

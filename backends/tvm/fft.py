@@ -1,4 +1,5 @@
-"""rfft and irfft: radix-2 stages, Bluestein for other lengths.
+"""rfft and irfft: radix-2 stages, Bluestein for other lengths; rfftn and irfftn from them (the
+1-d transform along the last axis, complex DFTs along the others, each axis moved last as a view).
 
 A power-of-two length n is a bit-reversal (a view) and log2(n) radix-2
 butterfly stages, each one te.compute over the whole tensor.  Any other
@@ -179,14 +180,9 @@ def _dft(b, base, re, im, shape_b, n, dt, inverse):
     return _bluestein(b, base, re, im, shape_b, n, dt, inverse)
 
 
-def e_rfft(b, n, a):
-    x = a[0]
-    if isinstance(x, Cplx):
-        raise BackendError("primitive 'rfft' needs a real input", n.span)
-    size = _fft_size(b, n)
-    xs = b.shape(n.operands[0])
-    m, shape_b, dt = xs[-1], xs[:-1], x.dtype
-    base = n.name or "rfft"
+def _rfft_last(b, base, x, shape_b, m, size, dt):
+    """The rfft of real x [*shape_b, m] along its last axis, zero-padded (or cut) to `size`: Cplx
+    [*shape_b, size // 2 + 1]."""
     shape = tuple(shape_b) + (size,)
     zero = const(0, dt)
     if isinstance(m, int) and m == size:
@@ -203,14 +199,9 @@ def e_rfft(b, n, a):
                 b.compute(out, lambda *i: Xi(*i), base + "_im", VIEW, [Xi], complex=True))
 
 
-def e_irfft(b, n, a):
-    x = a[0]
-    if not isinstance(x, Cplx):
-        raise BackendError("primitive 'irfft' needs a complex input", n.span)
-    size = _fft_size(b, n)
-    xs = b.shape(n.operands[0])
-    m, shape_b, dt = xs[-1], xs[:-1], x.re.dtype
-    base = n.name or "irfft"
+def _irfft_last(b, base, x, shape_b, m, size, dt, scale=1.0):
+    """The irfft (times `scale`) along the last axis of Cplx x [*shape_b, m], its Hermitian spectrum
+    of length `size` from the first size // 2 + 1 entries (zeros past m): real [*shape_b, size]."""
     zero = const(0, dt)
     half = size // 2
     shape = tuple(shape_b) + (size,)
@@ -228,5 +219,100 @@ def e_irfft(b, n, a):
     yr = b.compute(shape, spectrum(x.re, False), base + "_full_re", VIEW, [x.re], keeps_last_axis=False)
     yi = b.compute(shape, spectrum(x.im, True), base + "_full_im", VIEW, [x.im], keeps_last_axis=False)
     Yr, _ = _dft(b, base, yr, yi, shape_b, size, dt, True)
-    inv = const(1.0 / size, dt)
+    inv = const(scale / size, dt)
     return b.compute(shape, lambda *i: Yr(*i) * inv, base, ELEMENTWISE, [Yr])
+
+
+def e_rfft(b, n, a):
+    x = a[0]
+    if isinstance(x, Cplx):
+        raise BackendError("primitive 'rfft' needs a real input", n.span)
+    size = _fft_size(b, n)
+    xs = b.shape(n.operands[0])
+    return _rfft_last(b, n.name or "rfft", x, xs[:-1], xs[-1], size, x.dtype)
+
+
+def e_irfft(b, n, a):
+    x = a[0]
+    if not isinstance(x, Cplx):
+        raise BackendError("primitive 'irfft' needs a complex input", n.span)
+    size = _fft_size(b, n)
+    xs = b.shape(n.operands[0])
+    return _irfft_last(b, n.name or "irfft", x, xs[:-1], xs[-1], size, x.re.dtype)
+
+
+def _along(b, base, x, shape, axis, size, dt, inverse):
+    """The complex DFT (unnormalized) of Cplx x [*shape] along `axis`, zero-padded or cut to `size`:
+    the axis moved last (a view), the radix-2 / Bluestein stages, moved back."""
+    nd = len(shape)
+    m = shape[axis]
+    moved = tuple(shape[:axis]) + tuple(shape[axis + 1:]) + (size,)
+    zero = const(0, dt)
+
+    def fetch(part):
+        def f(*i):
+            idx = list(i[:-1])
+            t = i[-1]
+            v = part(*(idx[:axis] + [tirx.min(t, m - 1)] + idx[axis:]))
+            return v if (isinstance(m, int) and m >= size) else tirx.if_then_else(t < m, v, zero)
+        return f
+    re = b.compute(moved, fetch(x.re), base + "_mv_re", VIEW, [x.re], keeps_last_axis=False)
+    im = b.compute(moved, fetch(x.im), base + "_mv_im", VIEW, [x.im], keeps_last_axis=False)
+    Xr, Xi = _dft(b, base, re, im, moved[:-1], size, dt, inverse)
+    back = tuple(shape[:axis]) + (size,) + tuple(shape[axis + 1:])
+
+    def put(part):
+        def f(*i):
+            idx = list(i)
+            t = idx.pop(axis)
+            return part(*(idx + [t]))
+        return f
+    return Cplx(b.compute(back, put(Xr), base + "_bk_re", VIEW, [Xr], complex=True, keeps_last_axis=axis == nd - 1),
+                b.compute(back, put(Xi), base + "_bk_im", VIEW, [Xi], complex=True, keeps_last_axis=axis == nd - 1))
+
+
+def _sizes(b, n):
+    out = []
+    for v in n.attrs["s"]:
+        m = b.dims.value(v)
+        if m is None or m < 1:
+            raise BackendError(f"the tvm backend needs known positive FFT sizes for primitive {n.kind!r}, got "
+                               f"{n.attrs['s']}", n.span, hint="give the dims values")
+        out.append(int(m))
+    return out
+
+
+def e_rfftn(b, n, a):
+    """rfftn over the last len(s) axes: the rfft along the last, then complex DFTs along the others."""
+    x = a[0]
+    if isinstance(x, Cplx):
+        raise BackendError("primitive 'rfftn' needs a real input", n.span)
+    s = _sizes(b, n)
+    xs = list(b.shape(n.operands[0]))
+    base = n.name or "rfftn"
+    out = _rfft_last(b, base, x, xs[:-1], xs[-1], s[-1], x.dtype)
+    shape = xs[:-1] + [s[-1] // 2 + 1]
+    for j in range(2, len(s) + 1):
+        ax = len(shape) - j
+        out = _along(b, f"{base}_ax{ax}", out, shape, ax, s[-j], x.dtype, False)
+        shape[ax] = s[-j]
+    return out
+
+
+def e_irfftn(b, n, a):
+    """irfftn: inverse complex DFTs along all but the last of the axes, then the irfft along it (the
+    1 / Π s normalization at the end)."""
+    x = a[0]
+    if not isinstance(x, Cplx):
+        raise BackendError("primitive 'irfftn' needs a complex input", n.span)
+    s = _sizes(b, n)
+    xs = list(b.shape(n.operands[0]))
+    dt = x.re.dtype
+    base = n.name or "irfftn"
+    scale = 1.0
+    for j in range(2, len(s) + 1):
+        ax = len(xs) - j
+        x = _along(b, f"{base}_ax{ax}", x, xs, ax, s[-j], dt, True)
+        xs[ax] = s[-j]
+        scale /= s[-j]
+    return _irfft_last(b, base, x, xs[:-1], xs[-1], s[-1], dt, scale)

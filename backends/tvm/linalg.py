@@ -298,10 +298,18 @@ e_sparse_dense = _refused("the dense matrix of a sparse argument: the TVM functi
 e_sparse_diagonal = _refused("the diagonal of a sparse argument: the TVM functions take dense arrays only")
 e_sparse_solve = _refused("a sparse direct solve")
 e_sparse_logdet = _refused("a sparse LU's log-determinant")
-# N-d FFTs (conv(h, n1, n2, ...), spectral_conv): only the 1-D rfft / irfft have TE stages yet
-e_rfftn = _refused("an N-d real FFT: only the 1-d rfft has TE stages here yet")
-e_irfftn = _refused("an N-d inverse real FFT: only the 1-d irfft has TE stages here yet")
-e_complex = _refused("complex tensors from real and imaginary parts")
+
+
+def e_complex(b, n, a):
+    """x[..., 0] + i x[..., 1] (conj: − i x[..., 1]) as the pair of real tensors a Cplx is."""
+    x = a[0]
+    shape = b.shape(n.id)
+    sign = -1.0 if n.attrs.get("conj") else 1.0
+    from .index import const
+    re = b.compute(shape, lambda *i: x(*i, 0), (n.name or "complex") + "_re", VIEW, [x], complex=True)
+    im = b.compute(shape, lambda *i: x(*i, 1) * const(sign, x.dtype), (n.name or "complex") + "_im", VIEW, [x],
+                   complex=True)
+    return Cplx(re, im)
 
 
 def e_cg(b, n, a):

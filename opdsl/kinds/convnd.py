@@ -203,21 +203,22 @@ class ConvND(Kind):
         m = np.stack(cols, axis=1)
         return m.T if a["T"] else m
 
-    def _costs(self, g, v, k):
-        """(direct, FFT) FLOPs of an apply to k columns: the sliding window's Πk taps per kept output
-        (channels mixed at each), against the transforms of the image, the kernel and the result."""
+    def _costs(self, g, v, k, transposed=None):
+        """(direct, FFT) FLOPs of an apply to k columns (`transposed`: of the node's transpose when it
+        differs from its own orientation): the sliding window's Πk taps per output it computes (the
+        image's points for the transpose, the kept outputs forward), channels mixed at each, against
+        the transforms of the image, the kernel and the result."""
         ks, sizes, outs, ci, co = self._dims(g, v)
-        direct = 2 * ci * co * sym_prod(ks) * sym_prod(outs) * k
+        T = g[v].attrs["T"] if transposed is None else transposed
+        direct = 2 * ci * co * sym_prod(ks) * sym_prod(sizes if T else outs) * k
         L = sym_prod(n + kk - 1 for n, kk in zip(sizes, ks))
         return direct, (ci * co + k * (ci + co)) * fft_flops(L) + 4 * k * ci * co * L
 
-    def _direct(self, g, v, k):
-        """Whether the sliding window is cheaper (forward only; the transpose is lowered by FFTs)."""
-        if g[v].attrs["T"]:
-            return False
+    def _direct(self, g, v, k, transposed=None):
+        """Whether the sliding window is the cheaper lowering."""
         from ..cost import Evaluator
         ev = Evaluator(g.dims)
-        direct, fft = self._costs(g, v, k)
+        direct, fft = self._costs(g, v, k, transposed)
         return ev.num(direct) <= ev.num(fft)
 
     def flops(self, g, v, k):
@@ -225,14 +226,9 @@ class ConvND(Kind):
         return direct if self._direct(g, v, k) else fft
 
     def transpose_flops(self, g, v, k):
-        """The transpose of a forward conv is lowered by FFTs; that of a transposed one is the forward
-        conv, by the cheaper of the two."""
-        from ..cost import Evaluator
-        direct, fft = self._costs(g, v, k)
-        if not g[v].attrs["T"]:
-            return fft
-        ev = Evaluator(g.dims)
-        return direct if ev.num(direct) <= ev.num(fft) else fft
+        T = not g[v].attrs["T"]
+        direct, fft = self._costs(g, v, k, T)
+        return direct if self._direct(g, v, k, T) else fft
 
     def transpose(self, g, v):
         n = g[v]
@@ -276,12 +272,12 @@ class ConvND(Kind):
         from ..cost import Evaluator
         ev = Evaluator(lw.dims)
         direct, fft = (ev.num(c) for c in self._costs(lw.src, v, lw.shape(x)[-1]))
+        what = f"conv {'x'.join(str(k_) for k_ in ks)}{' transposed' if a['T'] else ''}"
         if self._direct(lw.src, v, lw.shape(x)[-1]):
-            lw.note(f"conv {'x'.join(str(k_) for k_ in ks)}: the sliding window ({direct:.3g} FLOPs), not FFTs "
-                    f"({fft:.3g})" + (f"; stride {s}: only the kept outputs" if s > 1 else ""))
-            return self._lower_direct(lw, v, x, h)
-        lw.note(f"conv {'x'.join(str(k_) for k_ in ks)}{' transposed' if a['T'] else ''}: N-d FFTs ({fft:.3g} FLOPs)"
-                + ("" if a["T"] else f", not the sliding window ({direct:.3g})"))
+            lw.note(f"{what}: the sliding window ({direct:.3g} FLOPs), not FFTs ({fft:.3g})"
+                    + (f"; stride {s}: only the kept outputs" if s > 1 and not a["T"] else ""))
+            return self._lower_direct_t(lw, v, x, h) if a["T"] else self._lower_direct(lw, v, x, h)
+        lw.note(f"{what}: N-d FFTs ({fft:.3g} FLOPs), not the sliding window ({direct:.3g})")
         out_dtype = lw.dtype(x)
         if out_dtype in HALF or lw.dtype(h) in HALF:       # FFTs of half precision are not portable
             x, h = lw.prim("cast", x, dtype="float32"), lw.prim("cast", h, dtype="float32")
@@ -328,8 +324,9 @@ class ConvND(Kind):
         return y
 
     def _lower_direct(self, lw, v, x, h):
-        """y[o, i] = Σ_taps Σ_c h[o, c, tap] x_ext[c, s·i + shift(tap)]: per kernel tap, one strided
-        window of the padded image (a slice and a view), its channels mixed by an einsum."""
+        """y[o, i] = Σ_taps Σ_c h[o, c, tap] x_ext[c, s·i + shift(tap)]: per kernel tap one strided
+        window of the padded image (a slice and a view); the windows side by side (im2col), then one
+        contraction over the channels and taps (a matrix product)."""
         a = lw.src[v].attrs
         mode, s, d = a["mode"], a["stride"], len(a["sizes"])
         ks, sizes, outs, ci, co = self._dims(lw.src, v)
@@ -358,16 +355,59 @@ class ConvND(Kind):
             bases.append(start + P)
         letters = "abcdefgh"[:d]
         batch = "pqrstuvwxyz"[:nb + 1]
-        y = None
-        for tap in np.ndindex(*kv):
+        windows = []
+        for tap in np.ndindex(*kv):      # im2col: the taps' windows side by side, then one contraction
             w = x
             for i, ax in enumerate(axes):
                 lo = bases[i] - tap[i]
                 w = _every(lw, lw.prim("slice", w, axis=ax, start=lo, stop=lo + s * outs[i]), ax, s, outs[i])
-            ht = h
-            for i, t in enumerate(tap):                     # h[:, :, tap]
-                ht = lw.prim("slice", ht, axis=2 + i, start=int(t), stop=int(t) + 1)
-            ht = lw.reshape(ht, tuple(lw.shape(ht)[:2]))
-            term = lw.einsum(f"{batch}i{letters},oi->{batch}o{letters}", w, ht)
-            y = term if y is None else lw.add(y, term)
+            shape = list(lw.shape(w))
+            windows.append(lw.reshape(w, tuple(shape[:nb + 2]) + (1,) + tuple(shape[nb + 2:])))
+        cols = windows[0] if len(windows) == 1 else lw.prim("concat", *windows, axis=nb + 2)   # [*b, k, c, T, m..]
+        taps = int(np.prod(kv))
+        y = lw.einsum(f"{batch}it{letters},oit->{batch}o{letters}", cols, lw.reshape(h, (co, ci, taps)))
         return lw.reshape(_moveaxis(lw, y, nb, nb + 1 + d), tuple(b) + (co * sym_prod(outs), k))
+
+    def _lower_direct_t(self, lw, v, x, h):
+        """The transpose by a sliding window: x̄[i, p] = Σ_o Σ_taps h[o, i, tap] z_ext[o, p + tap], z the
+        kept outputs spread back between zeros (stride), z_ext it shifted by the mode's first output
+        (zero-padded; wrapped for circular): a correlation, one contraction over the windows (im2col)."""
+        a = lw.src[v].attrs
+        mode, s, d = a["mode"], a["stride"], len(a["sizes"])
+        ks, sizes, outs, ci, co = self._dims(lw.src, v)
+        kv = [int(lw.dims.value(k_)) for k_ in ks]
+        xs = lw.shape(x)
+        b, k = xs[:-2], xs[-1]
+        nb = len(b)
+        z = _moveaxis(lw, lw.reshape(x, tuple(b) + (co,) + tuple(outs) + (k,)), nb + 1 + d, nb)    # [*b, k, o, m..]
+        axes = [nb + 2 + i for i in range(d)]
+        for i, ax in enumerate(axes):
+            z = _spread(lw, z, ax, s)                                  # s·m entries
+            span, n, K = s * outs[i], sizes[i], kv[i]
+            if mode == "circular":                                     # z_ext[u] = z[(u − K // 2) mod n]
+                if s > 1:
+                    z = lw.prim("slice", z, axis=ax, start=0, stop=n)
+                c = K // 2
+                parts = ([lw.prim("slice", z, axis=ax, start=n - c, stop=n)] if c else []) + [z] + \
+                    ([lw.prim("slice", z, axis=ax, start=0, stop=K - 1 - c)] if K - 1 - c else [])
+                z = parts[0] if len(parts) == 1 else lw.prim("concat", *parts, axis=ax)
+            else:                                                      # z_ext[u] = z[u − start], length n + K − 1
+                start = first(K, mode)
+                after = n + K - 1 - start - span
+                known = lw.dims.value(after)
+                if known is not None and known < 0:
+                    z = lw.prim("slice", z, axis=ax, start=0, stop=span + known)
+                    after = 0
+                z = _pad(lw, z, ax, start, after if known is None else max(known, 0))
+        letters = "abcdefgh"[:d]
+        batch = "pqrstuvwxyz"[:nb + 1]
+        windows = []
+        for tap in np.ndindex(*kv):
+            w = z
+            for i, ax in enumerate(axes):
+                w = lw.prim("slice", w, axis=ax, start=int(tap[i]), stop=int(tap[i]) + sizes[i])
+            shape = list(lw.shape(w))
+            windows.append(lw.reshape(w, tuple(shape[:nb + 2]) + (1,) + tuple(shape[nb + 2:])))
+        cols = windows[0] if len(windows) == 1 else lw.prim("concat", *windows, axis=nb + 2)   # [*b, k, o, T, n..]
+        y = lw.einsum(f"{batch}ot{letters},oit->{batch}i{letters}", cols, lw.reshape(h, (co, ci, int(np.prod(kv)))))
+        return lw.reshape(_moveaxis(lw, y, nb, nb + 1 + d), tuple(b) + (ci * sym_prod(sizes), k))

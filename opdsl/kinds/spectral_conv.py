@@ -125,9 +125,7 @@ class SpectralConv(Kind):
         modes = [int(lw.dims.value(m)) for m in self._modes(lw.src, v)]
         dtype = lw.dtype(x) if lw.dtype(x) in ("float32", "float64") else "float32"
         w = w if lw.dtype(w) == dtype else lw.prim("cast", w, dtype=dtype)
-        re = lw.reshape(lw.prim("slice", w, axis=-1, start=0, stop=1), tuple(lw.shape(w)[:-1]))
-        im = lw.reshape(lw.prim("slice", w, axis=-1, start=1, stop=2), tuple(lw.shape(w)[:-1]))
-        wc = lw.prim("complex", re, lw.scale(im, -1.0) if T else im)        # Wᵀ: the conjugate weights
+        wc = lw.prim("complex", w, conj=bool(T))                           # Wᵀ: the conjugate weights
         c_in, c_out = (co, ci) if T else (ci, co)
         xs = lw.shape(x)
         b, k = xs[:-2], xs[-1]
