@@ -160,7 +160,7 @@ def vcycle_rows(quick):
         t = interleaved(cands, reps=9, inner=3)
     return [row(f"MgNO V-cycle (examples/multigrid.op), {c} channels, {n}x{n}, float32",
                 "the same V-cycle with torch conv2d / conv_transpose2d", t["opdsl"], t["torch"], None, None,
-                f"opdsl chose: sliding windows forward, FFTs for the prolongation; {fastest(t, 'opdsl', 'torch')}; "
+                f"opdsl chose: {'; '.join(sorted(set(_choice(prog).split('; '))))}; {fastest(t, 'opdsl', 'torch')}; "
                 f"max rel diff {err:.0e}")]
 
 

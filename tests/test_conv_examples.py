@@ -155,3 +155,36 @@ def test_train_fno_quick_learns(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads(out.read_text())
     assert res["error_after"] < 0.5 * res["error_before"] and res["error_after"] < 0.2
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "jax", "tvm"])
+def test_nd_circulant_is_the_kronecker_product_of_circulants(backend):
+    """circulant(outer(a, b), ndim=2) = kron(circulant(a), circulant(b)); a 3-d one is the periodic
+    convolution scipy.ndimage computes with the kernel's origin at index 0."""
+    from opdsl.cli import to_backend
+    if backend == "tvm":
+        pytest.importorskip("tvm")
+    rng = np.random.default_rng(3)
+    a, b, x = rng.standard_normal(4), rng.standard_normal(5), rng.standard_normal((20, 2))
+    c3, x3 = rng.standard_normal((3, 4, 2)), rng.standard_normal((24, 1))
+    prog = opdsl.compile("input a : [4]\ninput b : [5]\ninput c : [4, 5]\ninput c3 : [3, 4, 2]\ninput x : [20, 2]\n"
+                         "input x3 : [24, 1]\nexport k = kron(circulant(a), circulant(b)) @ x\n"
+                         "export n = circulant(c, ndim=2) @ x\nexport t = circulant(c3, ndim=3) @ x3",
+                         backend=backend, dtype="float64")
+    args = to_backend(backend, {"a": a, "b": b, "c": np.multiply.outer(a, b), "c3": c3, "x": x, "x3": x3})
+    k = np.asarray(prog["k"](a=args["a"], b=args["b"], x=args["x"]))
+    np.testing.assert_allclose(np.asarray(prog["n"](c=args["c"], x=args["x"])), k, rtol=1e-10, atol=1e-12)
+    want = np.real(np.fft.ifftn(np.fft.fftn(c3) * np.fft.fftn(x3.reshape(3, 4, 2))))
+    np.testing.assert_allclose(np.asarray(prog["t"](c3=args["c3"], x3=args["x3"])).reshape(3, 4, 2), want,
+                               rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("src,message,at", [
+    ("input c : [4, 5]\ninput x : [20, 1]\nexport y = circulant(c, ndim=3) @ x",
+     "circulant's ndim must be an integer from 1 to the rank of c (2), got 3", "3"),
+    ("input W : [2, 2, 8, 2]\ninput x : [24, 1]\nexport y = spectral_conv(W, 12) @ x",
+     "spectral_conv: axis 1 keeps 8 modes of a grid of 12", "spectral_conv"),
+])
+def test_errors_are_located(src, message, at):
+    from tests.harness import assert_error_at
+    assert_error_at(src, message, at)

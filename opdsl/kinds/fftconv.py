@@ -109,6 +109,20 @@ def lag_flops(g, v, k, K, n, m, circular):
     return sym_prod(g.type(v).batch) * fft_flops(N) + k * (2 * fft_flops(N) + 3 * N)
 
 
+def _circulant_nd(g, c, d, T):
+    """The dense N-d circulant(s) [..., N, N] of first columns c [..., n1, .., nd]: column j is c
+    shifted periodically to start at the multi-index j (F⁻¹ diag(fftn c) F on the grid)."""
+    grid = c.shape[-d:]
+    n = int(np.prod(grid))
+    axes = tuple(range(-d, 0))
+    eye = np.eye(n).reshape((n,) + grid)
+    out = np.empty(c.shape[:-d] + (n, n))
+    for b in np.ndindex(*c.shape[:-d]):
+        cols = np.real(np.fft.ifftn(np.fft.fftn(c[b], axes=axes) * np.fft.fftn(eye, axes=axes), axes=axes))
+        out[b] = cols.reshape(n, n).T
+    return np.swapaxes(out, -1, -2) if T else out
+
+
 def _inv_circulant(g, m):
     """inv(circulant(c)) = circulant(irfft(1 / rfft(c))) (FFT division); the same for its transpose."""
     n = g[m["C"]]
@@ -117,34 +131,53 @@ def _inv_circulant(g, m):
 
 @register
 class Circulant(Kind):
-    """`circulant(c)`: C[i, j] = c[(i − j) mod n], c [..., n] (scipy.linalg.circulant)."""
+    """`circulant(c)`: C[i, j] = c[(i − j) mod n], c [..., n] (scipy.linalg.circulant); `circulant(c, ndim=d)`:
+    the N-d circulant of c [..., n1, .., nd] (the periodic convolution with c on the d-dim grid)."""
 
     name = "circulant"
     constructors = ("circulant",)
     params = ("c",)
+    options = ("ndim",)
     examples = (
         "input c : [5]\ninput x : [5, 2]\nexport y = circulant(c) @ x\nexport z = circulant(c).T @ x",
         "input c : [3, 6]\ninput x : [2, 3, 6, 1]\nexport y = circulant(c) @ x",
         "dim n = 6\ninput c : [n]\ninput d : [n]\ninput U : [n, 2]\ninput V : [n, 2]\ninput x : [n, 3]\n"
         "export y = (circulant(c) + diag(d)) @ x\nexport z = (circulant(c) @ lowrank(U, V)) @ x",
         "input c : [4]\ninput A : [2, 3]\ninput x : [12]\nexport y = kron(A, circulant(c)) @ x",
+        # the N-d circulant (2-d and a batch of 2-d), its transpose, its shifted inverse and logdet
+        "input c : [4, 5]\ninput b : [2, 3, 4]\ninput x : [20, 2]\ninput z : [2, 12, 1]\n"
+        "export y = circulant(c, ndim=2) @ x\nexport t = circulant(c, ndim=2).T @ x\n"
+        "export u = circulant(b, ndim=2) @ z\nexport v = inv(circulant(c, ndim=2) + 9 * eye(20)) @ x\n"
+        "export l = logdet(circulant(c, ndim=2).T @ circulant(c, ndim=2) + eye(20))",
     )
 
     def sample(self, n, tag):
         return f"input c{tag} : [{n}]", f"circulant(c{tag})"
 
     def construct(self, b, args, kwargs, span):
-        b.no_kwargs(self, kwargs)
         b.arity(self, args, span, 1, 1)
-        return b.add(self.name, [b.tensor(args[0], range(1, 9), "circulant's c")], {"T": False}, span=span)
+        c = b.tensor(args[0], range(1, 9), "circulant's c")
+        attrs = {"T": False}
+        if "ndim" in kwargs:
+            d = b.num(kwargs["ndim"])
+            rank = len(b.g.type(c).shape)
+            if float(d) != int(d) or not 1 <= int(d) <= rank:
+                raise TypeError_(f"circulant's ndim must be an integer from 1 to the rank of c ({rank}), got {d:g}",
+                                 kwargs["ndim"].span, hint="circulant(c, ndim=2) for c [n1, n2]: the 2-d circulant")
+            if int(d) > 1:
+                attrs["ndim"] = int(d)
+        return b.add(self.name, [c], attrs, span=span)
 
     def infer(self, g, ops, attrs, span):
         c = tensor_of_rank(g, ops[0], range(1, 9), span, "circulant's c")
-        n = c.shape[-1]
-        return OpType(n, n, c.shape[:-1], c.dtype)
+        d = attrs.get("ndim", 1)
+        n = sym_prod(c.shape[-d:])
+        return OpType(n, n, c.shape[:-d], c.dtype)
 
     def dense(self, g, v, vals):
         c = vals[0]
+        if g[v].attrs.get("ndim", 1) > 1:
+            return _circulant_nd(g, c, g[v].attrs["ndim"], g[v].attrs["T"])
         n = c.shape[-1]
         idx = (np.arange(n)[:, None] - np.arange(n)[None, :]) % n
         out = c[..., idx]
@@ -157,23 +190,44 @@ class Circulant(Kind):
     def lower(self, lw, v, x):
         node = lw.src[v]
         c = lw.tensor(node.operands[0])
+        if node.attrs.get("ndim", 1) > 1:
+            return self._lower_nd(lw, node, c, x)
         n = lw.src.type(v).rows
         if node.attrs["T"]:       # Cᵀ = circulant(c[−i mod n]) = circulant([c0, c_{n−1}, ..., c1])
             rest = lw.prim("flip", lw.prim("slice", c, axis=-1, start=1, stop=n), axis=-1)
             c = lw.prim("concat", lw.prim("slice", c, axis=-1, start=0, stop=1), rest, axis=-1)
         return lower_lag(lw, c, 0, n, n, n, x, circular=True)
 
+    def _lower_nd(self, lw, node, c, x):
+        """rfftn of x on the grid (batch folded in front), times rfftn(c) (of c reversed for the
+        transpose: the conjugate spectrum), irfftn."""
+        from .convnd import _moveaxis, _roll
+        d = node.attrs["ndim"]
+        grid = tuple(lw.shape(c)[-d:])
+        cb = tuple(lw.shape(c)[:-d])
+        if node.attrs["T"]:
+            for i in range(d):
+                ax = len(lw.shape(c)) - d + i
+                c = _roll(lw, lw.prim("flip", c, axis=ax), ax, grid[i] - 1)
+        xs = lw.shape(x)
+        b, k = xs[:-2], xs[-1]
+        xi = _moveaxis(lw, lw.reshape(x, tuple(b) + grid + (k,)), len(b) + d, len(b))       # [*b, k, n1..nd]
+        spec = lw.prim("rfftn", lw.reshape(c, cb + (1,) + grid), s=grid)                    # [.., 1, n1..]
+        y = lw.prim("irfftn", lw.mul(lw.prim("rfftn", xi, s=grid), spec), s=grid)
+        yb = tuple(lw.shape(y)[:-d - 1])
+        return lw.reshape(_moveaxis(lw, y, len(yb), len(yb) + d), yb + (sym_prod(grid), k))
+
     def transpose(self, g, v):
         node = g[v]
-        return g.add(self.name, node.operands, {"T": not node.attrs["T"]}, span=node.span)
+        return g.add(self.name, node.operands, {**node.attrs, "T": not node.attrs["T"]}, span=node.span)
 
     def cheap_inverse(self, g, v):              # a division in the Fourier domain
         return True
 
     rules = (
-        # inv(circulant(c)) = circulant(ifft(1/fft(c)))
+        # inv(circulant(c)) = circulant(ifft(1/fft(c))); the N-d one: inv-fft-diagonal (kinds/fftdiag.py)
         Rule("inv-circulant", "inv(circulant(c)) = circulant(ifft(1 / fft(c)))", ("inv", As("C", ("circulant", "c"))),
-             _inv_circulant, where=auto),
+             _inv_circulant, where=lambda g, m: auto(g, m) and g[m["C"]].attrs.get("ndim", 1) == 1),
     )
 
 

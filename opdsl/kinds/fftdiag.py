@@ -42,8 +42,9 @@ def fft_tree(g, v, conj=False, leaves=None):
         leaves.append(["conv", (n.operands[0],), ks, 0, tuple(a["sizes"])])
         return ("k", len(leaves) - 1, conj != a["T"]), leaves, tuple(a["sizes"])
     if kind == "circulant" and not g.type(v).batch:
-        leaves.append(["circ", (n.operands[0],), None, 0, (g.type(v).rows,)])
-        return ("k", len(leaves) - 1, conj != n.attrs["T"]), leaves, (g.type(v).rows,)
+        grid = tuple(g.type(n.operands[0]).shape[-n.attrs.get("ndim", 1):])
+        leaves.append(["circ", (n.operands[0],), None, 0, grid])
+        return ("k", len(leaves) - 1, conj != n.attrs["T"]), leaves, grid
     if kind == "kron":          # (A ⊗ B) = (A ⊗ I)(I ⊗ B): each factor's spectrum on its own axes
         parts, sizes = [], ()
         for o in n.operands:
@@ -88,7 +89,8 @@ def _fft_diagonal(g, m, compound=True):
         return False
     a = g[m["_"]].operands[0]
     t = fft_tree(g, a)
-    return t is not None and t[2] is not None and (g[a].kind != "circulant" or not compound)
+    return t is not None and t[2] is not None and (
+        not compound or g[a].kind != "circulant" or g[a].attrs.get("ndim", 1) > 1)
 
 
 def _node(g, m, kind, wrap):
