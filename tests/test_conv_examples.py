@@ -108,7 +108,8 @@ def test_deblur_example_recovers_the_image(backend):
     k = np.exp(-(t[:, None] ** 2 + t[None, :] ** 2) / 2.0)
     k /= k.sum()
     blurred = scipy.ndimage.convolve(img, k, mode="wrap") + 0.01 * rng.standard_normal(img.shape)
-    prog = opdsl.compile_file(ROOT / "examples" / "deblur.op", backend=backend, dtype="float64")
+    prog = opdsl.compile_file(ROOT / "examples" / "deblur.op", backend=backend, dtype="float64",
+                              dims={"h": 64, "w": 64})
     a = to_backend(backend, {"k": k, "y": blurred.reshape(-1, 1)})
     x = np.asarray(prog["x"](k=a["k"], y=a["y"])).reshape(64, 64)
     kpad = np.zeros((64, 64))
@@ -139,7 +140,8 @@ def test_multigrid_example_is_the_plain_torch_vcycle(backend):
     c, n = 4, 32
     ws = {name: rng.standard_normal((c, c, 3, 3)) / 6 for name in ("A", "B", "R", "Bc")}
     f = rng.standard_normal((1, c, n, n))
-    prog = opdsl.compile_file(ROOT / "examples" / "multigrid.op", backend=backend, dtype="float64")
+    prog = opdsl.compile_file(ROOT / "examples" / "multigrid.op", backend=backend, dtype="float64",
+                              dims={"n": n, "m": n // 2})
     args = to_backend(backend, {"f": f.reshape(-1, 1), **ws})
     out = np.asarray(prog["u"](**args)).reshape(c, n, n)
     want = _vcycle_torch(torch.tensor(f), *(torch.tensor(ws[k]) for k in ("A", "B", "R", "Bc")), n)[0].numpy()

@@ -26,6 +26,7 @@ import sympy as sp
 from ..errors import ShapeError, TypeError_
 from .base import Kind, OpType, register, sym_prod, tensor_of_rank
 from .fftconv import HALF, fast_length, fft_flops
+from .grid import every, moveaxis, pad, roll, spread
 
 MODES = ("same", "full", "valid", "circular")
 
@@ -61,55 +62,25 @@ def conv_np(h, x, mode, stride, channels):
     return y[(Ellipsis,) + (slice(None, None, stride),) * d]
 
 
-def _moveaxis(lw, x, src, dst):
-    perm = list(range(len(lw.shape(x))))
-    perm.insert(dst, perm.pop(src))
-    return lw.permute(x, tuple(perm))
-
-
-def _zeros(lw, x, axis, size):
-    s = list(lw.shape(x))
-    s[axis] = size
-    return lw.prim("fill", shape=tuple(s), value=0.0, dtype=lw.dtype(x))
-
-
-def _pad(lw, x, axis, before, after):
-    parts = ([_zeros(lw, x, axis, before)] if before != 0 else []) + [x] + \
-        ([_zeros(lw, x, axis, after)] if after != 0 else [])
-    return parts[0] if len(parts) == 1 else lw.prim("concat", *parts, axis=axis)
-
-
-def _roll(lw, x, axis, shift):
-    """x rolled left by `shift` along axis (numpy.roll(x, −shift)): x[shift:] then x[:shift]."""
-    n = lw.shape(x)[axis]
-    if shift == 0:
-        return x
-    return lw.prim("concat", lw.prim("slice", x, axis=axis, start=shift, stop=n),
-                   lw.prim("slice", x, axis=axis, start=0, stop=shift), axis=axis)
-
-
-def _every(lw, y, axis, s, m):
-    """Entries 0, s, ..., s (m − 1) of axis (which holds s·m): a view as [m, s], its first column."""
-    if s == 1:
-        return y
-    shape = list(lw.shape(y))
-    shape[axis:axis + 1] = [m, s]
-    y = lw.prim("slice", lw.reshape(y, tuple(shape)), axis=axis + 1 - len(shape), start=0, stop=1)
-    shape[axis:axis + 2] = [m]
-    return lw.reshape(y, tuple(shape))
-
-
-def _spread(lw, y, axis, s):
-    """The transpose of _every: each entry followed by s − 1 zeros (axis m -> s·m)."""
-    if s == 1:
-        return y
-    shape = list(lw.shape(y))
-    m = shape[axis]
-    shape.insert(axis + 1, 1)
-    y = lw.reshape(y, tuple(shape))
-    y = lw.prim("concat", y, _zeros(lw, y, axis + 1 - len(shape), s - 1), axis=axis + 1 - len(shape))
-    shape[axis:axis + 2] = [m * s]
-    return lw.reshape(y, tuple(shape))
+def conv_matrix(h, grid, mode, stride, channels):
+    """The dense matrix of the operator (conv_np on every basis image at once: the images stacked
+    along a leading axis that a kernel of size 1 there leaves alone)."""
+    import scipy.ndimage
+    import scipy.signal
+    ci = h.shape[1] if channels else 1
+    d = len(grid)
+    n = ci * int(np.prod(grid))
+    basis = np.eye(n).reshape((n, ci) + tuple(grid))
+    hh = h if channels else h[None, None]
+    outs = []
+    for o in range(hh.shape[0]):
+        acc = 0.0
+        for i in range(ci):
+            k = hh[o, i][None]
+            acc = acc + (scipy.ndimage.convolve(basis[:, i], k, mode="wrap") if mode == "circular" else
+                         scipy.signal.convolve(basis[:, i], k, mode=mode))
+        outs.append(acc[(slice(None),) + (slice(None, None, stride),) * d])
+    return np.stack(outs, axis=1).reshape(n, -1).T
 
 
 @register
@@ -194,13 +165,9 @@ class ConvND(Kind):
         return OpType(rows, cols, (), h.dtype)
 
     def dense(self, g, v, vals):
-        h = vals[0]
         a = g[v].attrs
-        _, sizes, _, ci, _ = self._dims(g, v)
-        shape = ((int(g.dims.value(ci)),) if a["channels"] else ()) + tuple(int(g.dims.value(n)) for n in sizes)
-        eye = np.eye(int(np.prod(shape)))
-        cols = [conv_np(h, e.reshape(shape), a["mode"], a["stride"], a["channels"]).reshape(-1) for e in eye]
-        m = np.stack(cols, axis=1)
+        sizes = tuple(int(g.dims.value(n)) for n in a["sizes"])
+        m = conv_matrix(vals[0], sizes, a["mode"], a["stride"], a["channels"])
         return m.T if a["T"] else m
 
     def _costs(self, g, v, k, transposed=None):
@@ -254,11 +221,11 @@ class ConvND(Kind):
             return h
         for i in range(d):
             ax = len(lw.shape(h)) - d + i
-            h = _pad(lw, h, ax, 0, Ls[i] - ks[i])
+            h = pad(lw, h, ax, 0, Ls[i] - ks[i])
             if mode == "circular":
-                h = _roll(lw, h, ax, int(lw.dims.value(ks[i])) // 2)
+                h = roll(lw, h, ax, int(lw.dims.value(ks[i])) // 2)
             if reverse:                                  # h[(−j) mod L]: flip, then roll right by one
-                h = _roll(lw, lw.prim("flip", h, axis=ax), ax, Ls[i] - 1)
+                h = roll(lw, lw.prim("flip", h, axis=ax), ax, Ls[i] - 1)
         return h
 
     def lower(self, lw, v, x):
@@ -286,17 +253,17 @@ class ConvND(Kind):
         b, k = xs[:-2], xs[-1]
         nb = len(b)
         c_in, c_out, n_in = (co, ci, outs) if a["T"] else (ci, co, sizes)
-        x = _moveaxis(lw, lw.reshape(x, tuple(b) + (c_in,) + tuple(n_in) + (k,)), nb + 1 + d, nb)   # [*b, k, c, n..]
+        x = moveaxis(lw, lw.reshape(x, tuple(b) + (c_in,) + tuple(n_in) + (k,)), nb + 1 + d, nb)   # [*b, k, c, n..]
         axes = [nb + 2 + i for i in range(d)]
         if a["T"]:                    # scatter the kept outputs back to their places in the length-L axes
             for i, ax in enumerate(axes):
-                x = _spread(lw, x, ax, s)
+                x = spread(lw, x, ax, s)
                 start = first(int(lw.dims.value(ks[i])), mode)
                 span = s * outs[i]
                 if mode == "circular":
                     x = lw.prim("slice", x, axis=ax, start=0, stop=sizes[i]) if s > 1 else x
                 else:
-                    x = _pad(lw, x, ax, start, Ls[i] - start - span)
+                    x = pad(lw, x, ax, start, Ls[i] - start - span)
         spec_h = lw.prim("rfftn", self._kernel(lw, h, ks, Ls, mode, d, a["T"]), s=Ls)
         spec_x = lw.prim("rfftn", x, s=Ls)
         letters = "abcdefgh"[:d]
@@ -313,12 +280,12 @@ class ConvND(Kind):
             span = s * outs[i]
             if mode == "circular":
                 if s > 1:
-                    y = _pad(lw, y, ax, 0, span - sizes[i])
+                    y = pad(lw, y, ax, 0, span - sizes[i])
             else:
                 y = lw.prim("slice", y, axis=ax, start=start, stop=start + span)
-            y = _every(lw, y, ax, s, outs[i])
+            y = every(lw, y, ax, s, outs[i])
         c_res, n_res = (ci, sizes) if a["T"] else (co, outs)
-        y = lw.reshape(_moveaxis(lw, y, nb, nb + 1 + d), tuple(b) + (c_res * sym_prod(n_res), k))
+        y = lw.reshape(moveaxis(lw, y, nb, nb + 1 + d), tuple(b) + (c_res * sym_prod(n_res), k))
         if out_dtype in HALF:
             y = lw.prim("cast", y, dtype=out_dtype)
         return y
@@ -334,7 +301,7 @@ class ConvND(Kind):
         xs = lw.shape(x)
         b, k = xs[:-2], xs[-1]
         nb = len(b)
-        x = _moveaxis(lw, lw.reshape(x, tuple(b) + (ci,) + tuple(sizes) + (k,)), nb + 1 + d, nb)   # [*b, k, c, n..]
+        x = moveaxis(lw, lw.reshape(x, tuple(b) + (ci,) + tuple(sizes) + (k,)), nb + 1 + d, nb)   # [*b, k, c, n..]
         axes = [nb + 2 + i for i in range(d)]
         bases = []
         for i, ax in enumerate(axes):         # x_ext[u] = x[u − (k − 1)] (zeros, or x wrapped, outside)
@@ -351,7 +318,7 @@ class ConvND(Kind):
             else:
                 after = need - P - sizes[i]
                 known = lw.dims.value(after)
-                x = _pad(lw, x, ax, P, max(known, 0) if known is not None else sp.Max(after, 0))
+                x = pad(lw, x, ax, P, max(known, 0) if known is not None else sp.Max(after, 0))
             bases.append(start + P)
         letters = "abcdefgh"[:d]
         batch = "pqrstuvwxyz"[:nb + 1]
@@ -360,13 +327,13 @@ class ConvND(Kind):
             w = x
             for i, ax in enumerate(axes):
                 lo = bases[i] - tap[i]
-                w = _every(lw, lw.prim("slice", w, axis=ax, start=lo, stop=lo + s * outs[i]), ax, s, outs[i])
+                w = every(lw, lw.prim("slice", w, axis=ax, start=lo, stop=lo + s * outs[i]), ax, s, outs[i])
             shape = list(lw.shape(w))
             windows.append(lw.reshape(w, tuple(shape[:nb + 2]) + (1,) + tuple(shape[nb + 2:])))
         cols = windows[0] if len(windows) == 1 else lw.prim("concat", *windows, axis=nb + 2)   # [*b, k, c, T, m..]
         taps = int(np.prod(kv))
         y = lw.einsum(f"{batch}it{letters},oit->{batch}o{letters}", cols, lw.reshape(h, (co, ci, taps)))
-        return lw.reshape(_moveaxis(lw, y, nb, nb + 1 + d), tuple(b) + (co * sym_prod(outs), k))
+        return lw.reshape(moveaxis(lw, y, nb, nb + 1 + d), tuple(b) + (co * sym_prod(outs), k))
 
     def _lower_direct_t(self, lw, v, x, h):
         """The transpose by a sliding window: x̄[i, p] = Σ_o Σ_taps h[o, i, tap] z_ext[o, p + tap], z the
@@ -379,10 +346,10 @@ class ConvND(Kind):
         xs = lw.shape(x)
         b, k = xs[:-2], xs[-1]
         nb = len(b)
-        z = _moveaxis(lw, lw.reshape(x, tuple(b) + (co,) + tuple(outs) + (k,)), nb + 1 + d, nb)    # [*b, k, o, m..]
+        z = moveaxis(lw, lw.reshape(x, tuple(b) + (co,) + tuple(outs) + (k,)), nb + 1 + d, nb)    # [*b, k, o, m..]
         axes = [nb + 2 + i for i in range(d)]
         for i, ax in enumerate(axes):
-            z = _spread(lw, z, ax, s)                                  # s·m entries
+            z = spread(lw, z, ax, s)                                  # s·m entries
             span, n, K = s * outs[i], sizes[i], kv[i]
             if mode == "circular":                                     # z_ext[u] = z[(u − K // 2) mod n]
                 if s > 1:
@@ -398,7 +365,7 @@ class ConvND(Kind):
                 if known is not None and known < 0:
                     z = lw.prim("slice", z, axis=ax, start=0, stop=span + known)
                     after = 0
-                z = _pad(lw, z, ax, start, after if known is None else max(known, 0))
+                z = pad(lw, z, ax, start, after if known is None else max(known, 0))
         letters = "abcdefgh"[:d]
         batch = "pqrstuvwxyz"[:nb + 1]
         windows = []
@@ -410,4 +377,4 @@ class ConvND(Kind):
             windows.append(lw.reshape(w, tuple(shape[:nb + 2]) + (1,) + tuple(shape[nb + 2:])))
         cols = windows[0] if len(windows) == 1 else lw.prim("concat", *windows, axis=nb + 2)   # [*b, k, o, T, n..]
         y = lw.einsum(f"{batch}ot{letters},oit->{batch}i{letters}", cols, lw.reshape(h, (co, ci, int(np.prod(kv)))))
-        return lw.reshape(_moveaxis(lw, y, nb, nb + 1 + d), tuple(b) + (ci * sym_prod(sizes), k))
+        return lw.reshape(moveaxis(lw, y, nb, nb + 1 + d), tuple(b) + (ci * sym_prod(sizes), k))

@@ -22,6 +22,7 @@ import numpy as np
 
 from .base import Kind, OpType, TensorType, join_dtype, register, sym_prod
 from .fftconv import fft_flops
+from .grid import moveaxis, pad, roll
 from .linalg_build import auto, span_of
 from .rule import Rule
 
@@ -161,7 +162,6 @@ def _conj_expr(e):
 
 def spectrum(lw, v, dtype):
     """The half spectrum [n1, ..., nd/2 + 1] (complex) of fftdiag node v, as primitives."""
-    from .convnd import _pad, _roll
     node = lw.src[v]
     attrs = node.attrs
     sizes = attrs["sizes"]
@@ -171,7 +171,7 @@ def spectrum(lw, v, dtype):
         k = lw.tensor(node.operands[i])
         if kind == "conv":
             for ax in range(len(own)):
-                k = _roll(lw, _pad(lw, k, ax, 0, own[ax] - ks[ax]), ax, int(lw.dims.value(ks[ax])) // 2)
+                k = roll(lw, pad(lw, k, ax, 0, own[ax] - ks[ax]), ax, int(lw.dims.value(ks[ax])) // 2)
         kernels.append((k if lw.dtype(k) == dtype else lw.prim("cast", k, dtype=dtype), off, own))
         i += count
 
@@ -179,7 +179,7 @@ def spectrum(lw, v, dtype):
         k, off, own = kernels[j]
         if conj:                                 # k[(−t) mod n] along its axes: the conjugate spectrum
             for ax in range(len(own)):
-                k = _roll(lw, lw.prim("flip", k, axis=ax), ax, own[ax] - 1)
+                k = roll(lw, lw.prim("flip", k, axis=ax), ax, own[ax] - 1)
         shape = (1,) * off + tuple(own) + (1,) * (d - off - len(own))     # a delta along the other axes
         return lw.prim("rfftn", lw.reshape(k, shape) if len(own) != d else k, s=tuple(sizes))
 
@@ -196,11 +196,11 @@ class FFTDiag(Kind):
     name = "fftdiag"
     examples = (
         "input h : [3, 3]\ninput x : [48, 2]\nlet H = conv(h, 6, 8, mode=circular)\n"
-        "export y = inv(H.T @ H + 0.5 * eye(48)) @ x\nexport z = logdet(H.T @ H + 0.5 * eye(48))\n"
-        "export w = inv(2 * H + 7 * eye(48)).T @ x",
+        "export y = inv(H.T @ H + 0.5 * eye(48)) @ x\nexport z = logdet(H.T @ H + 0.5 * eye(48))",
         "input a : [4]\ninput b : [5]\ninput x : [20, 1]\nlet C = kron(circulant(a), circulant(b))\n"
         "export y = inv(C + 6 * eye(20)) @ x\nexport z = logdet(C.T @ C + eye(20))",
-        "input c : [6]\ninput x : [6, 2]\nexport y = inv(circulant(c) @ circulant(c).T + 0.1 * eye(6)) @ x",
+        "input c : [2, 3]\ninput x : [6, 2]\nlet C = circulant(c, ndim=2)\n"
+        "export y = inv(2 * C.T + 7 * eye(6)).T @ x\nexport z = logdet(C @ C.T + eye(6))",
     )
 
     def sample(self, n, tag):
@@ -227,7 +227,6 @@ class FFTDiag(Kind):
         return g.add(self.name, list(n.operands), {**n.attrs, "expr": _conj_expr(n.attrs["expr"])}, span=n.span)
 
     def lower(self, lw, v, x):
-        from .convnd import _moveaxis
         sizes = lw.src[v].attrs["sizes"]
         d = len(sizes)
         dtype = lw.dtype(x) if lw.dtype(x) in ("float32", "float64") else "float32"
@@ -235,9 +234,9 @@ class FFTDiag(Kind):
                 f"{' x '.join(map(str, sizes))} grid: rfftn, × its spectrum, irfftn (no N x N matrix)")
         xs = lw.shape(x)
         b, k = xs[:-2], xs[-1]
-        xi = _moveaxis(lw, lw.reshape(x, tuple(b) + tuple(sizes) + (k,)), len(b) + d, len(b))
+        xi = moveaxis(lw, lw.reshape(x, tuple(b) + tuple(sizes) + (k,)), len(b) + d, len(b))
         y = lw.prim("irfftn", lw.mul(lw.prim("rfftn", xi, s=tuple(sizes)), spectrum(lw, v, dtype)), s=tuple(sizes))
-        return lw.reshape(_moveaxis(lw, y, len(b), len(b) + d), tuple(b) + (sym_prod(sizes), k))
+        return lw.reshape(moveaxis(lw, y, len(b), len(b) + d), tuple(b) + (sym_prod(sizes), k))
 
     rules = (
         Rule("inv-fft-diagonal", "inv(F⁻¹ diag(λ) F) = F⁻¹ diag(1 / λ) F: sums, products, scalings, transposes "

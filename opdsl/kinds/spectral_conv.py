@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import ShapeError
 from .base import Kind, OpType, register, sym_prod, tensor_of_rank
 from .fftconv import fft_flops
+from .grid import moveaxis
 
 
 def _kept(sizes, modes):
@@ -116,7 +117,6 @@ class SpectralConv(Kind):
         return g.add(self.name, list(n.operands), {**n.attrs, "T": not n.attrs["T"]}, span=n.span)
 
     def lower(self, lw, v, x):
-        from .convnd import _moveaxis
         node = lw.src[v]
         sizes, T = node.attrs["sizes"], node.attrs["T"]
         d = len(sizes)
@@ -130,7 +130,7 @@ class SpectralConv(Kind):
         xs = lw.shape(x)
         b, k = xs[:-2], xs[-1]
         nb = len(b)
-        xi = _moveaxis(lw, lw.reshape(x, tuple(b) + (c_in,) + tuple(sizes) + (k,)), nb + 1 + d, nb)
+        xi = moveaxis(lw, lw.reshape(x, tuple(b) + (c_in,) + tuple(sizes) + (k,)), nb + 1 + d, nb)
         if lw.dtype(xi) != dtype:
             xi = lw.prim("cast", xi, dtype=dtype)
         spec = lw.prim("rfftn", xi, s=tuple(sizes))                      # [*b, k, c_in, n1, .., nd/2+1]
@@ -155,5 +155,5 @@ class SpectralConv(Kind):
             parts.append(lw.prim("slice", y, axis=ax, start=m, stop=2 * m))
             y = lw.prim("concat", *parts, axis=ax)
         y = lw.prim("irfftn", y, s=tuple(sizes))                         # the last axis zero-padded by irfftn
-        y = lw.reshape(_moveaxis(lw, y, nb, nb + 1 + d), tuple(b) + (c_out * sym_prod(sizes), k))
+        y = lw.reshape(moveaxis(lw, y, nb, nb + 1 + d), tuple(b) + (c_out * sym_prod(sizes), k))
         return y if lw.dtype(y) == lw.dtype(x) else lw.prim("cast", y, dtype=lw.dtype(x))
