@@ -26,12 +26,11 @@ UNARY = {
 }
 
 
-def index_code(n, a) -> str:
+def index_code(n, a, bound: str) -> str:
     """The row indices of a take / put node: its compile-time indices as an integer numpy array (every
-    array library indexes with one), or its index operand checked to lie in [0, n) (_index)."""
+    array library indexes with one), or its index operand checked to lie in [0, bound) (_index)."""
     if len(a) == 1:
         return f"np.array({list(n.attrs['idx'])!r})"
-    bound = pyexpr(n.attrs["n"]) if n.kind == "put" else f"{a[0]}.shape[-2]"
     return f"_index({site(n.span)!r}, {a[1]}, {bound})"
 
 
@@ -39,7 +38,7 @@ def python_emit() -> dict:
     """Emit entries written with Python operators and methods every array type has."""
     return {
         "reshape": lambda c, n, a: f"{a[0]}.reshape{shape_code(n.attrs['shape'])}",
-        "take": lambda c, n, a: f"{a[0]}[..., {index_code(n, a)}, :]",
+        "take": lambda c, n, a: f"{a[0]}[..., {index_code(n, a, f'{a[0]}.shape[-2]')}, :]",
         "slice": lambda c, n, a: a[0] + index_expr(None, n.attrs["axis"], pyexpr(n.attrs["start"]),
                                                    pyexpr(n.attrs["stop"])),
         "matmul": lambda c, n, a: f"{a[0]} @ {a[1]}",

@@ -269,7 +269,7 @@ class JaxBackend(PythonBackend):
                                           f"{a[1]}, jnp.concatenate([{a[2]}, {a[1]}[:1] * 0]), {a[3]})"),
         "tridiag_logdet": lambda c, n, a: f"_tridiag_logdet({', '.join(a)}, jnp.concatenate, jnp.stack, jnp.log)",
         "put": lambda c, n, a: (f"jnp.zeros({a[0]}.shape[:-2] + ({pyexpr(n.attrs['n'])}, {a[0]}.shape[-1]), "
-                                f"{a[0]}.dtype).at[..., {index_code(n, a)}, :].add({a[0]})"),
+                                f"{a[0]}.dtype).at[..., {index_code(n, a, pyexpr(n.attrs['n']))}, :].add({a[0]})"),
         "slq": emit_slq("jnp.linalg.eigh", "lambda m: jnp.eye(m, dtype={z}.dtype)", "jnp.log"),
         "linrec": lambda c, n, a: f"_linrec_scan({a[0]}, {a[1]})",
         "eigh": lambda c, n, a: f"_eigh({a[0]}, jnp.linalg.eigh, jnp.concatenate)",

@@ -50,7 +50,7 @@ class NumpyBackend(PythonBackend):
         "cg": emit_cg,
         "pivchol": emit_pivchol("np.arange", "np.stack", "np.where"),
         "tridiag_solve": lambda c, n, a: f"_tridiag_solve({', '.join(a)}, np.concatenate, np.stack, np.log)",
-        "put": lambda c, n, a: f"_put_rows({a[0]}, {index_code(n, a)}, {pyexpr(n.attrs['n'])})",
+        "put": lambda c, n, a: f"_put_rows({a[0]}, {index_code(n, a, pyexpr(n.attrs['n']))}, {pyexpr(n.attrs['n'])})",
         "tridiag_logdet": lambda c, n, a: f"_tridiag_logdet({', '.join(a)}, np.concatenate, np.stack, np.log)",
         "slq": emit_slq("np.linalg.eigh", "lambda m: np.eye(m, dtype={z}.dtype)", "np.log"),
         "linrec": lambda c, n, a: f"_linrec({a[0]}, {a[1]}, np.stack)",

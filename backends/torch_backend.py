@@ -344,7 +344,7 @@ class TorchBackend(PythonBackend):
         "tridiag_solve": lambda c, n, a: f"_tridiag_solve({', '.join(a)}, torch.cat, torch.stack, torch.log)",
         "put": lambda c, n, a: (f"torch.zeros({a[0]}.shape[:-2] + ({pyexpr(n.attrs['n'])}, {a[0]}.shape[-1]), "
                                 f"dtype={a[0]}.dtype, device={a[0]}.device).index_add(-2, "
-                                + (index_code(n, a) if len(a) > 1 else
+                                + (index_code(n, a, pyexpr(n.attrs['n'])) if len(a) > 1 else
                                    f"torch.as_tensor({list(n.attrs['idx'])!r}, device={a[0]}.device)")
                                 + f", {a[0]})"),
         "tridiag_logdet": lambda c, n, a: f"_tridiag_logdet({', '.join(a)}, torch.cat, torch.stack, torch.log)",

@@ -8,6 +8,7 @@ import numpy as np
 from ..errors import ShapeError
 from ..primitives import broadcast
 from .base import Kind, OpType, join_dtype, op_type, register
+from .fft_algebra import combine, unary
 from .linalg_analysis import (all_psd, cheap_inverse, is_gram, psd, flip, less, lowrank_split, operands_triangular, singular_reason,
                               square, triangular)
 from .linalg_solve import materialize
@@ -55,6 +56,9 @@ class Compose(Kind):
         for o in reversed(lw.src[v].operands):
             x = lw.apply(o, x)
         return x
+
+    def fft_tree(self, g, v, conj, leaves):     # spectra multiply
+        return combine(g, g[v].operands, conj, leaves, "mul")
 
     def transpose(self, g, v):
         n = g[v]
@@ -116,6 +120,9 @@ class Sum(Kind):
         ys = [lw.apply(o, x) for o in lw.src[v].operands]
         return reduce(lw.add, ys)
 
+    def fft_tree(self, g, v, conj, leaves):     # spectra add
+        return combine(g, g[v].operands, conj, leaves, "add")
+
     def transpose(self, g, v):
         n = g[v]
         return g.add("sum", [g.add("transpose", [o], span=n.span) for o in n.operands], span=n.span)
@@ -169,6 +176,9 @@ class Scale(Kind):
         n = lw.src[v]
         return lw.scale(lw.apply(n.operands[0], x), n.attrs["c"])
 
+    def fft_tree(self, g, v, conj, leaves):
+        return unary(g, v, conj, leaves, lambda e: ("scale", float(g[v].attrs["c"]), e))
+
     def transpose(self, g, v):
         n = g[v]
         return g.add("scale", [g.add("transpose", [n.operands[0]], span=n.span)], n.attrs, span=n.span)
@@ -220,6 +230,10 @@ class Transpose(Kind):
         # unless the kind's transpose is lowered another way).
         o = g[v].operands[0]
         return g.spec(o).transpose_flops(g, o, k)
+
+    def fft_tree(self, g, v, conj, leaves):     # the conjugate spectrum
+        o = g[v].operands[0]
+        return g.spec(o).fft_tree(g, o, not conj, leaves)
 
     def lower(self, lw, v, x):
         a = lw.src[v].operands[0]

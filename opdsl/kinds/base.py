@@ -282,6 +282,11 @@ class Kind:
         """Primitive id of the diagonal of a leaf of this kind, or None (of its matrix)."""
         return None
 
+    def fft_tree(self, g, v, conj, leaves):
+        """(expression, grid sizes or None) of v as an FFT-diagonal operator (kinds/fft_algebra.py:
+        circular convolutions, circulants, and the algebra over them), or None (the default: not)."""
+        return None
+
     def transpose_flops(self, g, v, k):
         """FLOPs of vᵀ applied to k columns (default: v's own; a kind whose transpose is lowered
         another way says so: conv's sliding window forward, FFTs backward)."""

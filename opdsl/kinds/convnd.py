@@ -25,6 +25,7 @@ import sympy as sp
 
 from ..errors import ShapeError, TypeError_
 from .base import Kind, OpType, register, sym_prod, tensor_of_rank
+from .fft_algebra import leaf
 from .fftconv import HALF, fast_length, fft_flops
 from .grid import every, moveaxis, pad, roll, spread
 
@@ -200,6 +201,13 @@ class ConvND(Kind):
     def transpose(self, g, v):
         n = g[v]
         return g.add(self.name, list(n.operands), {**n.attrs, "T": not n.attrs["T"]}, span=n.span)
+
+    def fft_tree(self, g, v, conj, leaves):        # circular, one channel, stride 1: F⁻¹ diag(fftn h) F
+        a = g[v].attrs
+        if a["mode"] != "circular" or a["stride"] != 1 or a["channels"]:
+            return None
+        h = g[v].operands[0]
+        return leaf(leaves, (h,), tuple(g.type(h).shape), a["sizes"], conj != a["T"])
 
     # ---- lowering -------------------------------------------------------------------------
     def _lengths(self, lw, ks, sizes, outs, mode, s):

@@ -33,6 +33,7 @@ from ..errors import ShapeError, TypeError_, written
 from ..primitives import broadcast
 from .base import Kind, OpType, join_dtype, register, sym_prod, tensor_of_rank
 from .linalg_build import auto, span_of
+from .fft_algebra import leaf
 from .grid import moveaxis, roll
 from .rule import As, Rule
 
@@ -222,6 +223,13 @@ class Circulant(Kind):
 
     def cheap_inverse(self, g, v):              # a division in the Fourier domain
         return True
+
+    def fft_tree(self, g, v, conj, leaves):     # its first column's spectrum, on its own grid
+        if g.type(v).batch:
+            return None
+        c = g[v].operands[0]
+        grid = tuple(g.type(c).shape[-g[v].attrs.get("ndim", 1):])
+        return leaf(leaves, (c,), None, grid, conj != g[v].attrs["T"])
 
     rules = (
         # inv(circulant(c)) = circulant(ifft(1/fft(c))); the N-d one: inv-fft-diagonal (kinds/fftdiag.py)

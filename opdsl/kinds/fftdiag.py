@@ -11,76 +11,23 @@ Tikhonov deconvolution inv(Hᵀ H + μ I) Hᵀ y of a circular blur H is three F
 
 An expression is a nested tuple (hashable, an attribute): ("k", i, conj) the i-th leaf's spectrum
 (conj: of its transpose), ("eye",), ("scale", c, e), ("add", e, ...), ("mul", e, ...), ("inv", e).
-A leaf is a conv kernel [k1..kd] rotated by its centre k // 2, or a circulant's first column, on
-its own axes of the grid: a Kronecker product's factors each have theirs, (A ⊗ B) = (A ⊗ I)(I ⊗ B),
+A leaf (kinds/fft_algebra.py) is a conv kernel [k1..kd] rotated by its centre k // 2, or a
+circulant's first column, on its own axes of the grid: a Kronecker product's factors each have theirs, (A ⊗ B) = (A ⊗ I)(I ⊗ B),
 so kron(circulant(a), circulant(b)) is the 2-D circulant of outer(a, b) and kron(H₁ᵀH₁ + I, H₂) is
 FFT-diagonal too.
 """
 from __future__ import annotations
 
+from functools import reduce
+
 import numpy as np
 
 from .base import Kind, OpType, TensorType, join_dtype, register, sym_prod
+from .fft_algebra import fft_tree
 from .fftconv import fft_flops
 from .grid import moveaxis, pad, roll
 from .linalg_build import auto, span_of
 from .rule import Rule
-
-
-def fft_tree(g, v, conj=False, leaves=None):
-    """(expression, leaves, grid sizes or None) of operator v when it is FFT-diagonal (module doc),
-    else None.  A leaf is [kind, operand ids, kernel sizes (conv) or None, offset, its own grid]:
-    its kernel lives on axes offset.. of the whole grid (a Kronecker factor's), a delta along the
-    others.  `conj`: of v's transpose."""
-    leaves = [] if leaves is None else leaves
-    n = g[v]
-    kind = n.kind
-    if kind == "convnd":
-        a = n.attrs
-        if a["mode"] != "circular" or a["stride"] != 1 or a["channels"]:
-            return None
-        ks = tuple(g.type(n.operands[0]).shape)
-        leaves.append(["conv", (n.operands[0],), ks, 0, tuple(a["sizes"])])
-        return ("k", len(leaves) - 1, conj != a["T"]), leaves, tuple(a["sizes"])
-    if kind == "circulant" and not g.type(v).batch:
-        grid = tuple(g.type(n.operands[0]).shape[-n.attrs.get("ndim", 1):])
-        leaves.append(["circ", (n.operands[0],), None, 0, grid])
-        return ("k", len(leaves) - 1, conj != n.attrs["T"]), leaves, grid
-    if kind == "kron":          # (A ⊗ B) = (A ⊗ I)(I ⊗ B): each factor's spectrum on its own axes
-        parts, sizes = [], ()
-        for o in n.operands:
-            before = len(leaves)
-            sub = fft_tree(g, o, conj, leaves)
-            if sub is None or g.type(o).batch:
-                return None
-            for leaf in leaves[before:]:
-                leaf[3] += len(sizes)
-            sizes += sub[2] if sub[2] is not None else (g.type(o).rows,)
-            parts.append(sub[0])
-        return ("mul", *parts), leaves, sizes
-    if kind == "eye":
-        return ("eye",), leaves, None
-    if kind == "transpose":
-        return fft_tree(g, n.operands[0], not conj, leaves)
-    if kind in ("scale", "inv"):
-        sub = fft_tree(g, n.operands[0], conj, leaves)
-        if sub is None or (kind == "inv" and n.attrs.get("method", "auto") != "auto"):
-            return None
-        return (("scale", float(n.attrs["c"]), sub[0]) if kind == "scale" else ("inv", sub[0])), leaves, sub[2]
-    if kind in ("sum", "compose"):
-        parts, sizes = [], None
-        for o in n.operands:
-            sub = fft_tree(g, o, conj, leaves)
-            if sub is None:
-                return None
-            if sub[2] is not None:
-                if sizes is not None and (len(sizes) != len(sub[2]) or
-                                          not all(g.dims.equal(p, q) for p, q in zip(sizes, sub[2]))):
-                    return None                     # two grids: not one DFT
-                sizes = sub[2]
-            parts.append(sub[0])
-        return ("add" if kind == "sum" else "mul", *parts), leaves, sizes
-    return None
 
 
 def _fft_diagonal(g, m, compound=True):
@@ -90,16 +37,18 @@ def _fft_diagonal(g, m, compound=True):
         return False
     a = g[m["_"]].operands[0]
     t = fft_tree(g, a)
-    return t is not None and t[2] is not None and (
-        not compound or g[a].kind != "circulant" or g[a].attrs.get("ndim", 1) > 1)
+    if t is None or t[2] is None:
+        return False
+    # a bare 1-d circulant: inv-circulant divides it already
+    return not compound or t[0][0] != "k" or t[1][0][1] is not None or len(t[2]) > 1
 
 
 def _node(g, m, kind, wrap):
     a = g[m["_"]].operands[0]
     expr, leaves, sizes = fft_tree(g, a)
-    ops = [o for leaf in leaves for o in leaf[1]]
+    ops = [o for leaf in leaves for o in leaf[0]]
     attrs = {"expr": wrap(expr), "sizes": tuple(sizes), "T": False,
-             "leaves": tuple((k, len(o), info, off, tuple(own)) for k, o, info, off, own in leaves)}
+             "leaves": tuple((len(o), ks, off, tuple(own)) for o, ks, off, own in leaves)}
     return g.add(kind, ops, attrs, span=span_of(g, m))
 
 
@@ -109,9 +58,9 @@ def _leaf_kernels_np(g, attrs, vals, shape):
     """Each leaf's kernel on the whole grid, rotated so that its DFT is the leaf's spectrum: on its own
     axes, a delta (1 at index 0) along the others."""
     out, i = [], 0
-    for kind, count, ks, off, own in attrs["leaves"]:
+    for count, ks, off, own in attrs["leaves"]:
         own = tuple(int(g.dims.value(s)) for s in own)
-        if kind == "conv":
+        if ks is not None:                       # a convolution kernel, rotated by its centre
             h = vals[i]
             k = np.zeros(own)
             k[tuple(slice(0, s) for s in h.shape)] = h
@@ -125,29 +74,28 @@ def _leaf_kernels_np(g, attrs, vals, shape):
     return out
 
 
-def _eval(expr, leaf, one, add, mul, scale, inv):
-    op = expr[0]
-    if op == "k":
-        return leaf(expr[1], expr[2])
-    if op == "eye":
-        return one()
-    if op == "scale":
-        return scale(_eval(expr[2], leaf, one, add, mul, scale, inv), expr[1])
-    if op == "inv":
-        return inv(_eval(expr[1], leaf, one, add, mul, scale, inv))
-    parts = [_eval(e, leaf, one, add, mul, scale, inv) for e in expr[1:]]
-    out = parts[0]
-    for p in parts[1:]:
-        out = add(out, p) if op == "add" else mul(out, p)
-    return out
+# how each tag of an expression is evaluated, given the operations `f` of numpy or of the lowering
+_EVAL = {
+    "k": lambda e, f: f["leaf"](e[1], e[2]),
+    "eye": lambda e, f: f["one"](),
+    "scale": lambda e, f: f["scale"](_eval(e[2], f), e[1]),
+    "inv": lambda e, f: f["inv"](_eval(e[1], f)),
+    "add": lambda e, f: reduce(f["add"], [_eval(x, f) for x in e[1:]]),
+    "mul": lambda e, f: reduce(f["mul"], [_eval(x, f) for x in e[1:]]),
+}
+
+
+def _eval(expr, f):
+    return _EVAL[expr[0]](expr, f)
 
 
 def spectrum_np(g, v, vals):
     attrs = g[v].attrs
     shape = tuple(int(g.dims.value(s)) for s in attrs["sizes"])
     kernels = [np.fft.fftn(k) for k in _leaf_kernels_np(g, attrs, vals, shape)]
-    return _eval(attrs["expr"], lambda i, c: np.conj(kernels[i]) if c else kernels[i], lambda: np.ones(shape),
-                 np.add, np.multiply, lambda x, c: c * x, lambda x: 1.0 / x), shape
+    ops = {"leaf": lambda i, c: np.conj(kernels[i]) if c else kernels[i], "one": lambda: np.ones(shape),
+           "add": np.add, "mul": np.multiply, "scale": lambda x, c: c * x, "inv": lambda x: 1.0 / x}
+    return _eval(attrs["expr"], ops), shape
 
 
 def _conj_expr(e):
@@ -167,9 +115,9 @@ def spectrum(lw, v, dtype):
     sizes = attrs["sizes"]
     d = len(sizes)
     kernels, i = [], 0
-    for kind, count, ks, off, own in attrs["leaves"]:
+    for count, ks, off, own in attrs["leaves"]:
         k = lw.tensor(node.operands[i])
-        if kind == "conv":
+        if ks is not None:
             for ax in range(len(own)):
                 k = roll(lw, pad(lw, k, ax, 0, own[ax] - ks[ax]), ax, int(lw.dims.value(ks[ax])) // 2)
         kernels.append((k if lw.dtype(k) == dtype else lw.prim("cast", k, dtype=dtype), off, own))
@@ -185,8 +133,8 @@ def spectrum(lw, v, dtype):
 
     def one():
         return lw.prim("fill", shape=(), value=1.0, dtype=dtype)
-    return _eval(attrs["expr"], leaf, one, lw.add, lw.mul, lw.scale,
-                 lambda x: lw.prim("div", one(), x))
+    return _eval(attrs["expr"], {"leaf": leaf, "one": one, "add": lw.add, "mul": lw.mul, "scale": lw.scale,
+                                 "inv": lambda x: lw.prim("div", one(), x)})
 
 
 @register

@@ -9,6 +9,7 @@ import numpy as np
 
 from .algebra import common
 from .base import Kind, OpType, join_dtype, op_type, register, sym_prod
+from .fft_algebra import outer
 from .linalg_analysis import all_psd, all_square, operands_triangular, singular_factors
 
 KRON_KEEPS = frozenset({"orthogonal", "symmetric", "psd", "diagonal", "permutation", "invertible"})
@@ -101,6 +102,9 @@ class Kron(Kind):
             x = lw.apply(ops[i], lw.reshape(x, view))
             size[i] = lw.src.type(ops[i]).rows
         return lw.reshape(x, b + (sym_prod(size), k))
+
+    def fft_tree(self, g, v, conj, leaves):     # (A ⊗ B) = (A ⊗ I)(I ⊗ B): each factor on its axes
+        return outer(g, g[v].operands, conj, leaves)
 
     def transpose(self, g, v):
         n = g[v]

@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import ShapeError, TypeError_
 from .base import Kind, OpType, TensorType, default_dtype, op_type, register, sym_prod
+from .fft_algebra import unary
 from .linalg_analysis import flip, psd, singular_reason, triangular   # triangular: also asked of this module (tests)
 from .linalg_cg import AUTO_CG_MAXITER, PIVCHOL_RANK, cg_solve, jacobi_of, lower_cg, split_diagonal
 from .linalg_slq import hutchinson_np, lower_hutchinson, lower_slq, slq_np
@@ -201,6 +202,11 @@ class Inv(Kind):
         if how:
             lw.note(f"inv: {how}")
         return leaf_solve(lw, a, x, method)
+
+    def fft_tree(self, g, v, conj, leaves):     # 1 / λ (an explicit method= is kept as written)
+        if g[v].attrs.get("method", "auto") != "auto":
+            return None
+        return unary(g, v, conj, leaves, lambda e: ("inv", e))
 
     def transpose(self, g, v):
         n = g[v]

@@ -107,13 +107,19 @@ def operator_body(lw, a, like, dt, iters, loop="CG"):
     return Body(body.out, loop, root, [c for c, _ in used]), [o for _, o in used]
 
 
+def sum_terms(g, a) -> tuple:
+    """The terms of a sum node, or (a,) for any other operator."""
+    return tuple(g[a].operands) if g[a].kind == "sum" else (a,)
+
+
 def split_diagonal(g, a):
     """(S terms, D terms) of a = S + D with D diagonal (what precond=pivchol needs: the pivoted
     Cholesky factor of S plus D), or None when a is not such a sum."""
-    if g[a].kind != "sum":
+    terms = sum_terms(g, a)
+    if terms == (a,):
         return None
-    diag = tuple(o for o in g[a].operands if triangular(g, o) == "diagonal")
-    rest = tuple(o for o in g[a].operands if o not in diag)
+    diag = tuple(o for o in terms if triangular(g, o) == "diagonal")
+    rest = tuple(o for o in terms if o not in diag)
     return (rest, diag) if diag and rest else None
 
 
@@ -140,7 +146,7 @@ def jacobi_of(lw, a, dt):
     g = lw.src
     if not any(g.spec(u).solve_iteratively for u in g.live([a])):
         return None
-    terms = g[a].operands if g[a].kind == "sum" else (a,)
+    terms = sum_terms(g, a)
     if not all(triangular(g, t) == "diagonal" or type(g.spec(t)).leaf_diagonal is not Kind.leaf_diagonal
                for t in terms):
         return None
