@@ -63,6 +63,28 @@ def conv_np(h, x, mode, stride, channels):
     return y[(Ellipsis,) + (slice(None, None, stride),) * d]
 
 
+def _contract_windows(lw, x, axes, kv, window, h, channels, transposed):
+    """im2col: per kernel tap, its window of x [*b, k, c, n..] (window(i, axis, w, tap[i]) along each
+    grid axis) with a taps axis inserted after the channels, the windows side by side [*b, k, c, T, m..],
+    then one contraction with h [c_out, c_in, T] over channels and taps (the transpose contracts the
+    output channels); the result moved back to [*b, c·Πm, k] order (before its final reshape)."""
+    co, ci = channels
+    nb, d = axes[0] - 2, len(axes)
+    windows = []
+    for tap in np.ndindex(*kv):
+        w = x
+        for i, ax in enumerate(axes):
+            w = window(i, ax, w, int(tap[i]))
+        shape = list(lw.shape(w))
+        windows.append(lw.reshape(w, tuple(shape[:nb + 2]) + (1,) + tuple(shape[nb + 2:])))
+    cols = windows[0] if len(windows) == 1 else lw.prim("concat", *windows, axis=nb + 2)
+    letters, batch = "abcdefgh"[:d], "pqrstuvwxyz"[:nb + 1]
+    rule = (f"{batch}ot{letters},oit->{batch}i{letters}" if transposed else
+            f"{batch}it{letters},oit->{batch}o{letters}")
+    y = lw.einsum(rule, cols, lw.reshape(h, (co, ci, int(np.prod(kv)))))
+    return moveaxis(lw, y, nb, nb + 1 + d)
+
+
 def conv_matrix(h, grid, mode, stride, channels):
     """The dense matrix of the operator (conv_np on every basis image at once: the images stacked
     along a leading axis that a kernel of size 1 there leaves alone)."""
@@ -328,20 +350,11 @@ class ConvND(Kind):
                 known = lw.dims.value(after)
                 x = pad(lw, x, ax, P, max(known, 0) if known is not None else sp.Max(after, 0))
             bases.append(start + P)
-        letters = "abcdefgh"[:d]
-        batch = "pqrstuvwxyz"[:nb + 1]
-        windows = []
-        for tap in np.ndindex(*kv):      # im2col: the taps' windows side by side, then one contraction
-            w = x
-            for i, ax in enumerate(axes):
-                lo = bases[i] - tap[i]
-                w = every(lw, lw.prim("slice", w, axis=ax, start=lo, stop=lo + s * outs[i]), ax, s, outs[i])
-            shape = list(lw.shape(w))
-            windows.append(lw.reshape(w, tuple(shape[:nb + 2]) + (1,) + tuple(shape[nb + 2:])))
-        cols = windows[0] if len(windows) == 1 else lw.prim("concat", *windows, axis=nb + 2)   # [*b, k, c, T, m..]
-        taps = int(np.prod(kv))
-        y = lw.einsum(f"{batch}it{letters},oit->{batch}o{letters}", cols, lw.reshape(h, (co, ci, taps)))
-        return lw.reshape(moveaxis(lw, y, nb, nb + 1 + d), tuple(b) + (co * sym_prod(outs), k))
+        def window(i, ax, w, t):         # tap t's strided window along axis i
+            lo = bases[i] - t
+            return every(lw, lw.prim("slice", w, axis=ax, start=lo, stop=lo + s * outs[i]), ax, s, outs[i])
+        y = _contract_windows(lw, x, axes, kv, window, h, (co, ci), False)
+        return lw.reshape(y, tuple(b) + (co * sym_prod(outs), k))
 
     def _lower_direct_t(self, lw, v, x, h):
         """The transpose by a sliding window: x̄[i, p] = Σ_o Σ_taps h[o, i, tap] z_ext[o, p + tap], z the
@@ -374,15 +387,7 @@ class ConvND(Kind):
                     z = lw.prim("slice", z, axis=ax, start=0, stop=span + known)
                     after = 0
                 z = pad(lw, z, ax, start, after if known is None else max(known, 0))
-        letters = "abcdefgh"[:d]
-        batch = "pqrstuvwxyz"[:nb + 1]
-        windows = []
-        for tap in np.ndindex(*kv):
-            w = z
-            for i, ax in enumerate(axes):
-                w = lw.prim("slice", w, axis=ax, start=int(tap[i]), stop=int(tap[i]) + sizes[i])
-            shape = list(lw.shape(w))
-            windows.append(lw.reshape(w, tuple(shape[:nb + 2]) + (1,) + tuple(shape[nb + 2:])))
-        cols = windows[0] if len(windows) == 1 else lw.prim("concat", *windows, axis=nb + 2)   # [*b, k, o, T, n..]
-        y = lw.einsum(f"{batch}ot{letters},oit->{batch}i{letters}", cols, lw.reshape(h, (co, ci, int(np.prod(kv)))))
-        return lw.reshape(moveaxis(lw, y, nb, nb + 1 + d), tuple(b) + (ci * sym_prod(sizes), k))
+        def window(i, ax, w, t):         # tap t's window along axis i: a correlation
+            return lw.prim("slice", w, axis=ax, start=t, stop=t + sizes[i])
+        y = _contract_windows(lw, z, axes, kv, window, h, (co, ci), True)
+        return lw.reshape(y, tuple(b) + (ci * sym_prod(sizes), k))
