@@ -17,6 +17,12 @@ def _constructor_modules():
 _constructor_modules()
 
 
+def load_ipython_extension(ipython):
+    """`%load_ext opdsl`: the %%opdsl cell magic (opdsl/magic.py)."""
+    from .magic import load_ipython_extension as load
+    load(ipython)
+
+
 def __getattr__(name):
     """`opdsl.<constructor>` for every constructor of the registry (kinds.CONSTRUCTORS), for use inside
     @opdsl.jit functions; `opdsl.torch` and `opdsl.jax` import on first use."""

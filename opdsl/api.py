@@ -140,9 +140,31 @@ class Program:
         """Write the generated artifact (source file, or library + manifest for TVM)."""
         return self._backend.save(self, path)
 
-    def explain(self) -> str:
-        from .explain import explain
-        return run_deep(lambda: explain(self), self.graph.depth())   # cost rules recurse through kinds
+    def explain(self, format: str = "text") -> str:
+        """The plan: IR after each pass, rules fired, costs, solver choices.  format="json": the
+        same as a JSON document (schema docs/explain.schema.json, described in docs/tools.md)."""
+        from .explain import explain, explain_json
+        if format not in ("text", "json"):
+            raise OpdslError(f"explain(format={format!r}): unknown format", hint="format='text' or format='json'")
+        fn = explain if format == "text" else explain_json
+        return run_deep(lambda: fn(self), self.graph.depth())   # cost rules recurse through kinds
+
+    def to_op(self) -> str:
+        """The program as formatted .op text: a compiled file's own text in its canonical layout
+        (`opdsl fmt`), or for a program traced by @opdsl.jit the trace written out — its tensor
+        arguments as `input`s, its results as `export`s (opdsl/fmt.py)."""
+        from .fmt import format_source
+        traced = self.__dict__.get("_op_text")
+        return traced() if traced is not None else format_source(self.text, self.filename)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display: exports, costs, rules fired and the plan as SVG (opdsl/notebook.py)."""
+        from .notebook import program_html
+        return run_deep(lambda: program_html(self), self.graph.depth())
+
+    def _repr_markdown_(self) -> str:
+        from .notebook import program_markdown
+        return run_deep(lambda: program_markdown(self), self.graph.depth())
 
     def __repr__(self):
         return f"<opdsl.Program {self.filename} backend={self.backend_name} exports={self.functions}>"
@@ -155,6 +177,11 @@ def compile(source: str, backend: str = "torch", dims: dict | None = None, dtype
 
 
 def compile_file(path, backend: str = "torch", dims: dict | None = None, dtype: str = "float32", **kw) -> Program:
+    return Program(read_source(path), os.fspath(path), backend, dims, dtype, **kw)
+
+
+def read_source(path) -> str:
+    """A .op file's text; an unreadable or non-UTF-8 file is an OpdslError (located at the byte)."""
     p = Path(path)
     try:
         data = p.read_bytes()
@@ -168,12 +195,12 @@ def compile_file(path, backend: str = "torch", dims: dict | None = None, dtype: 
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
         raise OpdslError(f"{path} is not UTF-8 text: byte {data[e.start]:#04x} at offset {e.start}",
                          Span(os.fspath(path), line, column), hint="save the .op file as UTF-8") from None
-    return Program(text, os.fspath(path), backend, dims, dtype, **kw)
+    return text
 
 
-def explain_file(path, dims: dict | None = None, backend: str = "numpy") -> str:
+def explain_file(path, dims: dict | None = None, backend: str = "numpy", format: str = "text") -> str:
     """The report for a .op file (what `opdsl explain FILE.op --dim n=...` prints; opdsl/explain.py)."""
-    return compile_file(path, backend=backend, dims=dims).explain()     # on a big stack when deep
+    return compile_file(path, backend=backend, dims=dims).explain(format)     # on a big stack when deep
 
 
 class SingularError(OpdslError):

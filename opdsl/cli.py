@@ -1,4 +1,4 @@
-"""The `opdsl` command: compile | check | explain | graph.
+"""The `opdsl` command: compile | check | explain | graph | fmt.
 
 Every error a user can cause is printed as a message (file:line:col, the line
 with a caret, a hint) and the command exits 1; no traceback.
@@ -144,13 +144,49 @@ def _internal_error(e) -> str:
 
 def cmd_explain(args) -> int:
     from .api import explain_file
-    print(explain_file(args.file, _dims(args.dim)))
+    sys.stdout.write(explain_file(args.file, _dims(args.dim), format=args.format))
     return 0
 
 
 def cmd_graph(args) -> int:
-    from .plan_graph import write_plan
-    print(write_plan(args.file, args.output, _dims(args.dim), args.after))
+    from .api import compile_file
+    from .plan_graph import write_program
+    print(write_program(compile_file(args.file, backend="numpy", dims=_dims(args.dim)), args.output, args.after))
+    return 0
+
+
+def cmd_fmt(args) -> int:
+    """Format files in place (atomically), or with --check / --diff only report; `-` is
+    standard input to standard output.  Exit 1 under --check when a file is not formatted."""
+    import difflib
+
+    from .api import read_source
+    from .fmt import format_source
+    from .output import write_files
+    unformatted = 0
+    for path in args.file:
+        text = sys.stdin.read() if path == "-" else read_source(path)
+        new = format_source(text, "<stdin>" if path == "-" else path)
+        if path == "-" and not (args.check or args.diff):
+            sys.stdout.write(new)
+            continue
+        if new == text:
+            continue
+        unformatted += 1
+        if args.check or args.diff:
+            sys.stdout.writelines(difflib.unified_diff(text.splitlines(keepends=True),
+                                                       new.splitlines(keepends=True),
+                                                       f"{path} (as written)", f"{path} (formatted)"))
+            continue
+        mode = os.stat(path).st_mode & 0o7777
+        write_files([(path, new)])
+        os.chmod(path, mode)          # a formatted file keeps its permissions
+        print(f"formatted {path}", file=sys.stderr)
+    if args.check:
+        n = len(args.file)
+        print(f"{unformatted} of {n} file{'s' * (n != 1)} would be reformatted" if unformatted
+              else f"{n} file{'s' * (n != 1)} already formatted", file=sys.stderr)
+        return 1 if unformatted else 0
     return 0
 
 
@@ -188,6 +224,8 @@ def parser() -> argparse.ArgumentParser:
                        description="Print, per export, the IR after each pass, the rules that fired and a cost "
                        "table (dense, source-order and optimized FLOPs; largest intermediate).")
     common(e)
+    e.add_argument("--format", choices=("text", "json"), default="text",
+                   help="json: the same report as a JSON document (schema: docs/tools.md)")
     e.set_defaults(fn=cmd_explain)
 
     g = sub.add_parser("graph", help="draw the IR with graphviz", description="Draw the IR (after the last "
@@ -196,6 +234,17 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("-o", "--output", required=True, help="plan.svg, plan.png or plan.dot")
     g.add_argument("--after", help="the pass after which to draw (default: the last operator-level pass)")
     g.set_defaults(fn=cmd_graph)
+
+    f = sub.add_parser("fmt", help="format .op files in place (--check: only report)",
+                       description="Rewrite each FILE.op in its canonical layout (one statement per line, "
+                       "aligned declarations, normalized spacing; comments and blank-line groups kept). "
+                       "The formatted file compiles to the same program. `-` reads standard input and "
+                       "writes standard output.")
+    f.add_argument("file", nargs="+", help=".op source files, or - for standard input")
+    f.add_argument("--check", action="store_true", help="write nothing; print a diff and exit 1 when a file "
+                   "is not formatted (for CI)")
+    f.add_argument("--diff", action="store_true", help="write nothing; print the diff of each file")
+    f.set_defaults(fn=cmd_fmt)
     return p
 
 

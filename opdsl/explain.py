@@ -38,13 +38,70 @@ def explain(program) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def choices(program) -> list[str]:
+SCHEMA_VERSION = 1        # docs/tools.md; bump when a field changes meaning or goes away
+
+
+def explain_data(program) -> dict:
+    """The report as data (`opdsl explain --format json`, Program.explain(format="json")): the
+    schema is docs/explain.schema.json, described in docs/tools.md."""
+    from .dims import fmt_shape
+    g = program.graph
+    ev = _cost.Evaluator(g.dims)
+    fired = fired_per_export(program)
+    exports = []
+    for name in program.functions:
+        stages = [{"after": "source", "level": "operator", "rules_fired": {}, "changed": True,
+                   "ir": ir_nodes(g, [g.exports[name]])}]
+        prev = stages[0]["ir"]
+        for r in program.records:
+            ga = r.graph_after
+            ir = ir_nodes(ga, [ga.exports[name]]) if ga is not None and name in ga.exports else []
+            mine = fired[name].get(r.name, {}) if r.level == "operator" else dict(r.fired)
+            stages.append({"after": r.name, "level": r.level, "rules_fired": dict(sorted(mine.items())),
+                           "changed": ir != prev, "ir": ir})
+            prev = ir
+        rules = {}
+        for st in stages:
+            for k, n in st["rules_fired"].items():
+                rules.setdefault(k, {"count": 0, "identity": identity(k)})["count"] += n
+        summ = _cost.summarize(program, name)
+        cost = {k: float(v) for k, v in summ.numbers().items()}
+        cost["leading_order"] = {k: str(_cost.leading_order(g, getattr(summ, k)))
+                                 for k in ("dense", "source", "optimized")}
+        args = [{"name": a, "shape": fmt_shape(shape), "dtype": dtype, "role": role}
+                for a, shape, dtype, role in g.meta.get("signatures", {}).get(name, [])]
+        exports.append({"name": name, "arguments": args, "stages": stages, "rules": rules, "cost": cost,
+                        "communication": []})
+    return {
+        "schema": "opdsl-explain", "version": SCHEMA_VERSION, "file": program.filename,
+        "backend": program.backend_name,
+        "dims": {nm: int(g.dims.values[sym]) for nm, sym in g.dims.symbols.items() if sym in g.dims.values},
+        "derived_dims": {nm: str(g.dims.derived[sym]) for nm, sym in g.dims.symbols.items()
+                         if sym in g.dims.derived and sym not in g.dims.values},
+        "free_dims": {nm: {"value": int(v), "hinted": bool(h)} for nm, (v, h) in ev.assumed().items()},
+        "passes": [{"name": r.name, "level": r.level, "ms": round(r.seconds * 1e3, 3)} for r in program.records],
+        "exports": exports,
+        "choices": solver_notes(program),
+    }
+
+
+def explain_json(program) -> str:
+    import json
+    return json.dumps(explain_data(program), indent=1, ensure_ascii=False) + "\n"
+
+
+def solver_notes(program) -> list[str]:
     """What the lowering chose for the file's solves, log-determinants and loops (a direct or an
     iterative solver, a matrix formed once outside a loop) and why: Lowerer.note."""
     notes = []
     for r in program.records:
         if r.graph_after is not None:
             notes = r.graph_after.meta.get("choices", notes)
+    return list(notes)
+
+
+def choices(program) -> list[str]:
+    notes = solver_notes(program)
     if not notes:
         return []
     return ["solvers and loops (chosen while lowering)"] + [f"  {n}" for n in notes]
@@ -160,26 +217,37 @@ def _short(e, width: int = 40) -> str:
     return s if len(s) <= width else s[:width - 3] + "..."
 
 
-def compact(g, roots) -> list[str]:
-    """The IR as short lines: `%4 = kron(%1, %3) : [a*b, a*b]`, inputs as `%0 = input x : [n, k]`.
-
-    Nodes are numbered in the order listed (not by graph id), so the listings of
-    two passes compare equal when the IR is the same.
-    """
-    lines = []
+def ir_nodes(g, roots) -> list[dict]:
+    """The live IR of `roots` as records (explain's JSON form): id, op, operands, attrs, type,
+    name, role.  Nodes are numbered in the order listed (not by graph id), so the listings of two
+    passes compare equal when the IR is the same."""
+    out = []
     num: dict[int, int] = {}
     for v in g.live(roots):
         n = g[v]
-        t = n.type
         i = num[v] = len(num)
+        rec = {"id": i, "type": str(n.type), "name": n.name or None}
         if "role" in n.attrs:        # an argument: an input of the operator IR, an arg of the primitive IR
-            nm = n.attrs.get("name", n.name)
-            lines.append(f"%{i} = {n.attrs.get('role', 'input')} {nm} : {t}")
+            rec.update(op=n.attrs.get("role", "input"), operands=[], attrs={},
+                       name=n.attrs.get("name", n.name), role=n.attrs.get("role", "input"))
+        else:
+            rec.update(op=n.kind, operands=[num[o] for o in n.operands], role=None,
+                       attrs={k: _attr(a) for k, a in n.attrs.items() if k not in ("init", "props") and a != ()})
+        out.append(rec)
+    return out
+
+
+def compact(g, roots) -> list[str]:
+    """The IR as short lines: `%4 = kron(%1, %3) : [a*b, a*b]`, inputs as `%0 = input x : [n, k]`."""
+    lines = []
+    for r in ir_nodes(g, roots):
+        if r["role"] is not None:
+            lines.append(f"%{r['id']} = {r['op']} {r['name']} : {r['type']}")
             continue
-        args = ", ".join(f"%{num[o]}" for o in n.operands)
-        attrs = "".join(f" {k}={_attr(a)}" for k, a in n.attrs.items() if k not in ("init", "props") and a != ())
-        label = f"  # {n.name}" if n.name else ""
-        lines.append(f"%{i} = {n.kind}({args}){attrs} : {t}{label}")
+        args = ", ".join(f"%{o}" for o in r["operands"])
+        attrs = "".join(f" {k}={a}" for k, a in r["attrs"].items())
+        label = f"  # {r['name']}" if r["name"] else ""
+        lines.append(f"%{r['id']} = {r['op']}({args}){attrs} : {r['type']}{label}")
     return lines
 
 

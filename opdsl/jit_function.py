@@ -13,7 +13,7 @@ import inspect
 
 import sympy as sp
 
-from . import backends, jit_cache
+from . import backends, fmt, jit_cache
 from .errors import CallError, OpdslError
 from .jit_cache import STATIC_HINT, Guards, Unkeyable, code_names, is_sparse, is_tensor, static_key
 from .kinds import Val
@@ -103,6 +103,17 @@ def _trampoline(calls, structure, keys, filename):
     ast.fix_missing_locations(mod)
     exec(compile(mod, f"<opdsl.jit caller of {filename}>", "exec"), env)
     return env["call"]
+
+
+def _op_text(decls, srcs) -> str:
+    """The traced program as .op text (Program.to_op): its arguments as inputs, its results as
+    exports, spelled as the function spelled them (opdsl/fmt.py, traced_program)."""
+    missing = [n for n, t in srcs if t is None]
+    if missing:
+        raise OpdslError(f"the traced result {missing[0]} uses a value the .op language cannot spell "
+                         "(an infinite or NaN number, or an option that is not a name)",
+                         hint="to_op prints programs whose numbers are finite and options are names")
+    return fmt.traced_program(decls, srcs)
 
 
 class Compiled:
@@ -262,7 +273,7 @@ class JitFunction:
         g.meta["decl_order"] = []
         reserved = frozenset(self._backend_class.reserved)
         names = code_names([raw for _, _, raw, _ in leaves], reserved=reserved)
-        tracers = []
+        tracers, decls = [], []
         for (_, shown, _, v), name in zip(leaves, names):
             if not is_tensor(v):
                 tracers.append(v)
@@ -281,17 +292,19 @@ class JitFunction:
             if sparse:                  # as `input name : [m, n] sparse`: the operator over it
                 g.meta.setdefault("sparse", []).append(name)
                 node = g.add("sparse", [node], {"T": False}, span)
-            tracers.append(Tracer(ctx, Val("node", node, span)))
+            tracers.append(Tracer(ctx, Val("node", node, span), fmt.name_tree(name)))
+            decls.append((name, tuple(int(s) for s in v.shape), [dt] + ["sparse"] * sparse))
         args, kwargs = self._rebuild(bound, iter(tracers))
         _push(ctx)
         try:
             out = fn(*args, **kwargs)
         finally:
             _pop()
-        outs, structure = self._exports(out, ctx, span, set(names) | reserved)
+        outs, structure, srcs = self._exports(out, ctx, span, set(names) | reserved)
         g.meta["signatures"] = signatures(g)
         g.meta["inits"] = {}
         program = Program.from_graph(g, self.backend, verify=self.verify, **self.options)
+        program._op_text = functools.partial(_op_text, decls, srcs)
         return Compiled(program, outs, structure, names)
 
     def _rebuild(self, bound, it):
@@ -323,7 +336,7 @@ class JitFunction:
         if not items:
             raise OpdslError(f"{self.__name__}() returned nothing to compute", span,
                              hint="return the result of applying an operator, e.g. `return A @ x`")
-        outs = []
+        outs, srcs = [], []
         # export names are module-level functions: never an argument's name or the generated module's
         names = code_names(raws, taken=taken | set(g.exports))
         for (key, value), name in zip(items, names):
@@ -342,7 +355,8 @@ class JitFunction:
             g.exports[name] = v
             g.meta.setdefault("export_spans", {})[name] = g[v].span or span
             outs.append((key, name))
-        return outs, structure
+            srcs.append((name, value._src))
+        return outs, structure, srcs
 
     def __repr__(self):
         return f"<opdsl.jit {self.__name__} backend={self.backend} compiled={len(self._cache)}>"

@@ -95,16 +95,13 @@ def _ident(s: str) -> str:
     return "".join(c if c.isalnum() or c == "_" else "_" for c in s)
 
 
-def write_plan(path, out, dims: dict | None = None, after: str | None = None) -> str:
-    """Draw the plan of a .op file; returns the message to print (what was written)."""
-    from .api import compile_file
-    program = compile_file(path, backend="numpy", dims=dims)
-    return write_program(program, out, after)
+def _stage(program, after: str | None) -> str:
+    return after or next((r.name for r in reversed(program.records) if r.level == "operator"), "source")
 
 
 def write_program(program, out, after: str | None = None) -> str:
     g = graph_after(program, after)
-    stage = after or next((r.name for r in reversed(program.records) if r.level == "operator"), "source")
+    stage = _stage(program, after)
     dot = to_dot(g, f"{program.filename} after {stage}")
     out = Path(out)
     fmt = out.suffix.lower().lstrip(".")
@@ -127,12 +124,34 @@ def write_program(program, out, after: str | None = None) -> str:
     return f"graphviz `dot` not found: wrote {dot_path} (DOT text) instead of {out}; {INSTALL_HINT}"
 
 
-def _draw_matplotlib(g, out: Path, fmt: str, title: str) -> bool:
-    """A layered drawing (operands above users) with matplotlib; False when it is not installed."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+def plan_svg(program, after: str | None = None) -> tuple[str | None, str]:
+    """The plan as SVG text to inline in a page (notebook display): (svg, how it was drawn), by
+    graphviz when `dot` runs, else by matplotlib, else (None, why)."""
+    import io
+    g = graph_after(program, after)
+    title = f"{program.filename} after {_stage(program, after)}"
+    exe = shutil.which("dot")
+    if exe:
+        r = subprocess.run([exe, "-Tsvg"], input=to_dot(g, title), text=True, capture_output=True)
+        if r.returncode == 0:
+            return _inline(r.stdout), "graphviz"
+    buf = io.BytesIO()
+    if _draw_matplotlib(g, buf, "svg", title):
+        return _inline(buf.getvalue().decode("utf-8")), "matplotlib"
+    return None, f"no drawing: {INSTALL_HINT}, or install matplotlib"
+
+
+def _inline(svg: str) -> str:
+    """SVG without its XML prologue (declaration, doctype, comments), to sit inside HTML."""
+    k = svg.find("<svg")
+    return svg[k:] if k >= 0 else svg
+
+
+def _draw_matplotlib(g, out, fmt: str, title: str) -> bool:
+    """A layered drawing (operands above users) with matplotlib, to a path or a binary file;
+    False when matplotlib is not installed."""
+    try:        # a Figure without pyplot: no global backend switch (a notebook keeps its own)
+        from matplotlib.figure import Figure
     except Exception:
         return False
     live = g.live()
@@ -149,7 +168,8 @@ def _draw_matplotlib(g, out: Path, fmt: str, title: str) -> bool:
         for i, v in enumerate(vs):
             pos[v] = ((i + 0.5) * width / len(vs), -d)
     fig_w, fig_h = max(6.0, 2.6 * width), max(4.0, 1.3 * (len(layers) + 1))
-    fig, ax = plt.subplots(figsize=(min(fig_w, 60), min(fig_h, 200)))
+    fig = Figure(figsize=(min(fig_w, 60), min(fig_h, 200)))
+    ax = fig.subplots()
     exports = set(g.exports.values())
     for v in live:
         for o in g[v].operands:
@@ -168,5 +188,4 @@ def _draw_matplotlib(g, out: Path, fmt: str, title: str) -> bool:
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(out, format=fmt)
-    plt.close(fig)
     return True

@@ -28,6 +28,7 @@ from itertools import islice
 
 import sympy as sp
 
+from . import fmt
 from .builder import OPTION_CALLS, Builder, describe
 from .dims import DimTable
 from .errors import Span, TypeError_
@@ -153,20 +154,31 @@ def _val(x, ctx: Context | None, span) -> Val:
                      "numbers, strings (options such as feature='relu') and booleans")
 
 
-def _wrap(ctx: Context, val: Val):
-    return Tracer(ctx, val) if val.tag == "node" else Traced(ctx, val)
+def _wrap(ctx: Context, val: Val, src=None):
+    return Tracer(ctx, val, src) if val.tag == "node" else Traced(ctx, val, src)
+
+
+def _src(x):
+    """The .op expression (a tree, opdsl/fmt.py) that spells a traced value or a Python operand:
+    Program.to_op prints it.  None where the language has no spelling (e.g. an infinite number)."""
+    if isinstance(x, Traced):
+        return x._src
+    if isinstance(x, (list, tuple)):
+        return fmt.list_tree([_src(e) for e in x])
+    return fmt.value_tree(x)
 
 
 class Traced:
     """A traced non-tensor value a constructor returned (e.g. a feature map, opdsl.favor(8))."""
 
-    __slots__ = ("_ctx", "_val")
+    __slots__ = ("_ctx", "_val", "_src")
     __array_ufunc__ = None   # numpy defers to our reflected operators (which then explain the error)
     _opdsl_traced = True     # jit_cache.is_tensor: a Tracer has .shape and .dtype but is no argument
 
-    def __init__(self, ctx: Context, val: Val):
+    def __init__(self, ctx: Context, val: Val, src=None):
         self._ctx = ctx
         self._val = val
+        self._src = src         # the .op expression that made it (for Program.to_op)
 
     def __repr__(self):
         return f"<opdsl traced {self._val.tag}>"
@@ -217,7 +229,7 @@ class Tracer(Traced):
     @property
     def T(self):
         span = caller_span()
-        return Tracer(self._ctx, self._ctx.b.attr(self._val, "T", span))
+        return Tracer(self._ctx, self._ctx.b.attr(self._val, "T", span), fmt.op_tree("T", self._src))
 
     def __repr__(self):
         return f"<opdsl traced {self._describe()}>"
@@ -225,7 +237,8 @@ class Tracer(Traced):
     # -- the operators of the language --
     def _bin(self, fn, a, b):
         span = caller_span()
-        return _wrap(self._ctx, fn(_val(a, self._ctx, span), _val(b, self._ctx, span), span))
+        return _wrap(self._ctx, fn(_val(a, self._ctx, span), _val(b, self._ctx, span), span),
+                     fmt.op_tree(fn.__name__, _src(a), _src(b)))
 
     def __matmul__(self, other):
         return self._bin(self._ctx.b.matmul, self, other)
@@ -259,7 +272,7 @@ class Tracer(Traced):
 
     def __neg__(self):
         span = caller_span()
-        return _wrap(self._ctx, self._ctx.b.negate(self._val, span))
+        return _wrap(self._ctx, self._ctx.b.negate(self._val, span), fmt.op_tree("negate", self._src))
 
     def __pos__(self):
         return self
@@ -332,7 +345,8 @@ def constructor(name: str):
         span = caller_span()
         vals = [_val(a, ctx, span) for a in args]
         kw = {k: _val(v, ctx, span) for k, v in kwargs.items()}
-        return _wrap(ctx, ctx.b.call(name, vals, kw, span))
+        src = fmt.call_tree(name, [_src(a) for a in args], {k: _src(v) for k, v in kwargs.items()})
+        return _wrap(ctx, ctx.b.call(name, vals, kw, span), src)
 
     build.__name__ = build.__qualname__ = name
     build.__module__ = "opdsl"

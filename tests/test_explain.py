@@ -1,4 +1,5 @@
 """`opdsl explain` and `opdsl graph` on every example; Program.explain()."""
+import json
 import re
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import opdsl
 from opdsl import cost
 from opdsl.cli import main
 from opdsl.api import explain_file
-from opdsl.plan_graph import to_dot, write_plan
+from opdsl.plan_graph import to_dot, write_program
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.op"))
@@ -67,7 +68,7 @@ def test_explain_dim_override(capsys):
 
 def test_graph_writes_dot(tmp_path):
     out = tmp_path / "plan.dot"
-    msg = write_plan(ROOT / "examples" / "chain.op", out, {}, None)
+    msg = write_program(opdsl.compile_file(ROOT / "examples" / "chain.op", backend="numpy"), out, None)
     text = out.read_text()
     assert "wrote" in msg and text.startswith("digraph") and "lowrank" in text and "export y" in text
 
@@ -82,7 +83,7 @@ def test_graph_after_each_pass(tmp_path, after, capsys):
 
 def test_graph_writes_a_picture(tmp_path):
     out = tmp_path / "plan.svg"
-    msg = write_plan(ROOT / "examples" / "chain.op", out, {}, None)
+    msg = write_program(opdsl.compile_file(ROOT / "examples" / "chain.op", backend="numpy"), out, None)
     if out.exists():
         assert out.stat().st_size > 1000 and "<svg" in out.read_text()[:2000]
     else:       # neither graphviz nor matplotlib: DOT text next to it, with an install hint
@@ -91,7 +92,7 @@ def test_graph_writes_a_picture(tmp_path):
 
 def test_graph_png_and_unknown_pass(tmp_path, capsys):
     out = tmp_path / "plan.png"
-    write_plan(ROOT / "examples" / "project_first.op", out, {}, "reassociate")
+    write_program(opdsl.compile_file(ROOT / "examples" / "project_first.op", backend="numpy"), out, "reassociate")
     assert out.exists() or (tmp_path / "plan.dot").exists()
     assert main(["graph", str(ROOT / "examples" / "chain.op"), "-o", str(tmp_path / "x.dot"), "--after", "nope"]) == 1
     err = capsys.readouterr().err
@@ -155,3 +156,52 @@ def test_explain_lists_each_exports_own_rules():
     assert "logdet-lemma ×1" in sections["logdet_K"] and "inv-woodbury" not in sections["logdet_K"]
     assert "trace-lowrank ×1" in sections["trace_K"] and "diag_of" not in sections["trace_K"].split("cost")[0]
     assert "diag_of-lowrank ×1" in sections["diag_K"] and "trace-" not in sections["diag_K"]
+
+
+# -- explain --format json (docs/tools.md) ---------------------------------------------------
+
+def _schema():
+    return json.loads((ROOT / "docs" / "explain.schema.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["kron_solve.op", "gp.op", "monarch.op", "chain.op", "graph.op"])
+def test_explain_json_follows_its_schema(name):
+    jsonschema = pytest.importorskip("jsonschema")
+    prog = opdsl.compile_file(ROOT / "examples" / name, backend="numpy")
+    data = json.loads(prog.explain(format="json"))
+    jsonschema.validate(data, _schema())
+    assert data["version"] == _schema()["properties"]["version"]["const"] == 1
+    assert [e["name"] for e in data["exports"]] == prog.functions
+    from opdsl.explain import fired_per_export
+    fired = fired_per_export(prog)
+    report = prog.explain()
+    for e in data["exports"]:
+        want = {}
+        for per_pass in fired[e["name"]].values():
+            for rule, n in per_pass.items():
+                want[rule] = want.get(rule, 0) + n
+        got = {k: v["count"] for k, v in e["rules"].items()}
+        assert {k: v for k, v in got.items() if k in want} == want
+        assert e["stages"][0]["after"] == "source" and len(e["stages"]) == len(prog.records) + 1
+        # the IR records are what the text report lists
+        from opdsl.explain import compact
+        src = compact(prog.graph, [prog.graph.exports[e["name"]]])
+        assert all(line in report for line in src)
+        assert len(e["stages"][0]["ir"]) == len(src)
+        assert e["cost"]["optimized"] <= e["cost"]["source"] or e["cost"]["source"] == 0
+        assert e["communication"] == []
+
+
+def test_explain_json_carries_the_solver_choices_and_free_dims():
+    data = json.loads(opdsl.compile_file(ROOT / "examples" / "kron_solve.op", backend="numpy").explain(format="json"))
+    assert any(c.startswith("inv: LU") for c in data["choices"])
+    assert data["free_dims"]["k"]["hinted"] is True and isinstance(data["free_dims"]["k"]["value"], int)
+    assert data["exports"][0]["rules"]["inv-kron"]["identity"] == "inv(A⊗B) = inv(A)⊗inv(B)"
+
+
+def test_cli_explain_format_json(capsys):
+    assert main(["explain", str(ROOT / "examples" / "monarch.op"), "--format", "json", "--dim", "b=8"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["schema"] == "opdsl-explain" and data["dims"]["b"] == 8
+    with pytest.raises(opdsl.OpdslError, match="unknown format"):
+        opdsl.compile("input x : [2, 2]\nexport y = x @ x\n", backend="numpy").explain(format="yaml")
