@@ -27,6 +27,7 @@ from .pycodegen import PythonBackend, nested_function
 from .pyexpr import pyexpr, shape_code, shape_str
 from .pyruntime import KERNEL_RUNTIME, const_name, helpers_used, site
 from .sparse_runtime import JAX_CHECK, JAX_EMIT, JAX_SPARSE
+from . import jax_shard
 
 ENTRY = '''
 
@@ -52,11 +53,13 @@ def _compiler_options():
 _XLA_OPTIONS = _compiler_options()
 
 
-def _jit(fn, dtypes, jit=True, singular=None, sparse=None):
+def _jit(fn, dtypes, jit=True, singular=None, sparse=None, shard=None):
     """The entry point of export `fn`: dtype checks, then fn under jax.jit (jit=False: op by op,
     for exports whose loops need values on the host, e.g. conjugate gradients); `singular` names
     the solves of the export, whose non-finite result raises SingularError after the call;
-    `sparse`: argument -> declaration of the sparse ones, checked to be BCOOs first."""
+    `sparse`: argument -> declaration of the sparse ones, checked to be BCOOs first; `shard`:
+    (argument -> partition spec, result spec) of a module compiled for a mesh, used once
+    use_mesh has bound one."""
     traced = jax.jit(fn) if jit else fn
     # compiler options are for top-level jits only: inside the user's jit / vmap / grad the
     # plain one is traced into the user's computation
@@ -78,12 +81,27 @@ def _jit(fn, dtypes, jit=True, singular=None, sparse=None):
 
     def run(kwargs):
         nested = any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(kwargs))
-        out = (traced if nested else top)(**kwargs)
+        if shard is not None and _MESH:
+            out = _run_sharded(fn, shard, kwargs, jit, nested)
+        else:
+            out = (traced if nested else top)(**kwargs)
         if singular is not None:
             _finite(singular, out)
         return out
 
+    def hlo(**kwargs):
+        """The compiled HLO text of this export for these arguments (sharded: with its collectives)."""
+        if not jit:
+            raise ValueError(f"{{fn.__name__}} runs op by op (a loop on the host): it has no one HLO module")
+        with jax.enable_x64(X64):
+            if shard is not None and _MESH:
+                f, kwargs = _sharded_fn(fn, shard, jit)[1], _place(fn.__name__, kwargs, shard[0], False)
+            else:
+                f = top
+            return f.lower(**kwargs).compile().as_text()
+
     call.traced = top                  # the jit function direct calls go through
+    call.hlo = hlo
     return call
 '''
 
@@ -240,7 +258,7 @@ class JaxBackend(PythonBackend):
     dtypes = {"float32": "jnp.float32", "float64": "jnp.float64", "float16": "jnp.float16",
               "bfloat16": "jnp.bfloat16", "int32": "jnp.int32", "int64": "jnp.int64",
               "complex64": "jnp.complex64", "complex128": "jnp.complex128"}
-    reserved = ("np", "jnp", "jax", "functools", "X64")
+    reserved = ("np", "jnp", "jax", "functools", "X64", "MESH_AXES", "use_mesh")
     array = "a jax or numpy array"
     emits_initializers = True
     layer_api = ("key",)              # init_params(key, ...)
@@ -283,7 +301,26 @@ class JaxBackend(PythonBackend):
                                            f"{int(n.attrs['maxiter'])})"),
     }
 
+    def __init__(self, mesh=None, shard=None):
+        from opdsl.sharding import check_mesh
+        self.mesh_axes = check_mesh(mesh, shard)       # {axis: size}; {} when not sharded
+        self.mesh = mesh if self.mesh_axes and not isinstance(mesh, dict) else None   # devices to bind
+        self.shard = dict(shard or {})
+
+    def sharded(self, g) -> dict:
+        """{dim symbol: mesh axis} of the program (validated against its dims and the mesh)."""
+        from opdsl.sharding import resolve
+        return resolve(g, self.shard, self.mesh_axes)
+
+    def load(self, source, g):
+        module = super().load(source, g)
+        if self.mesh is not None and self.shard:
+            module.use_mesh(self.mesh)
+        return module
+
     def generate(self, g) -> str:
+        from opdsl.sharding import export_specs
+        sharded = self.sharded(g) if self.shard else {}
         src = super().generate(g)
         x64 = uses_float64(g)
         lines = [ENTRY.format(x64=x64, x64_why="this program computes in float64: 64-bit types are "
@@ -305,8 +342,12 @@ class JaxBackend(PythonBackend):
             sparse = {a: shape_str(node["shape"]) + " sparse" for a, node in self.signature(g, name) if node["sparse"]}
             if sparse:
                 extra += f", sparse={sparse!r}"
+            if sharded:
+                extra += jax_shard.entry_arg(*export_specs(g, name, self.signature(g, name), sharded))
             lines.append("")
             lines.append(f"{name} = _jit({name}, {{{want}}}{extra})")
+        if sharded:
+            lines.append(jax_shard.RUNTIME.format(axes=self.mesh_axes).rstrip("\n"))
         return src + "\n".join(lines) + "\n" + self.params_source(g)
 
     @staticmethod

@@ -49,6 +49,9 @@ class Program:
             from .kinds.attention import replace_softmax
             self.graph = replace_softmax(self.graph, favor, favor_seed)
         self._backend = _backends.get(backend, **options)
+        split = getattr(self._backend, "shard", None)
+        if split:                  # dims split over a mesh: lowering keeps their axes apart (Apply.lower)
+            self.graph.meta["split"] = tuple(sorted(split))
         self.primitive, self.optimized, self.records = _passes.run(self.graph, verify_each=verify)
         self._backend.check(self.primitive)
         self.source = self._backend.generate(self.primitive)
@@ -149,6 +152,17 @@ class Program:
         fn = explain if format == "text" else explain_json
         return run_deep(lambda: fn(self), self.graph.depth())   # cost rules recurse through kinds
 
+    def hlo(self, export: str, **args) -> str:
+        """The compiled HLO text of an export for these arguments (JAX backend): what XLA runs,
+        the collectives of a sharded program included."""
+        self[export]                                     # an unknown export: CallError
+        fn = getattr(getattr(self.module, export), "hlo", None)
+        if fn is None:
+            from .errors import BackendError
+            raise BackendError(f"Program.hlo is for the jax backend, not {self.backend_name}",
+                               hint="compile with backend='jax'")
+        return fn(**args)
+
     def to_op(self) -> str:
         """The program as formatted .op text: a compiled file's own text in its canonical layout
         (`opdsl fmt`), or for a program traced by @opdsl.jit the trace written out — its tensor
@@ -198,9 +212,10 @@ def read_source(path) -> str:
     return text
 
 
-def explain_file(path, dims: dict | None = None, backend: str = "numpy", format: str = "text") -> str:
-    """The report for a .op file (what `opdsl explain FILE.op --dim n=...` prints; opdsl/explain.py)."""
-    return compile_file(path, backend=backend, dims=dims).explain(format)     # on a big stack when deep
+def explain_file(path, dims: dict | None = None, backend: str = "numpy", format: str = "text", **options) -> str:
+    """The report for a .op file (what `opdsl explain FILE.op --dim n=...` prints; opdsl/explain.py).
+    options: backend options (mesh=, shard= for the plan of a sharded JAX program)."""
+    return compile_file(path, backend=backend, dims=dims, **options).explain(format)     # on a big stack when deep
 
 
 class SingularError(OpdslError):

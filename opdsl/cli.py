@@ -27,9 +27,33 @@ def _dims(pairs) -> dict:
     return out
 
 
+def _pairs(pairs, flag: str, value=str) -> dict:
+    """--mesh data=8 / --shard B=data (repeatable, or comma-separated) as a dict."""
+    out = {}
+    for p in ",".join(pairs or []).split(",") if pairs else []:
+        name, eq, v = p.partition("=")
+        if not eq or not name.strip() or not v.strip():
+            raise OpdslError(f"{flag} {p!r}: expected NAME=VALUE", hint=f"e.g. {flag} data=8" if flag == "--mesh"
+                             else f"e.g. {flag} B=data")
+        try:
+            out[name.strip()] = value(v.strip())
+        except ValueError:
+            raise OpdslError(f"{flag} {p!r}: {v.strip()!r} is not an integer") from None
+    return out
+
+
+def _mesh_options(args) -> dict:
+    """mesh= / shard= for the JAX backend from --mesh / --shard (axis sizes only: the plan and the
+    generated module's placement; devices are bound with use_mesh when it runs)."""
+    mesh, shard = _pairs(getattr(args, "mesh", None), "--mesh", int), _pairs(getattr(args, "shard", None), "--shard")
+    if not mesh and not shard:
+        return {}
+    return {"mesh": mesh, "shard": shard}
+
+
 def _compile(args, backend=None, **extra):
     from .api import compile_file
-    opts = {}
+    opts = _mesh_options(args)
     if getattr(args, "target", None):
         opts["target"] = args.target
     if getattr(args, "tune", None):
@@ -144,7 +168,9 @@ def _internal_error(e) -> str:
 
 def cmd_explain(args) -> int:
     from .api import explain_file
-    sys.stdout.write(explain_file(args.file, _dims(args.dim), format=args.format))
+    opts = _mesh_options(args)
+    sys.stdout.write(explain_file(args.file, _dims(args.dim), backend="jax" if opts else "numpy",
+                                  format=args.format, **opts))
     return 0
 
 
@@ -202,6 +228,12 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--dim", action="append", metavar="NAME=VALUE", help="set a dim (repeatable)")
         sp.add_argument("--dtype", default="float32", help="default dtype of tensors (float32, float64)")
 
+    def mesh(sp):
+        sp.add_argument("--mesh", action="append", metavar="AXIS=SIZE",
+                        help="JAX: a device mesh axis and its size (repeatable), e.g. --mesh data=8")
+        sp.add_argument("--shard", action="append", metavar="DIM=AXIS",
+                        help="JAX: split dim DIM over mesh axis AXIS (repeatable), e.g. --shard B=data")
+
     c = sub.add_parser("compile", help="write the generated module", description="Compile FILE.op and write the "
                        "generated module (standalone source, or a TVM library + manifest).")
     common(c)
@@ -211,6 +243,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--tune", type=int, metavar="TRIALS", help="TVM: tune with MetaSchedule for TRIALS trials")
     c.add_argument("--softmax-to-favor", type=int, metavar="M",
                    help="replace exact softmax_attention with FAVOR+ attention using M random features")
+    mesh(c)
     c.set_defaults(fn=cmd_compile)
 
     k = sub.add_parser("check", help="run every export against the dense reference",
@@ -226,6 +259,7 @@ def parser() -> argparse.ArgumentParser:
     common(e)
     e.add_argument("--format", choices=("text", "json"), default="text",
                    help="json: the same report as a JSON document (schema: docs/tools.md)")
+    mesh(e)
     e.set_defaults(fn=cmd_explain)
 
     g = sub.add_parser("graph", help="draw the IR with graphviz", description="Draw the IR (after the last "

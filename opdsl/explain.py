@@ -31,8 +31,16 @@ def explain(program) -> str:
                + "   (" + ", ".join(f"{r.name} {r.seconds * 1e3:.1f} ms" for r in program.records) + ")")
     out.append("")
     fired = fired_per_export(program)
+    from .sharding import plan
+    axes, comms = plan(program)
+    if axes:
+        out.append("mesh: " + ", ".join(f"{a} = {n}" for a, n in axes.items()) + "; split: "
+                   + ", ".join(f"{d} over {a}" for d, a in program._backend.shard.items()))
+        out.append("")
     for name in program.functions:
         out.extend(_export_report(program, name, ev, fired[name]))
+        if axes:
+            out.extend(communication_lines(comms[name], g.dims))
         out.append("")
     out.extend(choices(program))
     return "\n".join(out).rstrip() + "\n"
@@ -48,6 +56,8 @@ def explain_data(program) -> dict:
     g = program.graph
     ev = _cost.Evaluator(g.dims)
     fired = fired_per_export(program)
+    from .sharding import plan
+    _, comms = plan(program)
     exports = []
     for name in program.functions:
         stages = [{"after": "source", "level": "operator", "rules_fired": {}, "changed": True,
@@ -71,7 +81,7 @@ def explain_data(program) -> dict:
         args = [{"name": a, "shape": fmt_shape(shape), "dtype": dtype, "role": role}
                 for a, shape, dtype, role in g.meta.get("signatures", {}).get(name, [])]
         exports.append({"name": name, "arguments": args, "stages": stages, "rules": rules, "cost": cost,
-                        "communication": []})
+                        "communication": [c.row(g.dims) for c in comms.get(name, [])]})
     return {
         "schema": "opdsl-explain", "version": SCHEMA_VERSION, "file": program.filename,
         "backend": program.backend_name,
@@ -88,6 +98,18 @@ def explain_data(program) -> dict:
 def explain_json(program) -> str:
     import json
     return json.dumps(explain_data(program), indent=1, ensure_ascii=False) + "\n"
+
+
+def communication_lines(comms, dims) -> list[str]:
+    """The collectives of one export of a sharded program (sharding.Comm), with their bytes."""
+    if not comms:
+        return ["communication: none (every split dim applies locally)"]
+    lines = ["communication"]
+    for c in comms:
+        r = c.row(dims)
+        size = human(r["bytes"]) + "B" if isinstance(r["bytes"], float) else r["bytes"] + " bytes"
+        lines.append(f"  {c.collective} over {c.axis}: {size} — {c.why}" + (f" ({c.site})" if c.site else ""))
+    return lines
 
 
 def solver_notes(program) -> list[str]:

@@ -66,6 +66,19 @@ class Lowerer:
         if text + where not in notes:
             notes.append(text + where)
 
+    def is_split(self, size) -> bool:
+        """Whether a size is made of a dim split over a device mesh (graph.meta["split"], set by a
+        sharded compile; opdsl/sharding.py): a kind keeps such an axis apart in its reshapes."""
+        split = self.src.meta.get("split")
+        if not split:
+            return False
+        names = {str(s) for s in sp.sympify(size).free_symbols}
+        for s in list(sp.sympify(size).free_symbols):
+            d = self.dims.derived.get(s)
+            if d is not None:
+                names |= {str(t) for t in d.free_symbols}
+        return bool(names & set(split))
+
     def shape(self, p: int) -> tuple:
         return self.out.type(p).shape
 

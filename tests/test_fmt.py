@@ -16,7 +16,7 @@ from opdsl.errors import OpdslError
 from opdsl.explain import compact
 from opdsl.fmt import WIDTH, format_source, same_meaning
 
-from .test_fuzz import CORPUS, budget, mutated
+from .mutations import CORPUS, budget, mutated
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.op"))

@@ -292,6 +292,25 @@ class Kind:
         another way says so: conv's sliding window forward, FFTs backward)."""
         return self.flops(g, v, k)
 
+    def shard_mode(self, g, v, s) -> str:
+        """How v applies when dim symbol s is split over a device mesh (opdsl/sharding.py):
+        "free" (no communication), "psum" (local partial products summed) or "gather" (the vector
+        it is applied to is gathered first).  The default: a dim not in v's rows or columns (a
+        batch dim) is free; an operator made of operators takes its operands' worst mode; a leaf
+        that mixes s gathers."""
+        from ..sharding import mode, symbols_of, worst
+        t = g.type(v)
+        if not t.is_op or s not in symbols_of(g, t):
+            return "free"
+        ops = [o for o in g[v].operands if g.type(o).is_op]
+        return worst(mode(g, o, s) for o in ops) if ops else "gather"
+
+    def shard(self, g, v, sharded: dict) -> list:
+        """The collectives node v needs when the dims in `sharded` ({symbol: mesh axis}) are split
+        (sharding.Comm).  Default: none — applying operators is where communication happens
+        (tensors.Apply), and the operators say how they split through shard_mode."""
+        return []
+
     def leaf_function(self, lw, v, f, x):
         """Primitive id of f(v) @ x for a symmetric leaf of this kind, f a function of its eigenvalues
         (`f(lw, w)`: primitives of f(λ) for eigenvalues w) — pow, log, sqrt, exp through its own

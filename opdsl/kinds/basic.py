@@ -16,6 +16,12 @@ class Dense(Kind):
     name = "dense"
     examples = ("input W : [5, 3]\ninput x : [3, 2]\nexport y = W @ x",)
 
+    def shard_mode(self, g, v, s):
+        """Split along its columns (and x along its rows), each device multiplies its own columns
+        by its own rows; the partial products are summed (all-reduce)."""
+        from ..sharding import symbols_of
+        return "psum" if s in symbols_of(g, g.type(v)) else "free"
+
     def sample(self, n, tag):
         return f"input W{tag} : [{n}, {n}]", f"W{tag}"
     constructors = ()
@@ -81,6 +87,10 @@ class Eye(Kind):
     name = "eye"
     examples = ("dim n = 4\ninput W : [n, n]\ninput x : [n, 2]\nexport y = (W + eye(n)) @ x",)
 
+    def shard_mode(self, g, v, s):
+        """Row i of the result needs only row i of x: a split dim costs nothing."""
+        return "free"
+
     def sample(self, n, tag):
         return "", f"eye({n})"
     constructors = ("eye",)
@@ -129,6 +139,10 @@ class Zeros(Kind):
     examples = ("input W : [3, 4]\ninput x : [4, 2]\nexport y = (W + zeros(3, 4)) @ x",
                 "input x : [4, 2]\nexport y = zeros(3, 4) @ x")
 
+    def shard_mode(self, g, v, s):
+        """Row i of the result needs only row i of x: a split dim costs nothing."""
+        return "free"
+
     def sample(self, n, tag):
         return "", f"zeros({n}, {n})"
     constructors = ("zeros",)
@@ -167,6 +181,10 @@ class Diag(Kind):
 
     name = "diag"
     examples = ("dim n = 5\ninput d : [n]\ninput x : [n, 2]\nexport y = diag(d) @ x",)
+
+    def shard_mode(self, g, v, s):
+        """Row i of the result needs only row i of x: a split dim costs nothing."""
+        return "free"
 
     def chain_factor(self, g, v):           # diagonals next to each other multiply elementwise
         return "diag", 0

@@ -123,6 +123,13 @@ class BlockDiagBatched(Kind):
         kb, p, q = g.type(g[v].operands[0]).shape
         return 2 * kb * p * q * k
 
+    def shard_mode(self, g, v, s):
+        """Split over the blocks, each device applies its own blocks to its rows: no communication."""
+        from ..sharding import expand
+        kb, p, q = g.type(g[v].operands[0]).shape
+        inside = expand(g, p).free_symbols | expand(g, q).free_symbols
+        return "free" if s in expand(g, kb).free_symbols - inside else super().shard_mode(g, v, s)
+
     def lower(self, lw, v, x):
         w = lw.tensor(lw.src[v].operands[0])
         kb, p, q = lw.shape(w)

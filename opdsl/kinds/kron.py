@@ -54,6 +54,12 @@ class Kron(Kind):
         "input A : [2, 2]\ninput d : [3]\ninput x : [4, 6, 2]\nexport y = kron(A, diag(d)) @ x",
     )
 
+    def shard_mode(self, g, v, s):
+        """A factor's dim split over the mesh: each device applies its slice of that factor to its
+        block of x, and the partial products are summed (all-reduce)."""
+        from ..sharding import symbols_of
+        return "psum" if s in symbols_of(g, g.type(v)) else "free"
+
     def sample(self, n, tag):
         for a in range(2, n):
             if n % a == 0:

@@ -152,6 +152,12 @@ class Monarch(Kind):
         "input L : [3, 3, 3]\ninput R : [3, 3, 3]\ninput x : [9]\nexport y = (perm(3, 3) @ monarch(L, R)) @ x",
     )
 
+    def shard_mode(self, g, v, s):
+        """b split: the factors' blocks split along their contracted axis (sharding.axis_spec), so
+        each of the two block-diagonal factors sums partial products: two all-reduces."""
+        from ..sharding import symbols_of
+        return ("psum", "psum") if s in symbols_of(g, g.type(v)) else "free"
+
     def sample(self, n, tag):
         split = _square_split(n)
         if split is None:

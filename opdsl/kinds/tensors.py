@@ -86,6 +86,25 @@ class Apply(Kind):
         op, x = g[v].operands
         return g.spec(op).flops(g, op, _columns(g.type(x).shape))
 
+    def shard(self, g, v, sharded):
+        """Applying an operator is where a split dim costs: a contracted one sums partial results
+        over the mesh axis (all-reduce of the result), a mixed one gathers x first (all-gather);
+        the operator's kinds say which, one mode per round (shard_mode).  x's columns split for free."""
+        from ..sharding import Comm, itemsize, mode, rounds, symbols_of
+        op, x = g[v].operands
+        t_op, t_x, t_out = g.type(op), g.type(x), g.type(v)
+        site = str(g[v].span or "")
+        out = []
+        for s, axis in sharded.items():
+            for m in rounds(mode(g, op, s) if s in symbols_of(g, t_op) else "free"):
+                if m == "psum":
+                    out.append(Comm("all-reduce", axis, sym_prod(t_out.shape) * itemsize(t_out.dtype),
+                                    f"the operator contracts the split dim {s}: partial products are summed", site))
+                elif m == "gather":
+                    out.append(Comm("all-gather", axis, sym_prod(t_x.shape) * itemsize(t_x.dtype),
+                                    f"the operator mixes the split dim {s}: its operand is gathered", site))
+        return out
+
     def dense_flops(self, g, v, dense):         # the operator's matrix times x's columns
         op, x = g[v].operands
         return g.spec(op).dense_apply_flops(g, op, _columns(g.type(x).shape), dense)
@@ -97,6 +116,16 @@ class Apply(Kind):
         if len(shape) == 1:
             y = lw.apply(op, lw.reshape(px, shape + (1,)))
             return lw.reshape(y, lw.shape(y)[:-1])
+        if lw.is_split(shape[-1]):
+            # columns split over a device mesh (opdsl/sharding.py): apply to [k, *b, n, 1], the
+            # columns a leading batch axis, so no kind's reshape (kron's [pre, n_i, post*k]) merges
+            # them with a split-free axis: each device applies the operator to its own columns
+            r = len(shape)
+            cols = lw.reshape(lw.permute(px, (r - 1,) + tuple(range(r - 1))), (shape[-1],) + shape[:-1] + (1,))
+            y = lw.apply(op, cols)
+            ys = lw.shape(y)
+            y = lw.reshape(y, ys[:-1])
+            return lw.permute(y, tuple(range(1, r)) + (0,))
         return lw.apply(op, px)
 
     infer_from_types = True
