@@ -6,7 +6,7 @@ VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test bench clean venv
+.PHONY: demo test bench clean venv gpu-check
 
 venv: $(STAMP)
 
@@ -25,6 +25,13 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VPY) -m pip install -q --disable-pip-version-check -e '.[bench]' || echo "peer libraries unavailable; their rows will be skipped"
 	$(VPY) -m benchmarks.run
+
+# The catalogue and benchmark rows on a CUDA GPU (benchmarks/gpu_check.py; docs/backends.md, "GPU check").
+# No venv and no install: GPU machines have torch/JAX but no network; opdsl is imported from this tree.
+# Without a GPU it says so and exits 0; DRY=1 runs the same steps on the CPU (small sizes).
+GPU_PY ?= $(if $(wildcard $(VPY)),$(VPY),$(PY))
+gpu-check:
+	$(GPU_PY) -m benchmarks.gpu_check $(if $(DRY),--dry-run,) $(if $(OUTPUT),--output $(OUTPUT),)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
