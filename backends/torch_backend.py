@@ -351,7 +351,9 @@ class TorchBackend(PythonBackend):
         "slq": _emit_slq,
         "linrec": lambda c, n, a: f"_linrec({a[0]}, {a[1]}, torch.stack)",
         "eigh": lambda c, n, a: f"_eigh({a[0]}, torch.linalg.eigh, torch.cat)",
-        "expm": lambda c, n, a: f"torch.linalg.matrix_exp({a[0]})",
+        # torch's matrix_exp returns NaN in bfloat16 / float16: computed in float32 there
+        "expm": lambda c, n, a: (f"torch.linalg.matrix_exp({a[0]}.float()).to({a[0]}.dtype)"
+                                 if n.type.dtype in ("bfloat16", "float16") else f"torch.linalg.matrix_exp({a[0]})"),
         "kernel_apply": lambda c, n, a: (f"_kernel_apply_torch({', '.join(a)}, {n.attrs['family']!r}, "
                                          f"{int(n.attrs['tile'])})"),
         "kernel_matrix": lambda c, n, a: (f"_kernel_matrix_torch({', '.join(a)}, {n.attrs['family']!r}, "

@@ -357,14 +357,15 @@ def test_opdsl_verify_env_turns_verification_on(monkeypatch):
 
 
 def test_a_long_chain_needs_no_deep_recursion(monkeypatch):
-    """Reassociation walks a chain iteratively: a product of 3,000 factors (a flat graph once simplified)
-    is ordered on the calling thread with Python's recursion limit as it is, never changed."""
+    """Reassociation walks a chain iteratively: a product of 1,500 factors (a flat graph once simplified;
+    deeper than Python's default recursion limit of 1,000) is ordered on the calling thread with the
+    recursion limit as it is, never changed."""
     import sys
 
     from opdsl.ir import run_deep
     from opdsl.passes.reassociate import reassociate
     from opdsl.passes.simplify import simplify
-    n = 3000
+    n = 1500
     src = ("input x : [3, 2]\n" + "".join(f"input V{i} : [3, 1]\n" for i in range(8)) +
            "export y = " + " @ ".join(f"householder(V{i % 8})" for i in range(n)) + " @ x\n")
     g = to_graph(src, "<t>", None, "float64")
