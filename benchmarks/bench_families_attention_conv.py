@@ -143,9 +143,30 @@ def allocator_note():
     return "allocator: " + ("tuned (freed blocks reused)" if tuned else "glibc default")
 
 
+def exact_tvm_row(quick):
+    """Exact causal softmax attention at L = 16384, 8 heads on TVM (issue 19): the 8 x 16384² score
+    tensor needs 64-bit indices, and the kernel's memory plan holds one such buffer (8.6 GB) where
+    its intermediates add up to four times that.  One call (it takes seconds), against SDPA."""
+    L = 2048 if quick else 16384
+    src = (f"dim L = {L}\ninput Q : [1, {H}, L, {D}]\ninput K : [1, {H}, L, {D}]\ninput V : [1, {H}, L, {D}]\n"
+           "export y = softmax_attention(Q, K, causal=true) @ V\n")
+    prog = opdsl.compile(src, backend="tvm", cache=False)
+    plan = prog._backend.memory["y"]
+    q, k, v = _qkv(L)
+    t_sdpa = median_ms(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True), 1, warmup=0)
+    t_tvm = median_ms(lambda: prog.y(Q=q, K=k, V=v), 1, warmup=0)
+    err = float((prog.y(Q=q, K=k, V=v) - torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True))
+                .abs().max()) if quick else None
+    return row(f"exact softmax attention causal L={L} (B=1, H={H}, d={D}) on TVM", "SDPA is_causal", t_tvm, t_sdpa,
+               note=f"tvm ms in the opdsl column (one call each)"
+                    f"{'; 64-bit indices' if H * L * L >= 2 ** 31 else ''}; memory plan "
+                    f"{plan['peak'] / 1e9:.1f} GB of intermediates at once (without reuse {plan['total'] / 1e9:.1f} GB)"
+                    + (f"; max |tvm - SDPA| {err:.1e}" if err is not None else ""))
+
+
 def rows(quick: bool = False):
     setup_threads()
-    out = conv_rows(quick) + attention_rows(quick)
+    out = conv_rows(quick) + attention_rows(quick) + [exact_tvm_row(quick)]
     for r in out:
         r["note"] = f"{r['note']}; {allocator_note()}"
     return out

@@ -64,9 +64,13 @@ def aligned(t):
 
 
 def intermediate_gb(prog, export: str) -> float:
-    """GB of every value an export computes (the primitive graph's live nodes with known sizes).  A TVM
-    kernel allocates all of its intermediates for the whole call; torch and XLA free or reuse them."""
+    """GB of intermediates a call holds at once: a TVM kernel's memory plan (backends/tvm/memory.py:
+    a dead intermediate's buffer serves a later one), else every value the export computes (the
+    primitive graph's live nodes with known sizes)."""
     import numpy as np
+    planned = getattr(prog._backend, "memory", {}).get(export, {}).get("peak")
+    if planned is not None:
+        return planned / 1e9
     g = prog.primitive
     total = 0
     for v in g.live([g.exports[export]]):
@@ -117,7 +121,7 @@ def other_backends(prog, export: str, args: dict, reps: int = 5, max_call_s: flo
             need, have_gb = intermediate_gb(p, export), available_gb()
             if name == "tvm" and need > 0.5 * have_gb:
                 notes.append(f"tvm: not run, its kernel would hold {need:.0f} GB of intermediates at once "
-                             f"({have_gb:.0f} GB available)")
+                             f"(its memory plan; {have_gb:.0f} GB available)")
                 continue
             if name == "jax":
                 import jax

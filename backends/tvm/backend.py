@@ -100,6 +100,7 @@ class TvmBackend(PythonBackend):
         self.cache_hit = None
         self.compile_seconds = None
         self._compiled = None      # (source, lib, manifest) of a cache build that could not be stored
+        self.memory = {}           # export -> memory.plan of its kernel ({"peak": bytes or None, ...})
 
     def dtype(self, d: str) -> str:
         return repr(d)
@@ -152,6 +153,7 @@ class TvmBackend(PythonBackend):
             cache.warn_uncached(e, stacklevel=4)
             return None
         self.manifest, self.artifact, self.lib, self.cache_hit = manifest, entry / ARTIFACT, lib, hit
+        self.memory = {f["name"]: {"peak": f.get("intermediate_bytes")} for f in manifest.get("functions", [])}
         return source
 
     def _cache_parts(self, g) -> dict:
@@ -166,11 +168,15 @@ class TvmBackend(PythonBackend):
         """(source, compiled module, manifest) for every export of primitive graph g."""
         import tvm
 
+        from .memory import plan
         funcs, reports = {}, {}
         self._consts = {}
         self._kernel_shapes = {}
+        self.memory = {}
         for name in g.exports:
             funcs[name], b, notes, how = self._schedule(g, name, work_dir=work_dir)
+            kept = [s for s in b.stages if notes.get(s) != "inlined"]
+            self.memory[name] = plan(b.stages, kept, b.out_name)
             if b.out_view is not None:
                 self._kernel_shapes[name] = tuple(g.type(b.kernel_root).shape)
             self._consts[name] = [(c, value) for c, _, value in b.consts]
@@ -222,14 +228,23 @@ class TvmBackend(PythonBackend):
         import warnings
 
         from opdsl.dims import DimTable
+
+        from .builder import WIDE_ELEMENTS
         counts: dict[str, int] = {}
+
+        def needs_wide(name, bind) -> bool:
+            sizes = (sp.prod([sp.sympify(g.dims.subs(d)).subs(bind) for d in g.type(v).shape])
+                     for v in g.live([g.exports[name]]))
+            return any(int(n) >= WIDE_ELEMENTS for n in sizes if sp.sympify(n).is_Integer)
 
         def specialize(name, free):
             bind = {g.dims.symbols[k]: int(v) for k, v in free.items()}
             shapes = [n["shape"] for _, n in self.signature(g, name)] + [g.type(g.exports[name]).shape]
             elements = sum(int(sp.prod([sp.sympify(g.dims.subs(d)).subs(bind) for d in shp])) for shp in shapes)
-            if elements < SPECIALIZE_MIN_ELEMENTS or counts.get(name, 0) >= SPECIALIZE_MAX:
+            if elements < SPECIALIZE_MIN_ELEMENTS:
                 return None
+            if counts.get(name, 0) >= SPECIALIZE_MAX and not needs_wide(name, bind):
+                return None      # past the cap the symbolic kernel runs, unless its int32 indices would wrap
             counts[name] = counts.get(name, 0) + 1
             dims = DimTable(symbols=dict(g.dims.symbols), values={**g.dims.values, **bind},
                             derived=dict(g.dims.derived), hints=dict(g.dims.hints))
@@ -384,7 +399,9 @@ class TvmBackend(PythonBackend):
                 output["buffer_shape"] = dims_of(self._kernel_shapes[name])
             funcs.append({"name": name, "symbol": name, "args": args, "constants": consts,
                           "output": output,
-                          "free_dims": free})
+                          "free_dims": free,
+                          # bytes of intermediates the kernel holds at once (memory.plan; null: free dims)
+                          "intermediate_bytes": self.memory.get(name, {}).get("peak")})
         return {"format": "opdsl-tvm-kernels/1", "opdsl_version": __version__,
                 "source_file": g.meta.get("file", "<string>"), "target": str(self.target),
                 "device": "cuda" if self.gpu else "cpu", "calling_convention": CALLING_CONVENTION,

@@ -11,6 +11,11 @@ becomes one `te.var` (int32) shared by every shape that mentions it, so a
 program with free dims compiles once to a kernel that takes any size
 (TVM binds the var from the argument's shape and checks the others).
 
+Index width: TE's index arithmetic follows the dtype of the shapes.  An export with a value of
+WIDE_ELEMENTS (2³¹) elements or more — exact attention at L = 16384 with 8 heads has an
+8 × 16384² score tensor — is built with int64 shapes, loop variables and free-dim vars, so its
+flattened offsets do not wrap; every other export keeps int32 (narrower, faster indexing).
+
 Complex values (the output of rfft) are pairs of real tensors (stages.Cplx); the
 primitives that may meet them (views, add/sub/mul/div/scale, matmul, einsum,
 irfft) handle pairs, the others refuse with a BackendError naming themselves.
@@ -24,7 +29,10 @@ from opdsl.errors import BackendError, clip
 
 from ..pynames import Names
 from .emit import EMIT
-from .stages import ELEMENTWISE, Cplx, StageInfo
+from .stages import ELEMENTWISE, Cplx, StageInfo, numel as _numel
+
+
+WIDE_ELEMENTS = 2 ** 31       # a value this large needs 64-bit indices (tests lower it to cover the int64 paths)
 
 
 class Builder:
@@ -36,11 +44,12 @@ class Builder:
         self.export = export
         self.dims = dims if dims is not None else g.dims    # with values for free dims: a specialized kernel
         self.vars: dict = {}
+        self._subs: dict = {}
+        self.index = "int64" if self._largest() >= WIDE_ELEMENTS else "int32"
         self.names = Names(("main",))
         self.stages: dict[str, StageInfo] = {}
         self.args: list = []          # (name, te placeholder, info dict)
         self._node = None
-        self._subs: dict = {}
         self.consts: list = []        # (name, te placeholder, numpy value): constants passed to the kernel
 
     # ---- dims -----------------------------------------------------------
@@ -52,12 +61,32 @@ class Builder:
             hit = self._subs[e] = self.dims.subs(e)
         return hit
 
+    def _largest(self) -> int:
+        """Elements of the export's largest value whose size is known (free dims: unknown, skipped;
+        a free-dim kernel specialized to a call's sizes is built with them known)."""
+        most = 0
+        for v in self.g.live([self.g.exports[self.export]]):
+            n = sp.Integer(1)
+            for d in self.g.type(v).shape:
+                n = n * self.subs(d)
+            if not n.free_symbols:
+                most = max(most, int(n))
+        return most
+
     def dim(self, e):
-        """A sympy dim expression as an int (when known) or a TE int32 expression."""
+        """A sympy dim expression as an int (when known) or a TE expression (free dims)."""
         e = self.subs(e)
         if not e.free_symbols:
             return int(e)
         return self._texpr(e)
+
+    def extent(self, n):
+        """A size as TE takes it for a stage's shape or a reduction's range: of the index width (a
+        Python int would make an int32 extent, and so int32 loop variables and offsets)."""
+        return tirx.IntImm("int64", n) if self.index == "int64" and isinstance(n, int) else n
+
+    def extents(self, shape) -> tuple:
+        return tuple(self.extent(n) for n in shape)
 
     def _texpr(self, e):
         e = sp.sympify(e)
@@ -66,7 +95,7 @@ class Builder:
         if e.is_Symbol:
             v = self.vars.get(e)
             if v is None:
-                v = self.vars[e] = te.var(e.name, "int32")
+                v = self.vars[e] = te.var(e.name, self.index)
             return v
         num, den = sp.fraction(sp.together(e))
         if den != 1:
@@ -107,8 +136,8 @@ class Builder:
 
     def compute(self, shape, fcompute, base, role, reads=(), **info):
         name = self.fresh(base)
-        t = te.compute(shape, fcompute, name=name)
-        self.record(name, role, reads, dtype=str(t.dtype), **info)
+        t = te.compute(self.extents(shape), fcompute, name=name)
+        self.record(name, role, reads, dtype=str(t.dtype), numel=_numel(shape), **info)
         return t
 
     def record(self, name, role, reads=(), **info):
@@ -137,7 +166,7 @@ class Builder:
             self._node = v
             if n.is_arg:
                 shape = self.shape(v)
-                ph = te.placeholder(shape, n.attrs["dtype"], name=self.fresh(n.attrs["name"]))
+                ph = te.placeholder(self.extents(shape), n.attrs["dtype"], name=self.fresh(n.attrs["name"]))
                 self.args.append((n.attrs["name"], ph))
                 vals[v] = ph
                 continue
@@ -167,12 +196,13 @@ class Builder:
             # an export that is an argument (or a stage we did not create) gets a copy stage
             src = out
             out = self.compute(src.shape, lambda *i: src(*i), self.export, ELEMENTWISE, [src])
+        self.out_name = out.op.name
         # kernel parameters in the order of the export's signature (unused ones included)
         have = dict(self.args)
         params = []
         for a, shape, dtype, _role in g.meta["signatures"][self.export]:
             ph = have.get(a)
             if ph is None:
-                ph = te.placeholder(tuple(self.dim(d) for d in shape), dtype, name=self.fresh(a))
+                ph = te.placeholder(self.extents(tuple(self.dim(d) for d in shape)), dtype, name=self.fresh(a))
             params.append(ph)
         return params + [ph for _, ph, _ in self.consts], out

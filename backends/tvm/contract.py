@@ -11,6 +11,7 @@ from opdsl.errors import BackendError
 
 from .index import const
 from .stages import ELEMENTWISE, EXTERN, REAL, REDUCTION, Cplx, tensors_of
+from .stages import numel_of as _numel_of
 
 
 def e_matmul(b, n, a):
@@ -95,7 +96,7 @@ def _contract_sized(b, n, a, terms, out, base, so, shapes):
 
     def make(parts_fn, suffix):
         def f(*i):
-            rs = {c: te.reduce_axis((0, sizes[c]), name=c + "_r") for c in red}
+            rs = {c: te.reduce_axis((0, b.extent(sizes[c])), name=c + "_r") for c in red}
             env = dict(zip(out, i))
             env.update(rs)
             expr = parts_fn(env)
@@ -164,7 +165,7 @@ def e_sum(b, n, a):
     shape = b.shape(n.id)
 
     def f(*i):
-        r = te.reduce_axis((0, s_in[ax]), name="r")
+        r = te.reduce_axis((0, b.extent(s_in[ax])), name="r")
         i = list(i)
         if keep:
             i[ax] = r
@@ -183,7 +184,7 @@ def e_cumsum(b, n, a):
     def one(t, suffix):
         out = (topi.gpu.cumsum if b.gpu else topi.cumsum)(t, axis=ax)
         name = out.op.name
-        st = b.record(name, EXTERN, [t])
+        st = b.record(name, EXTERN, [t], numel=_numel_of(out))
         st.complex = isinstance(x, Cplx)
         return out
     if isinstance(x, Cplx):
@@ -201,7 +202,7 @@ def e_max(b, n, a):
     keep = bool(n.attrs.get("keepdims"))
 
     def f(*i):
-        r = te.reduce_axis((0, s_in[ax]), name="r")
+        r = te.reduce_axis((0, b.extent(s_in[ax])), name="r")
         i = list(i)
         if keep:
             i[ax] = r
@@ -260,7 +261,7 @@ def e_kernel_apply(b, n, a):
     k = b.shape(n.operands[2])[-1]
 
     def f(i, c):
-        j = te.reduce_axis((0, m), name="j")
+        j = te.reduce_axis((0, b.extent(m)), name="j")
         return te.sum(kern(i, j) * v[j, c], axis=j)
     base = n.name or "kernel"
     out = b.compute((rows, k), f, base + "_sum", REDUCTION, [x, y, v, ls])

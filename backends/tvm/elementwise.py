@@ -243,7 +243,7 @@ def e_const(b, n, a):
     dt = n.attrs["dtype"]
     value = const_value(n.attrs["expr"]).astype(dt)
     name = b.fresh(n.attrs["name"])
-    ph = te.placeholder(value.shape, dt, name=name)
+    ph = te.placeholder(b.extents(value.shape), dt, name=name)
     b.consts.append((name, ph, value))
     return ph
 

@@ -17,6 +17,7 @@ from opdsl.errors import BackendError
 
 from .index import const, prod
 from .stages import CONST, ELEMENTWISE, EXTERN, FFT_STAGE, VIEW, Cplx
+from .stages import numel_of as _numel_of
 
 
 def _fft_size(b, n):
@@ -88,7 +89,8 @@ def _radix2(b, base, re, im, shape_b, size, dt, inverse):
     bufs = [decl_buffer(shape, dt, f"{name}_re"), decl_buffer(shape, dt, f"{name}_im")]
     outs = te.extern([shape, shape], [re, im, tw_re, tw_im], gen, dtype=[dt, dt], out_buffers=bufs,
                      name=name, tag=name)
-    b.record(outs[0].op.name, EXTERN, [re, im, tw_re, tw_im], dtype=str(dt))
+    b.record(outs[0].op.name, EXTERN, [re, im, tw_re, tw_im], dtype=str(dt), complex=True,
+             numel=_numel_of(outs[0]))
     return outs[0], outs[1]
 
 

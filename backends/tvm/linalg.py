@@ -17,6 +17,7 @@ from opdsl.errors import BackendError
 
 from .index import broadcast_index, prod
 from .stages import EXTERN, VIEW, Cplx
+from .stages import numel_of as _numel_of
 
 
 def _real(n, *xs):
@@ -42,7 +43,7 @@ def _extern(b, n, shapes, inputs, gen, base):
     bufs = [tirx.decl_buffer(s, dt, f"{name}_out{k}") for k, s in enumerate(shapes)]
     res = te.extern(shapes, list(inputs), gen, dtype=[dt] * len(shapes), out_buffers=bufs, name=name, tag=name)
     res = res if isinstance(res, (list, tuple)) else [res]
-    b.record(res[0].op.name, EXTERN, list(inputs), dtype=str(dt))
+    b.record(res[0].op.name, EXTERN, list(inputs), dtype=str(dt), numel=sum(_numel_of(r) or 0 for r in res))
     return res
 
 

@@ -45,6 +45,24 @@ class StageInfo:
     keeps_last_axis: bool = True
     complex: bool = False
     dtype: str = "float32"
+    numel: int | None = None       # elements of its buffer (None: a free dim's size); memory.plan
+
+
+def numel(shape) -> int | None:
+    """Elements of a shape of known sizes (ints or TIR integer constants); None with a free dim."""
+    from tvm import tirx
+    n = 1
+    for d in shape:
+        if isinstance(d, tirx.IntImm):
+            d = int(d.value)
+        if not isinstance(d, int):
+            return None
+        n *= d
+    return n
+
+
+def numel_of(t) -> int | None:
+    return numel(tuple(t.shape))
 
 
 def tensors_of(x):
