@@ -18,6 +18,9 @@ class Program:
     def __init__(self, text: str, filename: str = "<string>", backend: str = "torch",
                  dims: dict | None = None, dtype: str = "float32", verify: bool | None = None,
                  **options):
+        self.auto = None
+        if backend == "auto":          # the fastest backend measured on this machine (backend_bench.py)
+            backend = self._fastest(text, filename, dims, dtype, options)
         self.filename = filename
         self.backend_name = backend
         self.text = text
@@ -26,12 +29,28 @@ class Program:
         self.graph = to_graph(text, filename, dims, dtype)      # operator IR as written
         run_deep(lambda: self._build(verify, options), self.graph.depth())   # deep nesting: big stack
 
+    def _fastest(self, text, filename, dims, dtype, options) -> str:
+        """backend="auto": every available backend timed on this program (once per program, dims,
+        dtype and machine: the choice is kept in the compile cache); self.auto says what was measured."""
+        from . import backend_bench
+        from .backends import available
+        if options:
+            raise OpdslError(f"backend='auto' takes no backend options (got {', '.join(sorted(options))})",
+                             hint="options such as target= or tune= belong to one backend: name it")
+        names = available()
+        parts = {"source": text, "dims": dict(dims or {}), "dtype": dtype, "backends": names}
+        choice, timings, hit = backend_bench.cached_choice(
+            parts, lambda: backend_bench.measure(lambda b: Program(text, filename, b, dims, dtype), names))
+        self.auto = {"backend": choice, "timings": timings, "cached": hit}
+        return choice
+
     @classmethod
     def from_graph(cls, graph, backend: str = "torch", verify: bool | None = None, **options) -> "Program":
         """Compile operator IR built elsewhere (the Python tracer, opdsl/trace.py) through the same pipeline.
 
         The graph needs what the .op frontend leaves: exports, meta["signatures"] (frontend.signatures)."""
         self = cls.__new__(cls)
+        self.auto = None
         self.filename = graph.meta.get("file", "<graph>")
         self.backend_name = backend
         self.text = graph.meta.get("source", "")

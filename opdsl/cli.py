@@ -1,4 +1,4 @@
-"""The `opdsl` command: compile | check | explain | graph | fmt.
+"""The `opdsl` command: compile | check | explain | graph | fmt | bench.
 
 Every error a user can cause is printed as a message (file:line:col, the line
 with a caret, a hint) and the command exits 1; no traceback.
@@ -216,6 +216,27 @@ def cmd_fmt(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    """Time every export on every available backend (or --backends), print the table."""
+    from .api import Program, read_source
+    from .backend_bench import measure, table
+    from .backends import available
+    names = available()
+    if args.backends:
+        asked = [b.strip() for b in args.backends.split(",") if b.strip()]
+        unknown = [b for b in asked if b not in names]
+        if unknown:
+            raise OpdslError(f"--backends: {', '.join(unknown)} not available here",
+                             hint=f"available: {', '.join(names)}")
+        names = asked
+    text, dims = read_source(args.file), _dims(args.dim)
+    timings = measure(lambda b: Program(text, args.file, b, dims, args.dtype), names, reps=args.reps,
+                      progress=sys.stderr.isatty())
+    sys.stdout.write(f"{args.file}: {len(names)} backend{'s' * (len(names) != 1)}, dtype {args.dtype}\n")
+    sys.stdout.write(table(timings))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     from .backends import names
     from .version import __version__
@@ -237,7 +258,8 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", help="write the generated module", description="Compile FILE.op and write the "
                        "generated module (standalone source, or a TVM library + manifest).")
     common(c)
-    c.add_argument("--backend", default="torch", choices=names())
+    c.add_argument("--backend", default="torch", choices=names() + ["auto"],
+                   help="auto: the fastest backend measured on this machine (opdsl bench)")
     c.add_argument("-o", "--output", help="output path (default: print the source)")
     c.add_argument("--target", help="TVM target: llvm (default) or cuda")
     c.add_argument("--tune", type=int, metavar="TRIALS", help="TVM: tune with MetaSchedule for TRIALS trials")
@@ -268,6 +290,15 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("-o", "--output", required=True, help="plan.svg, plan.png or plan.dot")
     g.add_argument("--after", help="the pass after which to draw (default: the last operator-level pass)")
     g.set_defaults(fn=cmd_graph)
+
+    b = sub.add_parser("bench", help="time every export on every available backend",
+                       description="Compile FILE.op for every available backend, run each export on random "
+                       "inputs of the declared sizes (free dims at their size hints, 256 without one) and "
+                       "print the median time per call; the fastest is what backend='auto' picks.")
+    common(b)
+    b.add_argument("--backends", help="comma-separated backends to time (default: every available one)")
+    b.add_argument("--reps", type=int, default=5, help="timed calls per export (default 5)")
+    b.set_defaults(fn=cmd_bench)
 
     f = sub.add_parser("fmt", help="format .op files in place (--check: only report)",
                        description="Rewrite each FILE.op in its canonical layout (one statement per line, "
