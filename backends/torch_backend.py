@@ -298,6 +298,15 @@ class TorchBackend(PythonBackend):
     array = "a torch.Tensor"
     array_module, arrays, convert = "torch", "torch tensors", "torch.as_tensor(...)"
     layer_api = ("self", "generator", "names", "device")   # init_params(...), Layer(...), forward(self, ...)
+
+    def __init__(self, compile: bool = False):
+        self.compile = bool(compile)       # each export through torch.compile (backends/torch_compile.py)
+
+    def wrap(self, fn, graph, export):
+        if not self.compile:
+            return fn
+        from .torch_compile import compiled
+        return compiled(fn, export)
     emit = {
         **python_emit(),
         **TORCH_EMIT,

@@ -37,12 +37,17 @@ class Program:
         if options:
             raise OpdslError(f"backend='auto' takes no backend options (got {', '.join(sorted(options))})",
                              hint="options such as target= or tune= belong to one backend: name it")
-        names = available()
+        names = backend_bench.candidates(available())
+
+        def make(name):
+            backend, opts = backend_bench.resolve(name)
+            return Program(text, filename, backend, dims, dtype, **opts)
         parts = {"source": text, "dims": dict(dims or {}), "dtype": dtype, "backends": names}
-        choice, timings, hit = backend_bench.cached_choice(
-            parts, lambda: backend_bench.measure(lambda b: Program(text, filename, b, dims, dtype), names))
+        choice, timings, hit = backend_bench.cached_choice(parts, lambda: backend_bench.measure(make, names))
         self.auto = {"backend": choice, "timings": timings, "cached": hit}
-        return choice
+        backend, opts = backend_bench.resolve(choice)
+        options.update(opts)                   # torch+compile: the torch backend with compile=True
+        return backend
 
     @classmethod
     def from_graph(cls, graph, backend: str = "torch", verify: bool | None = None, **options) -> "Program":

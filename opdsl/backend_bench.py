@@ -22,6 +22,18 @@ from typing import Callable
 from .errors import OpdslError
 
 DEFAULT_FREE = 256          # a free dim without a size hint, as explain costs it
+# backends with an option worth timing as a backend of its own: name -> (backend, options)
+VARIANTS = {"torch+compile": ("torch", {"compile": True})}
+
+
+def candidates(available: list[str]) -> list[str]:
+    """The available backends and the variants of them (torch+compile: torch.compile of each export)."""
+    return list(available) + [v for v, (b, _) in VARIANTS.items() if b in available]
+
+
+def resolve(name: str) -> tuple[str, dict]:
+    """(backend, options) of a candidate name."""
+    return VARIANTS.get(name, (name, {}))
 
 
 @dataclass
@@ -64,7 +76,7 @@ def measure(make: Callable, backends: list[str], reps: int = 5, progress: bool =
         compile_s = time.perf_counter() - t0
         for export in prog.functions:
             try:
-                args = backend_class(name).from_numpy(inputs_for(prog, export))
+                args = backend_class(resolve(name)[0]).from_numpy(inputs_for(prog, export))
                 fn = prog[export]
                 _wait(fn(**args))
                 times = []

@@ -60,6 +60,8 @@ def _compile(args, backend=None, **extra):
         opts["tune"] = args.tune
     if getattr(args, "softmax_to_favor", None):
         opts["softmax_to_favor"] = args.softmax_to_favor
+    if getattr(args, "torch_compile", None):
+        opts["compile"] = True
     return compile_file(args.file, backend=backend or args.backend, dims=_dims(args.dim),
                         dtype=args.dtype, **opts, **extra)
 
@@ -219,9 +221,9 @@ def cmd_fmt(args) -> int:
 def cmd_bench(args) -> int:
     """Time every export on every available backend (or --backends), print the table."""
     from .api import Program, read_source
-    from .backend_bench import measure, table
+    from .backend_bench import candidates, measure, resolve, table
     from .backends import available
-    names = available()
+    names = candidates(available())
     if args.backends:
         asked = [b.strip() for b in args.backends.split(",") if b.strip()]
         unknown = [b for b in asked if b not in names]
@@ -230,8 +232,10 @@ def cmd_bench(args) -> int:
                              hint=f"available: {', '.join(names)}")
         names = asked
     text, dims = read_source(args.file), _dims(args.dim)
-    timings = measure(lambda b: Program(text, args.file, b, dims, args.dtype), names, reps=args.reps,
-                      progress=sys.stderr.isatty())
+    def make(name):
+        backend, opts = resolve(name)
+        return Program(text, args.file, backend, dims, args.dtype, **opts)
+    timings = measure(make, names, reps=args.reps, progress=sys.stderr.isatty())
     sys.stdout.write(f"{args.file}: {len(names)} backend{'s' * (len(names) != 1)}, dtype {args.dtype}\n")
     sys.stdout.write(table(timings))
     return 0
@@ -265,6 +269,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--tune", type=int, metavar="TRIALS", help="TVM: tune with MetaSchedule for TRIALS trials")
     c.add_argument("--softmax-to-favor", type=int, metavar="M",
                    help="replace exact softmax_attention with FAVOR+ attention using M random features")
+    c.add_argument("--torch-compile", action="store_true",
+                   help="torch: run each export through torch.compile (inductor) when the module is loaded "
+                   "(the written source is the same)")
     mesh(c)
     c.set_defaults(fn=cmd_compile)
 
