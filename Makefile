@@ -25,6 +25,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VPY) -m pip install -q --disable-pip-version-check -e '.[bench]' || echo "peer libraries unavailable; their rows will be skipped"
 	$(VPY) -m benchmarks.run
+	$(VPY) -m benchmarks.plot
 
 # The catalogue and benchmark rows on a CUDA GPU (benchmarks/gpu_check.py; docs/backends.md, "GPU check").
 # No venv and no install: GPU machines have torch/JAX but no network; opdsl is imported from this tree.
