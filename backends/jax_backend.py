@@ -53,6 +53,18 @@ def _compiler_options():
 _XLA_OPTIONS = _compiler_options()
 
 
+def _matmul(a, b):
+    """a @ b.  A matrix applied to a batch (b has more dims) is broadcast to the batch first when
+    that copy is no larger than b: XLA then runs one batched GEMM instead of a GEMM and a transpose
+    of its result (kron's second factor: 5.7 -> 3.4 ms at 64x64, 256 columns, 2 cores).  Shapes
+    are static under jit: the test runs once, while tracing."""
+    if 2 <= a.ndim < b.ndim:
+        batch = b.shape[:-2]
+        if int(np.prod(batch)) * a.shape[-2] * a.shape[-1] <= b.size:
+            a = jnp.broadcast_to(a, batch + a.shape[-2:])
+    return a @ b
+
+
 def _jit(fn, dtypes, jit=True, singular=None, sparse=None, shard=None):
     """The entry point of export `fn`: dtype checks, then fn under jax.jit (jit=False: op by op,
     for exports whose loops need values on the host, e.g. conjugate gradients); `singular` names
@@ -268,6 +280,7 @@ class JaxBackend(PythonBackend):
                                     f"{a[0]}[..., 1])"),
         **array_api_emit("jnp"),
         "einsum": lambda c, n, a: f"jnp.einsum({n.attrs['spec']!r}, {', '.join(a)})",
+        "matmul": lambda c, n, a: f"_matmul({a[0]}, {a[1]})",
         # a constant: a numpy array computed once, at the module's top (pyruntime.module_constants),
         # which jax.jit folds into the compiled function
         "const": lambda c, n, a: f"jnp.asarray({const_name(n)}, dtype={c.backend.dtype(n.attrs['dtype'])})",
