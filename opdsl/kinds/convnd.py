@@ -320,17 +320,21 @@ class ConvND(Kind):
             y = lw.prim("cast", y, dtype=out_dtype)
         return y
 
+    def _direct_dims(self, lw, v, x):
+        """What both sliding-window lowerings read: mode, stride, rank, grid and output sizes,
+        channels, the kernel's sizes as ints, and x's batch dims and columns."""
+        a = lw.src[v].attrs
+        ks, sizes, outs, ci, co = self._dims(lw.src, v)
+        xs = lw.shape(x)
+        b = xs[:-2]
+        return (a["mode"], a["stride"], len(a["sizes"]), sizes, outs, ci, co,
+                [int(lw.dims.value(k_)) for k_ in ks], b, xs[-1], len(b))
+
     def _lower_direct(self, lw, v, x, h):
         """y[o, i] = Σ_taps Σ_c h[o, c, tap] x_ext[c, s·i + shift(tap)]: per kernel tap one strided
         window of the padded image (a slice and a view); the windows side by side (im2col), then one
         contraction over the channels and taps (a matrix product)."""
-        a = lw.src[v].attrs
-        mode, s, d = a["mode"], a["stride"], len(a["sizes"])
-        ks, sizes, outs, ci, co = self._dims(lw.src, v)
-        kv = [int(lw.dims.value(k_)) for k_ in ks]
-        xs = lw.shape(x)
-        b, k = xs[:-2], xs[-1]
-        nb = len(b)
+        mode, s, d, sizes, outs, ci, co, kv, b, k, nb = self._direct_dims(lw, v, x)
         x = moveaxis(lw, lw.reshape(x, tuple(b) + (ci,) + tuple(sizes) + (k,)), nb + 1 + d, nb)   # [*b, k, c, n..]
         axes = [nb + 2 + i for i in range(d)]
         bases = []
@@ -360,13 +364,7 @@ class ConvND(Kind):
         """The transpose by a sliding window: x̄[i, p] = Σ_o Σ_taps h[o, i, tap] z_ext[o, p + tap], z the
         kept outputs spread back between zeros (stride), z_ext it shifted by the mode's first output
         (zero-padded; wrapped for circular): a correlation, one contraction over the windows (im2col)."""
-        a = lw.src[v].attrs
-        mode, s, d = a["mode"], a["stride"], len(a["sizes"])
-        ks, sizes, outs, ci, co = self._dims(lw.src, v)
-        kv = [int(lw.dims.value(k_)) for k_ in ks]
-        xs = lw.shape(x)
-        b, k = xs[:-2], xs[-1]
-        nb = len(b)
+        mode, s, d, sizes, outs, ci, co, kv, b, k, nb = self._direct_dims(lw, v, x)
         z = moveaxis(lw, lw.reshape(x, tuple(b) + (co,) + tuple(outs) + (k,)), nb + 1 + d, nb)    # [*b, k, o, m..]
         axes = [nb + 2 + i for i in range(d)]
         for i, ax in enumerate(axes):
