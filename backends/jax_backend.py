@@ -25,7 +25,7 @@ from .array_api import array_api_emit, emit_pivchol, emit_slq, index_code
 from .layers import init_scale, layer_export, param_dims, param_specs
 from .pycodegen import PythonBackend, nested_function
 from .pyexpr import pyexpr, shape_code, shape_str
-from .pyruntime import KERNEL_RUNTIME, const_name, helpers_used, site
+from .pyruntime import KERNEL_RUNTIME, SQDIST_RUNTIME, const_name, helpers_used, site
 from .sparse_runtime import JAX_CHECK, JAX_EMIT, JAX_SPARSE
 from . import jax_shard
 
@@ -169,7 +169,7 @@ def _newton_root_jax(a, root, eps, tol, maxiter):
 '''
 
 
-JAX_KERNEL = KERNEL_RUNTIME + '''
+JAX_KERNEL = SQDIST_RUNTIME + KERNEL_RUNTIME + '''
 
 
 def _kernel_apply_jax(x, y, v, ls, s, family, tile):

@@ -122,6 +122,11 @@ class PythonBackend(Backend):
         lines.extend(self.layer_lines(g))
         return "\n".join(lines) + "\n"
 
+    def fusions(self, g: Graph, root: int) -> tuple[dict, set]:
+        """Hook: ({node: (template, nodes it reads)}, {nodes folded into a template}) for the export
+        whose result is root: expressions a backend writes as one fused call (torch: torch_fuse.py)."""
+        return {}, set()
+
     def layer_lines(self, g: Graph) -> list[str]:
         """Hook: code after the functions that turns params into a layer (torch: an nn.Module class)."""
         return []
@@ -141,18 +146,25 @@ class PythonBackend(Backend):
         ctx.extra["names"] = names          # for primitives that emit a nested function (cg)
         var: dict[int, str] = {}
         cites = citations(g, root, name)    # the statement each node came from, in this function
+        rewrites, folded = self.fusions(g, root)
         last = None
         for v in g.live([root]):
             n = g[v]
             if n.is_arg:
                 var[v] = n.attrs["name"]
                 continue
+            if v in folded:                 # computed inside the fused call that reads it
+                continue
             span = cites[v]
             if span is not None and (span.file, span.line) != last and span.source_line():
                 out.append(f"    {source_comment(span)}")
                 last = (span.file, span.line)
             var[v] = names.fresh(n.name)
-            before, code = emit_node(ctx, n, [var[o] for o in n.operands])
+            if v in rewrites:
+                template, reads = rewrites[v]
+                before, code = [], template.format(*(var[o] for o in reads))
+            else:
+                before, code = emit_node(ctx, n, [var[o] for o in n.operands])
             out.extend(f"    {line}" for line in before)
             out.append(f"    {var[v]} = {code}")
         out.append(f"    return {var[root]}")

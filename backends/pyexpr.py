@@ -1,6 +1,8 @@
 """Python spellings of what emit tables write: dim expressions, shapes, slices, fill values."""
 from __future__ import annotations
 
+import math
+
 import sympy as sp
 
 
@@ -50,6 +52,12 @@ def index_expr(ndim_hint: int | None, axis: int, start: str, stop: str) -> str:
     if axis < 0:
         return "[..., " + f"{start}:{stop}" + ", :" * (-axis - 1) + "]"
     return "[" + ":, " * axis + f"{start}:{stop}" + "]"
+
+
+def number(v) -> str:
+    """A float as Python source: float('inf') / float('nan') where repr would not read back."""
+    v = float(v)
+    return repr(v) if math.isfinite(v) else f"float('{v}')"
 
 
 def fill_value(value) -> str:

@@ -212,13 +212,39 @@ def _newton_root(what, a, ident, root, eps, tol, maxiter):
                       f"{res:.3g} > tol = {tol:g}", RuntimeWarning, stacklevel=3)
     return x'''
 
+# the squared distances of the kernel tiles: _sqdist_exact, then each backend's _sqdist (the torch
+# backend writes its own: torch_backend.TORCH_SQDIST)
+SQDIST_EXACT = '''
+
+
+def _sqdist_exact(x, y):
+    """|x_i - y_j|^2 [t, m] for rows x [t, d] and y [m, d], summed coordinate by coordinate from
+    differences: exact near r = 0, where the expanded |x|^2 + |y|^2 - 2 x.y loses sqrt(eps) (the
+    Matern kernels are steep there)."""
+    r2 = 0
+    for t in range(x.shape[1]):
+        diff = x[:, t:t + 1] - y[:, t][None, :]
+        r2 = r2 + diff * diff
+    return r2'''
+
+SQDIST_RUNTIME = SQDIST_EXACT + '''
+
+
+def _sqdist(x, y, exact):
+    """|x_i - y_j|^2, never negative: from differences when `exact` (Matern) and d <= 8, else
+    expanded (one GEMM; the RBF kernel is flat at r = 0, so the expanded form's loss there does not
+    show)."""
+    if exact and x.shape[1] <= 8:
+        return _sqdist_exact(x, y)
+    r2 = (x * x).sum(-1)[:, None] + (y * y).sum(-1)[None, :] - 2 * (x @ y.T)
+    return r2 * (r2 > 0)'''
+
 KERNEL_RUNTIME = '''
 
 
 def _kernel_of(family, r2, exp):
-    """k(r) of squared scaled distances r2 for a kernel family of opdsl's kinds/kernel.py (r2 clamped
-    at 0; r at sqrt(1e-30), where the Matern kernels' derivative in r2 is singular)."""
-    r2 = r2 * (r2 > 0)
+    """k(r) of squared scaled distances r2 >= 0 for a kernel family of opdsl's kinds/kernel.py (r at
+    sqrt(1e-30), where the Matern kernels' derivative in r2 is singular)."""
     if family == "rbf":
         return exp(-0.5 * r2)
     r = (r2 - (r2 - 1e-30) * (r2 < 1e-30)) ** 0.5      # max(r2, 1e-30) in r2's own dtype
@@ -230,19 +256,8 @@ def _kernel_of(family, r2, exp):
 
 
 def _kernel_block(x, y, ls, family, exp):
-    """K(x, y) without the outputscale for one tile of rows x [t, d] against all of y [m, d].  For
-    d <= 8 the squared distance is summed coordinate by coordinate from differences (exact near r = 0,
-    where the Matern kernels are steep; the expanded |x|^2 + |y|^2 - 2 x.y loses sqrt(eps) there);
-    beyond, expanded."""
-    x, y = x / ls, y / ls
-    if x.shape[1] <= 8:
-        r2 = 0
-        for t in range(x.shape[1]):
-            diff = x[:, t:t + 1] - y[:, t][None, :]
-            r2 = r2 + diff * diff
-    else:
-        r2 = (x * x).sum(-1)[:, None] + (y * y).sum(-1)[None, :] - 2 * (x @ y.T)
-    return _kernel_of(family, r2, exp)
+    """K(x, y) without the outputscale for one tile of rows x [t, d] against all of y [m, d]."""
+    return _kernel_of(family, _sqdist(x / ls, y / ls, family != "rbf"), exp)
 
 
 def _kernel_tile(x, y, v, ls, s, family, exp):
@@ -403,7 +418,7 @@ def _index(what, idx, n):
 # helper group (what a primitive's code may call: Prim.runtime) -> its code
 RUNTIME_HELPERS = {"linalg": LINALG_RUNTIME, "cg": CG_RUNTIME, "linrec": LINREC_RUNTIME,
                    "eigh": EIGH_RUNTIME, "expm": EXPM_RUNTIME, "newton": NEWTON_RUNTIME,
-                   "kernel": KERNEL_RUNTIME, "slq": SLQ_RUNTIME, "pivchol": PIVCHOL_RUNTIME,
+                   "kernel": SQDIST_RUNTIME + KERNEL_RUNTIME, "slq": SLQ_RUNTIME, "pivchol": PIVCHOL_RUNTIME,
                    "tridiag": TRIDIAG_RUNTIME, "put": PUT_RUNTIME, "index": INDEX_RUNTIME}
 
 

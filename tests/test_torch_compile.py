@@ -50,3 +50,22 @@ def test_the_option_is_the_torch_backends():
     from opdsl.errors import BackendError
     with pytest.raises(BackendError, match="takes no options"):
         opdsl.compile("input x : [2, 2]\nexport y = x @ x\n", backend="numpy", compile=True)
+
+
+def test_an_export_torch_compile_cannot_run_runs_without_it_after_one_warning():
+    # a sparse argument: Dynamo cannot trace it, so the export runs eagerly; retrying the trace at
+    # every call cost 6x the product itself
+    import scipy.sparse
+    src = "dim n = 50\ninput S : [n, n] sparse\ninput X : [n, 3]\nexport y = S @ X\n"
+    fast = opdsl.compile(src, backend="torch", compile=True)
+    plain = opdsl.compile(src, backend="torch")
+    args = fast._backend.from_numpy({"S": scipy.sparse.random(50, 50, density=0.1, random_state=0, format="csr",
+                                                              dtype="float32"),
+                                     "X": torch.randn(50, 3).numpy()})
+    with pytest.warns(RuntimeWarning, match="runs without it"):
+        got = fast.y(**args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = fast.y(**args)
+    want = plain.y(**args)
+    assert torch.allclose(got, want) and torch.allclose(again, want)
