@@ -21,13 +21,17 @@ Then `acc.op_(...)` computes what `acc op ...` did, and autograd is unchanged: t
 (add_, sub_, mul_ by a number, addmm_, addcmul_) save only their other operands, and div_'s
 backward reads its result, not the overwritten dividend (checked by gradcheck in the tests).
 
-Measured (2 threads, torch 2.13 CPU; benchmarks/results.md "torch_fusion"): d·x + U (Vᵀ x),
-n = 16384, 256 columns: `t2.addmm_(U, t4)` 10.8 ms, the unfused code 13.9 ms, torch.addmm (a
-fresh result) 12.1 ms, `t5.addcmul_(d, x)` 12.1 ms — so a product term prefers addmm_ into the
-elementwise term.
+Measured (2 threads, torch 2.13 CPU, medians): d·x + U (Vᵀ x), n = 16384, 256 columns:
+`t2.addmm_(U, t4)` 10.8 ms, the unfused code 13.9 ms, torch.addmm (a fresh result) 12.1 ms,
+`t5.addcmul_(d, x)` 12.1 ms — so a product term prefers addmm_ into the elementwise term; the
+Householder product n = k = 1024 (float64, 256 columns) 44.7 → 36.2 ms with its blocks' x − U W
+as torch.addmm; FAVOR+'s feature-map exps at L = 16384 108 → 38 ms in place (a fresh 134 MB
+result per call was page-faulted in each time).
 
-Not done by design: a matmul of rank > 2 stays `@` (baddbmm_ needs exactly three dims and a
-contiguous view of the accumulator; the batched sums measured no better than add_ into it).
+Not done: a matmul of rank > 2 stays `@` (baddbmm_ needs exactly three dims and a view of the
+accumulator as such); its sum is an add_ into the accumulator instead.  A value read by an earlier
+consumer that autograd saves it for (amax, a matmul) is never overwritten, even after its last
+read: FAVOR+'s `scores - max` keeps a fresh result for that reason.
 Under torch.func.vmap over some arguments only, an accumulator that is not batched cannot take a
 batched operand in place: compile with backend options fuse=False there (docs/backends.md).
 """
@@ -48,23 +52,33 @@ def _is_matrix_product(g, v) -> bool:
     return n.kind == "matmul" and all(len(g.type(o).shape) == 2 for o in n.operands)
 
 
-# (kind, which operand is the accumulator, what the other operand must be, template, fused
-# operands): the template's {0} is the accumulator, {1}, {2} the other operand, or the operands of
-# the product folded into the call when `inner` names one
+# (kind, which operand is the accumulator, what the other operand must be, template, in place):
+# the template's {0} is the accumulator, {1}, {2} the other operand, or the operands of the product
+# folded into the call when `inner` names one.  In-place rules need a dead fresh accumulator; the
+# others (a fresh result) take any accumulator of the result's dtype (torch.addmm: of rank <= 2).
 RULES = (
-    ("add", 0, "mm", "{0}.addmm_({1}, {2})"),
-    ("add", 1, "mm", "{0}.addmm_({1}, {2})"),
-    ("sub", 0, "mm", "{0}.addmm_({1}, {2}, alpha=-1)"),
-    ("add", 0, "mul", "{0}.addcmul_({1}, {2})"),
-    ("add", 1, "mul", "{0}.addcmul_({1}, {2})"),
-    ("sub", 0, "mul", "{0}.addcmul_({1}, {2}, value=-1)"),
-    ("add", 0, None, "{0}.add_({1})"),
-    ("add", 1, None, "{0}.add_({1})"),
-    ("sub", 0, None, "{0}.sub_({1})"),
-    ("div", 0, None, "{0}.div_({1})"),
-    ("scale", 0, None, "{0}.mul_({c})"),
-    ("shift", 0, None, "{0}.add_({c})"),
+    ("add", 0, "mm", "{0}.addmm_({1}, {2})", True),
+    ("add", 1, "mm", "{0}.addmm_({1}, {2})", True),
+    ("sub", 0, "mm", "{0}.addmm_({1}, {2}, alpha=-1)", True),
+    ("add", 0, "mul", "{0}.addcmul_({1}, {2})", True),
+    ("add", 1, "mul", "{0}.addcmul_({1}, {2})", True),
+    ("sub", 0, "mul", "{0}.addcmul_({1}, {2}, value=-1)", True),
+    ("add", 0, None, "{0}.add_({1})", True),
+    ("add", 1, None, "{0}.add_({1})", True),
+    ("sub", 0, None, "{0}.sub_({1})", True),
+    ("div", 0, None, "{0}.div_({1})", True),
+    ("scale", 0, None, "{0}.mul_({c})", True),
+    ("shift", 0, None, "{0}.add_({c})", True),
+    # a - B @ C whose a lives on (the Householder product's x, read again by the next block): one
+    # call instead of a product and a subtraction.  (A sum needs no such rule: its product is a
+    # dead fresh accumulator, taken by add_ above.)
+    ("sub", 0, "mm", "torch.addmm({0}, {1}, {2}, alpha=-1)", False),
 )
+
+# elementwise functions applied in place to a dead fresh operand; autograd saves their result (exp)
+# or nothing (neg), never the operand that is overwritten.  The result of exp_ is not fresh: a later
+# in-place op on it would overwrite what exp's backward reads.
+UNARY_INPLACE = {"exp": ("{0}.exp_()", False), "neg": ("{0}.neg_()", True)}
 
 INNER = {"mm": _is_matrix_product, "mul": lambda g, v: g[v].kind == "mul"}
 
@@ -79,21 +93,31 @@ def plan(g, root) -> tuple[dict[int, tuple[str, tuple[int, ...]]], set[int]]:
     rewrites: dict[int, tuple[str, tuple[int, ...]]] = {}
     folded: set[int] = set()
 
-    def dead_fresh(v, n) -> bool:
+    def accumulates(v, n, inplace) -> bool:
         t = g.type(v)
-        return (v in fresh and uses[v] == 1 and v not in folded
-                and tuple(t.shape) == tuple(n.type.shape) and t.dtype == n.type.dtype)
+        if v in folded or t.dtype != n.type.dtype:
+            return False
+        if not inplace:
+            return len(t.shape) <= 2
+        return v in fresh and uses[v] == 1 and tuple(t.shape) == tuple(n.type.shape)
 
     for v in live:
         n = g[v]
         if n.kind in VIEWS and n.operands[0] in fresh and uses[n.operands[0]] == 1:
             fresh.add(v)
             continue
+        fn = n.attrs.get("fn") if n.kind == "unary" else None
+        if fn in UNARY_INPLACE and accumulates(n.operands[0], n, True):
+            template, stays_fresh = UNARY_INPLACE[fn]
+            rewrites[v] = (template, (n.operands[0],))
+            if stays_fresh:
+                fresh.add(v)
+            continue
         if n.kind not in FRESH:
             continue
         fresh.add(v)
-        for kind, acc_at, inner, template in RULES:
-            if kind != n.kind or acc_at >= len(n.operands) or not dead_fresh(n.operands[acc_at], n):
+        for kind, acc_at, inner, template, inplace in RULES:
+            if kind != n.kind or acc_at >= len(n.operands) or not accumulates(n.operands[acc_at], n, inplace):
                 continue
             acc = n.operands[acc_at]
             others = [o for i, o in enumerate(n.operands) if i != acc_at]

@@ -3,15 +3,15 @@ baselines, with the machine idle and with a second CPU-bound process running.
 
 Each configuration runs in a process of its own, because OpenMP reads OMP_WAIT_POLICY once, when
 torch loads it: GNU OpenMP's default (unset) lets a thread that reaches a barrier spin for a while
-before it sleeps; PASSIVE makes it sleep at once.  Configurations: the default policy with 2
-threads (what a user's process gets), PASSIVE with 2 threads, and 1 thread.  The competing process
-is a Python busy loop (one core's worth of work, as another job on the machine), started before
-the timings and stopped after them.  Rows: opdsl against the dense solve / the reflector loop,
-contended, with the idle figures and the slowdowns in the note.
-
-What the measurements said and what changed is written up in benchmarks/results.md
-("contention"); the fix that belongs to opdsl (the generated torch code runs an export whose
-kernels are all small on one thread: backends/torch_threads.py) is what the "opdsl" rows time.
+before it sleeps; PASSIVE makes it sleep at once.  "before" configurations turn opdsl's thread
+default off (OPDSL_THREAD_DEFAULTS=0: what a process got before this change); "after" ones have it
+(`import opdsl` sets OMP_WAIT_POLICY=PASSIVE when torch is not loaded yet, unless the user set a
+policy).  TVM's thread pool spins too (TVM_THREAD_POOL_SPIN_COUNT): one configuration turns that
+off by hand, to see whether it matters when both runtimes share the process.  The competing process is a Python busy loop (one core's worth of
+work, as another job on the machine), started before the timings and stopped after them.  Each
+workload is timed in a block of its own (not interleaved: the small kernels would then be timed
+right after the dense solve's long parallel regions).  Rows: opdsl against the dense solve / the
+reflector loop, contended, with the idle figures and the slowdowns in the note.
 """
 from __future__ import annotations
 
@@ -24,10 +24,15 @@ import time
 N, R, K = 4096, 64, 16            # the Woodbury rows of bench_linalg
 HN, HC = 1024, 256                # the Householder rows of bench_families_mbh
 
-CONFIGS = {                       # name -> (OMP_WAIT_POLICY or None for unset, torch threads)
-    "OpenMP default wait policy, 2 threads": (None, 2),
-    "OMP_WAIT_POLICY=PASSIVE, 2 threads": ("PASSIVE", 2),
-    "1 thread": ("PASSIVE", 1),
+CONFIGS = {       # name -> (environment, torch threads, flags); "torch first": imported before opdsl
+    "before: OpenMP's default wait policy (torch first), 2 threads": ({"OPDSL_THREAD_DEFAULTS": "0"}, 2, []),
+    "after: opdsl first (it sets OMP_WAIT_POLICY=PASSIVE), 2 threads": ({}, 2, ["--opdsl-first"]),
+    "PASSIVE, 1 thread": ({"OMP_WAIT_POLICY": "PASSIVE"}, 1, []),
+    "before: a TVM kron call before each call, torch first, no thread defaults": (
+        {"OPDSL_THREAD_DEFAULTS": "0"}, 2, ["--tvm"]),
+    "experiment: a TVM kron call before each call, torch first, TVM_THREAD_POOL_SPIN_COUNT=0": (
+        {"OPDSL_THREAD_DEFAULTS": "0", "TVM_THREAD_POOL_SPIN_COUNT": "0"}, 2, ["--tvm"]),
+    "after: a TVM kron call before each call, opdsl first (PASSIVE)": ({}, 2, ["--tvm", "--opdsl-first"]),
 }
 
 WOODBURY = f"""dim n = {N}
@@ -54,13 +59,31 @@ def reflector_loop(V, x):
     return x
 
 
-def measure(threads: int, reps: int) -> dict:
-    """{workload: {"idle": ms, "busy": ms}} in this process."""
+def _block_ms(fn, reps: int, before=None):
+    """Median and fastest ms of fn over reps calls after one warm-up, timed as one block: interleaving
+    with the dense baseline would time the small kernels right after its long parallel regions.
+    before(): called, untimed, before each call."""
+    import statistics
+    fn()
+    times = []
+    for _ in range(reps):
+        if before:
+            before()
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), min(times)
+
+
+def measure(threads: int, reps: int, opdsl_first: bool = False, tvm: bool = False) -> dict:
+    """{workload: {"idle": ms, "busy": ms, ...}} in this process.  opdsl_first: import opdsl before
+    torch (as a script that starts with `import opdsl` does); tvm: call a TVM export before each
+    timed call (both runtimes' thread pools in one process)."""
+    if opdsl_first:
+        import opdsl  # noqa: F401
     import torch
 
     import opdsl
-
-    from .bench_linalg import interleaved
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     d = 1 + torch.rand(N, generator=g, dtype=torch.float64)
@@ -75,32 +98,38 @@ def measure(threads: int, reps: int) -> dict:
     assert torch.allclose(hh.apply(V=HV, x=hx), reflector_loop(HV, hx), rtol=1e-9, atol=1e-9)
     cands = {"woodbury": lambda: wood.solve(d=d, U=U, V=V, B=B), "dense LU": lambda: torch.linalg.solve(dense, B),
              "householder": lambda: hh.apply(V=HV, x=hx), "reflector loop": lambda: reflector_loop(HV, hx)}
+    if tvm:
+        from opdsl.backends.tvm.target import set_num_threads
+        set_num_threads(threads)
+        kp = opdsl.compile("input A : [64, 64]\ninput B : [64, 64]\ninput x : [4096, 256]\n"
+                           "export y = kron(A, B) @ x\n", backend="tvm", cache=False)
+        ka = {k: torch.randn(*s) for k, s in (("A", (64, 64)), ("B", (64, 64)), ("x", (4096, 256)))}
+        kp.y(**ka)
+    before = (lambda: kp.y(**ka)) if tvm else None           # a TVM call, then the timed torch call
     out = {k: {} for k in cands}
     for state in ("idle", "busy"):
         hog = _hog() if state == "busy" else None
         try:
             time.sleep(0.3 if hog else 0.0)
-            t = interleaved(cands, reps=reps, warmup=1)
+            for k, f in cands.items():
+                out[k][state], out[k][state + "_min"] = _block_ms(f, reps if k != "dense LU" else 3, before)
         finally:
             if hog:
                 hog.kill()
                 hog.wait()
-        for k in cands:
-            out[k][state] = t[k]
-            out[k][state + "_min"] = t.min[k]
     return out
 
 
 def rows(quick: bool = False):
     from .common import row
     out = []
-    reps = 3 if quick else 9
-    for name, (policy, threads) in CONFIGS.items():
-        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-        if policy:
-            env["OMP_WAIT_POLICY"] = policy
+    reps = 3 if quick else 15
+    for name, (extra, threads, flags) in CONFIGS.items():
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("OMP_WAIT_POLICY", "TVM_THREAD_POOL_SPIN_COUNT", "OPDSL_THREAD_DEFAULTS")}
+        env.update(extra)
         p = subprocess.run([sys.executable, "-m", "benchmarks.bench_contention", "--threads", str(threads),
-                            "--reps", str(reps)], capture_output=True, text=True, env=env, timeout=1800)
+                            "--reps", str(reps)] + flags, capture_output=True, text=True, env=env, timeout=1800)
         if p.returncode:
             out.append(row(f"contention [{name}]", "", None, None, note=f"failed: {p.stderr.strip()[-200:]}"))
             continue
@@ -122,9 +151,11 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int)
     ap.add_argument("--reps", type=int, default=9)
+    ap.add_argument("--opdsl-first", action="store_true")
+    ap.add_argument("--tvm", action="store_true")
     ns = ap.parse_args()
     if ns.threads:
-        print(json.dumps(measure(ns.threads, ns.reps)))
+        print(json.dumps(measure(ns.threads, ns.reps, ns.opdsl_first, ns.tvm)))
     else:
         for r in rows():
             print(r)

@@ -1,4 +1,18 @@
 """opdsl: a compiler for structured linear operators."""
+import os as _os
+import sys as _sys
+
+# OpenMP (the thread pool of torch's kernels and of MKL) reads its wait policy once, when torch is
+# first imported.  GNU OpenMP's default lets a thread that finishes its share of a kernel spin
+# before it sleeps; when another process holds a core, the spinning threads take the time the
+# working ones need, and a program of many small kernels slows down several times (benchmarks/
+# results.md "contention": the Woodbury solve 4.1-4.4x slower beside one busy process with the
+# default, 1.3-1.6x with PASSIVE).  So, unless the user chose a policy or torch is already loaded,
+# opdsl asks for PASSIVE; OPDSL_THREAD_DEFAULTS=0 leaves it alone (docs/backends.md "Threads").
+if _os.environ.get("OPDSL_THREAD_DEFAULTS", "1") != "0" and "OMP_WAIT_POLICY" not in _os.environ \
+        and "torch" not in _sys.modules:
+    _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
 from .version import __version__  # noqa: E402,F401
 
 from . import kinds  # noqa: E402,F401  (registers every operator kind)

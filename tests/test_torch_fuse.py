@@ -25,12 +25,22 @@ PROGRAMS = {
     "export y = (blockdiag(W) + blockdiag(W).T) @ x": [r"\.add_\("],
     "export y = (blockdiag(W) @ x) * 2 + x": [r"\.mul_\(2\.0\)", r"\.add_\(x\)"],
     "export y = (A + A.T) @ x - blockdiag(W) @ x": [r"\.sub_\("],
+    "input H : [n, 40]\nexport y = householder(H) @ x": [r"torch\.addmm\(x, .*alpha=-1\)"],
+    "export y = -(A @ x) - x": [r"= t\d+\.neg_\(\)", r"\.sub_\(x\)"],
     "dim L = 256\ninput Q : [1, 2, L, 4]\ninput K : [1, 2, L, 4]\ninput Vv : [1, 2, L, 4]\n"
     "export y = attention(Q, K, causal=true) @ Vv": [r"\.div_\(", r"\.add_\(2\.22"],
 }
 
 
+# the FAVOR+ feature map exp(ω·q − max): exp in place into the dead difference
+FAVOR = ("dim L = 256\ninput Q : [1, 2, L, 4]\ninput K : [1, 2, L, 4]\ninput Vv : [1, 2, L, 4]\n"
+         "export y = softmax_attention(Q, K, causal=true) @ Vv")
+PROGRAMS[FAVOR] = [r"= t\d+\.exp_\(\)"]
+
+
 def _compile(src, **opts):
+    if src == FAVOR:
+        opts["softmax_to_favor"] = 16
     return opdsl.compile(HEAD + src, backend="torch", dtype="float64", **opts)
 
 
@@ -53,12 +63,14 @@ def test_each_rule_fires_and_agrees_with_the_unfused_code(src):
 
 
 def test_every_rule_of_the_table_is_exercised():
-    templates = {t for *_, t in torch_fuse.RULES}
+    templates = {rule[3] for rule in torch_fuse.RULES} | {t for t, _ in torch_fuse.UNARY_INPLACE.values()}
     seen = set()
     for src in PROGRAMS:
         code = _compile(src).source
         for t in templates:
             call = t.split("(")[0].replace("{0}", "")
+            if call == "torch.addmm" and "{0}.addmm_" in code:
+                continue
             if call + "(" in code and ("alpha" in t) == ("alpha=" in code.split(call + "(")[1].split("\n")[0]):
                 seen.add(t)
     assert seen == templates, templates - seen
