@@ -47,11 +47,6 @@ FRESH = frozenset({"matmul", "mul", "add", "sub", "div", "scale", "shift"})
 VIEWS = frozenset({"reshape", "permute", "swap"})
 
 
-def _is_matrix_product(g, v) -> bool:
-    n = g[v]
-    return n.kind == "matmul" and all(len(g.type(o).shape) == 2 for o in n.operands)
-
-
 # (kind, which operand is the accumulator, what the other operand must be, template, in place):
 # the template's {0} is the accumulator, {1}, {2} the other operand, or the operands of the product
 # folded into the call when `inner` names one.  In-place rules need a dead fresh accumulator; the
@@ -78,9 +73,16 @@ RULES = (
 # elementwise functions applied in place to a dead fresh operand; autograd saves their result (exp)
 # or nothing (neg), never the operand that is overwritten.  The result of exp_ is not fresh: a later
 # in-place op on it would overwrite what exp's backward reads.
-UNARY_INPLACE = {"exp": ("{0}.exp_()", False), "neg": ("{0}.neg_()", True)}
+UNARY_INPLACE = {("unary", "exp"): ("{0}.exp_()", False), ("unary", "neg"): ("{0}.neg_()", True)}
 
-INNER = {"mm": _is_matrix_product, "mul": lambda g, v: g[v].kind == "mul"}
+# a rule's `inner`: the product's kind, and the rank its operands must have (addmm_: matrices)
+INNER = {"mm": ("matmul", 2), "mul": ("mul", None)}
+
+
+def _is(g, v, inner) -> bool:
+    kind, rank = INNER[inner]
+    n = g[v]
+    return n.kind == kind and (rank is None or all(len(g.type(o).shape) == rank for o in n.operands))
 
 
 def plan(g, root) -> tuple[dict[int, tuple[str, tuple[int, ...]]], set[int]]:
@@ -106,9 +108,9 @@ def plan(g, root) -> tuple[dict[int, tuple[str, tuple[int, ...]]], set[int]]:
         if n.kind in VIEWS and n.operands[0] in fresh and uses[n.operands[0]] == 1:
             fresh.add(v)
             continue
-        fn = n.attrs.get("fn") if n.kind == "unary" else None
-        if fn in UNARY_INPLACE and accumulates(n.operands[0], n, True):
-            template, stays_fresh = UNARY_INPLACE[fn]
+        unary = UNARY_INPLACE.get((n.kind, n.attrs.get("fn")))
+        if unary and accumulates(n.operands[0], n, True):
+            template, stays_fresh = unary
             rewrites[v] = (template, (n.operands[0],))
             if stays_fresh:
                 fresh.add(v)
@@ -127,7 +129,7 @@ def plan(g, root) -> tuple[dict[int, tuple[str, tuple[int, ...]]], set[int]]:
                 rewrites[v] = (template.format("{0}", "{1}", c=c), (acc, *others))
                 break
             (other,) = others
-            if uses[other] == 1 and other != acc and INNER[inner](g, other) and other not in folded:
+            if uses[other] == 1 and other != acc and _is(g, other, inner) and other not in folded:
                 folded.add(other)
                 rewrites[v] = (template, (acc, *g[other].operands))
                 break

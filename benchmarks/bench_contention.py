@@ -15,6 +15,7 @@ reflector loop, contended, with the idle figures and the slowdowns in the note.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -80,7 +81,7 @@ def measure(threads: int, reps: int, opdsl_first: bool = False, tvm: bool = Fals
     torch (as a script that starts with `import opdsl` does); tvm: call a TVM export before each
     timed call (both runtimes' thread pools in one process)."""
     if opdsl_first:
-        import opdsl  # noqa: F401
+        importlib.import_module("opdsl")     # before torch: its thread default applies
     import torch
 
     import opdsl
