@@ -12,10 +12,11 @@ allocation that the C library maps anew and the kernel then page-faults in (65 m
 for the same elementwise op into memory already touched, measured in the previous round); a
 dead temporary's memory is already touched.  The accumulator `acc` of a rewrite must be:
 - *dead* after the node: used once, by it, and not the export's result;
-- *fresh*: computed by a kind in FRESH, or a view (VIEWS) of a fresh value that dies there, (a new tensor, never a view of an argument — so the
-  caller's tensors are never written) whose autograd does not save its own result (matmul, mul,
-  add, sub and div save their inputs; exp or relu would save the result, and writing into it would
-  fail their backward); a rewrite's result is its accumulator, so it is fresh too;
+- *fresh*: computed by a kind in FRESH — a new tensor, never a view of an argument, so the
+  caller's tensors are never written, and one whose autograd does not save it (matmul, mul, add,
+  sub and div save their inputs; exp or relu would save their result, and writing into it would
+  fail their backward) — or a view (VIEWS) of a fresh value that dies there; a rewrite's result is
+  its accumulator, so it is fresh too (except exp_'s: UNARY_INPLACE);
 - of the node's shape and dtype (an in-place op neither broadcasts nor promotes its target).
 Then `acc.op_(...)` computes what `acc op ...` did, and autograd is unchanged: the ops used
 (add_, sub_, mul_ by a number, addmm_, addcmul_) save only their other operands, and div_'s
@@ -62,8 +63,8 @@ RULES = (
     ("add", 1, None, "{0}.add_({1})", True),
     ("sub", 0, None, "{0}.sub_({1})", True),
     ("div", 0, None, "{0}.div_({1})", True),
-    ("scale", 0, None, "{0}.mul_({c})", True),
-    ("shift", 0, None, "{0}.add_({c})", True),
+    ("scale", 0, None, "{0}.mul_({c})", True),           # the factor as scale's own entry writes it
+    ("shift", 0, None, "{0}.add_({cnum})", True),        # and as shift's (inf spelled float('inf'))
     # a - B @ C whose a lives on (the Householder product's x, read again by the next block): one
     # call instead of a product and a subtraction.  (A sum needs no such rule: its product is a
     # dead fresh accumulator, taken by add_ above.)
@@ -83,6 +84,16 @@ def _is(g, v, inner) -> bool:
     kind, rank = INNER[inner]
     n = g[v]
     return n.kind == kind and (rank is None or all(len(g.type(o).shape) == rank for o in n.operands))
+
+
+def _constant(c) -> dict:
+    """A node's constant c spelled for the templates: {c} as repr, {cnum} as a float."""
+    if c is None:
+        return {}
+    try:
+        return {"c": repr(c), "cnum": number(c)}
+    except (TypeError, ValueError):        # not a real number: scale's repr only
+        return {"c": repr(c)}
 
 
 def plan(g, root) -> tuple[dict[int, tuple[str, tuple[int, ...]]], set[int]]:
@@ -124,9 +135,7 @@ def plan(g, root) -> tuple[dict[int, tuple[str, tuple[int, ...]]], set[int]]:
             acc = n.operands[acc_at]
             others = [o for i, o in enumerate(n.operands) if i != acc_at]
             if inner is None:
-                c = n.attrs.get("c")     # scale's factor is written as its own emit entry writes it
-                c = None if c is None else repr(c) if kind == "scale" else number(c)
-                rewrites[v] = (template.format("{0}", "{1}", c=c), (acc, *others))
+                rewrites[v] = (template.format("{0}", "{1}", **_constant(n.attrs.get("c"))), (acc, *others))
                 break
             (other,) = others
             if uses[other] == 1 and other != acc and _is(g, other, inner) and other not in folded:
