@@ -7,8 +7,9 @@ before it sleeps; PASSIVE makes it sleep at once.  "before" configurations turn 
 default off (OPDSL_THREAD_DEFAULTS=0: what a process got before this change); "after" ones have it
 (`import opdsl` sets OMP_WAIT_POLICY=PASSIVE when torch is not loaded yet, unless the user set a
 policy).  TVM's thread pool spins too (TVM_THREAD_POOL_SPIN_COUNT): one configuration turns that
-off by hand, to see whether it matters when both runtimes share the process.  The competing process is a Python busy loop (one core's worth of
-work, as another job on the machine), started before the timings and stopped after them.  Each
+off by hand, to see whether it matters when both runtimes share the process.  The competing
+process is a Python busy loop (one core's worth of work, as another job on the machine), started
+before the timings and stopped after them.  Each
 workload is timed in a block of its own (not interleaved: the small kernels would then be timed
 right after the dense solve's long parallel regions).  Rows: opdsl against the dense solve / the
 reflector loop, contended, with the idle figures and the slowdowns in the note.
@@ -51,15 +52,6 @@ def _hog():
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
-def reflector_loop(V, x):
-    """H x one reflector at a time, last first, in place (the bench_families_mbh baseline)."""
-    x = x.clone()
-    for j in reversed(range(V.shape[1])):
-        v = V[:, j]
-        x.addr_(v, v @ x, alpha=-2.0 / float(v @ v))
-    return x
-
-
 def _block_ms(fn, reps: int, before=None):
     """Median and fastest ms of fn over reps calls after one warm-up, timed as one block: interleaving
     with the dense baseline would time the small kernels right after its long parallel regions.
@@ -85,6 +77,8 @@ def measure(threads: int, reps: int, opdsl_first: bool = False, tvm: bool = Fals
     import torch
 
     import opdsl
+
+    from .bench_families_mbh import householder_loop as reflector_loop     # the families_mbh baseline
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     d = 1 + torch.rand(N, generator=g, dtype=torch.float64)

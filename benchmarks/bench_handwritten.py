@@ -29,7 +29,6 @@ TIMEOUT_S = 900
 
 def _profile(fn, calls: int = 3) -> str:
     """The three ops with the most self CPU time over `calls` calls of fn, as 'op share%'."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(calls):
@@ -37,7 +36,6 @@ def _profile(fn, calls: int = 3) -> str:
     ev = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in ev) or 1.0
     top = sorted(ev, key=lambda e: -e.self_cpu_time_total)[:3]
-    del torch
     return ", ".join(f"{e.key} {100 * e.self_cpu_time_total / total:.0f}%" for e in top)
 
 
